@@ -1,0 +1,331 @@
+"""Building blocks of StyleGAN2 in plain PyTorch: FIR resampling, bias + activation, equalized-lr layers
+and the modulated/demodulated convolution.
+
+Follows the arithmetic of Karras et al., "Analyzing and Improving the Image Quality of StyleGAN"
+(CVPR 2020) and the parameterisation of "Training Generative Adversarial Networks with Limited Data"
+(NeurIPS 2020), so that weights trained with the official code give the official outputs. Nothing here
+needs a compiled extension: resampling is written with separable depthwise convolutions, which on a
+CPU are faster than the 2-D FIR reference, and the modulated convolution picks between the grouped
+(fused) form and the "scale the activations" form by batch size, since both compute the same thing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Activation functions by name: (function, default gain). Gain sqrt(2) keeps the variance of
+# leaky-ReLU outputs at one (He et al.), as in the paper's equalized learning rate.
+_ACTIVATIONS = {
+    "linear": (lambda x: x, 1.0),
+    "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
+    "relu": (F.relu, math.sqrt(2)),
+}
+
+
+def activation_gain(name: str) -> float:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name][1]
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear",
+             gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
+    """x + b (broadcast over channel dim 1), then activation, gain and optional symmetric clamp."""
+    if b is not None:
+        shape = [1] * x.ndim
+        shape[1] = -1
+        x = x + b.to(x.dtype).reshape(shape)
+    fn, default_gain = _ACTIVATIONS[act]
+    x = fn(x)
+    gain = default_gain if gain is None else gain
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+# ---------------------------------------------------------------------------------------------
+# FIR filtering (upfirdn2d). Filters are stored as 2-D [fh, fw] buffers (as in the official
+# checkpoints); when a 2-D filter is an outer product we filter separably.
+
+
+def setup_filter(f: Sequence[float] | torch.Tensor | None, normalize: bool = True,
+                 gain: float = 1.0) -> torch.Tensor:
+    """A 2-D FIR filter from a 1-D tap list (outer product), normalized to sum 1."""
+    if f is None:
+        f = [1]
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim == 0:
+        f = f[None]
+    if f.ndim == 1:
+        f = torch.outer(f, f)
+    if f.ndim != 2:
+        raise ValueError(f"a resample filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
+    if normalize:
+        f = f / f.sum()
+    return f * gain
+
+
+def _separable_taps(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Return (column taps, row taps) with outer(col, row) == f, or None if f is not rank one."""
+    total = f.sum()
+    if float(total) == 0:
+        return None
+    col = f.sum(dim=1)
+    row = f.sum(dim=0) / total
+    if not torch.allclose(torch.outer(col, row), f, rtol=1e-5, atol=1e-7):
+        return None
+    return col, row
+
+
+def _pad_or_crop(x: torch.Tensor, padx0: int, padx1: int, pady0: int, pady1: int) -> torch.Tensor:
+    if max(padx0, padx1, pady0, pady1) > 0:
+        x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
+    if min(padx0, padx1, pady0, pady1) < 0:
+        x = x[:, :, max(-pady0, 0): x.shape[2] - max(-pady1, 0), max(-padx0, 0): x.shape[3] - max(-padx1, 0)]
+    return x
+
+
+def _parse_padding(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    if len(padding) == 2:
+        return padding[0], padding[0], padding[1], padding[1]
+    assert len(padding) == 4
+    return tuple(int(p) for p in padding)  # type: ignore[return-value]
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
+              padding: int | Sequence[int] = 0, gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad, FIR filter (true convolution), downsample by striding.
+
+    `padding` is [x0, x1, y0, y1] (or one int, or [x, y]); negative values crop.
+    """
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    batch, channels, height, width = x.shape
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    if up > 1:
+        x = x.reshape(batch, channels, height, 1, width, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(batch, channels, height * up, width * up)
+    x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
+    f = f.to(device=x.device, dtype=x.dtype)
+    if gain != 1:
+        f = f * gain
+    # conv2d computes correlation; flipping the filter makes it a convolution.
+    f = f.flip([0, 1])
+    if f.shape[0] > 1 or f.shape[1] > 1:
+        taps = _separable_taps(f)
+        c = x.shape[1]
+        if taps is not None:
+            col, row = taps
+            x = F.conv2d(x, row.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c,
+                         stride=(1, down))
+            x = F.conv2d(x, col.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c,
+                         stride=(down, 1))
+            return x
+        x = F.conv2d(x, f[None, None].expand(c, 1, -1, -1), groups=c)
+    elif float(f.reshape(-1)[0]) != 1:
+        x = x * f.reshape(-1)[0]
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, gain: float = 1.0) -> torch.Tensor:
+    fh, fw = f.shape
+    p = [(fw + up - 1) // 2, (fw - up) // 2, (fh + up - 1) // 2, (fh - up) // 2]
+    return upfirdn2d(x, f, up=up, padding=p, gain=gain * up * up)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2, gain: float = 1.0) -> torch.Tensor:
+    fh, fw = f.shape
+    p = [(fw - down + 1) // 2, (fw - down) // 2, (fh - down + 1) // 2, (fh - down) // 2]
+    return upfirdn2d(x, f, down=down, padding=p, gain=gain)
+
+
+def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1,
+                    down: int = 1, padding: int = 0, groups: int = 1,
+                    flip_weight: bool = True) -> torch.Tensor:
+    """2-D convolution with optional FIR up/down-sampling, as the official conv2d_resample."""
+    out_channels, in_per_group, kh, kw = w.shape
+    fh, fw = (1, 1) if f is None else f.shape
+    px0, px1, py0, py1 = _parse_padding(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+
+    def conv(x, w, stride=1, pad=(0, 0), transpose=False, flip=True):
+        if not flip and (kw > 1 or kh > 1):
+            w = w.flip([2, 3])
+        if transpose:
+            return F.conv_transpose2d(x, w, stride=stride, padding=pad, groups=groups)
+        return F.conv2d(x, w, stride=stride, padding=pad, groups=groups)
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
+        return conv(x, w, flip=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:
+        x = conv(x, w, flip=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
+        return conv(x, w, stride=down, flip=flip_weight)
+    if up > 1:
+        if groups == 1:
+            w = w.transpose(0, 1)
+        else:
+            w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw)
+            w = w.transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, kh, kw)
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        x = conv(x, w, stride=up, pad=(pyt, pxt), transpose=True, flip=not flip_weight)
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down)
+        return x
+    if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return conv(x, w, pad=(py0, px0), flip=flip_weight)
+    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up * up)
+    x = conv(x, w, flip=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down)
+    return x
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                     noise: torch.Tensor | None = None, up: int = 1, down: int = 1, padding: int = 0,
+                     resample_filter: torch.Tensor | None = None, demodulate: bool = True,
+                     flip_weight: bool = True, fused_modconv: bool | None = None) -> torch.Tensor:
+    """Modulated convolution (StyleGAN2 eq. 1-3): scale input channels by `styles`, convolve, and
+    (if demodulate) rescale each output channel to unit expected norm.
+
+    fused_modconv=None picks the faster of the two equivalent forms: the grouped convolution with
+    per-sample weights for batch 1, and "scale activations, shared-weight conv, scale outputs" for
+    larger batches (one dense convolution instead of N small ones).
+    """
+    batch = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    if styles.shape != (batch, in_channels):
+        raise ValueError(f"styles must have shape [{batch}, {in_channels}], got {tuple(styles.shape)}")
+    weight = weight.to(x.dtype)
+    styles = styles.to(x.dtype)
+    if x.dtype == torch.float16 and demodulate:
+        # Pre-normalize to avoid fp16 overflow; cancels out in demodulation.
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw)
+                           / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    if fused_modconv is None:
+        fused_modconv = batch == 1
+
+    dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+        if demodulate:
+            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if not fused_modconv:
+        x = x * styles.reshape(batch, -1, 1, 1)
+        x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight)
+        if dcoefs is not None:
+            x = x * dcoefs.reshape(batch, -1, 1, 1)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+    if demodulate:
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_channels, kh, kw)
+    x = conv2d_resample(x, w, f=resample_filter, up=up, down=down, padding=padding, groups=batch,
+                        flip_weight=flip_weight)
+    x = x.reshape(batch, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Equalized learning-rate layers (weights stored at unit variance, scaled at run time).
+
+
+class FullyConnectedLayer(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 activation: str = "linear", lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        activation_gain(activation)
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        x = x.matmul(w.t())
+        return bias_act(x, b, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class Conv2dLayer(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", up: int = 1, down: int = 1,
+                 resample_filter: Sequence[float] = (1, 3, 3, 1), conv_clamp: float | None = None):
+        super().__init__()
+        self.activation = activation
+        self.up = up
+        self.down = down
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.act_gain = activation_gain(activation)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down,
+                            padding=self.padding, flip_weight=(self.up == 1))
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+
+
+def channels_from_base(resolutions: Sequence[int], channel_base: int, channel_max: int) -> dict[int, int]:
+    return {int(res): int(min(channel_base // res, channel_max)) for res in resolutions}
+
+
+def as_numpy_float(v) -> float:
+    return float(np.asarray(v))

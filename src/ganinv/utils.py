@@ -1,0 +1,135 @@
+"""Small shared helpers: seed and layer-range parsing, seeded latents, atomic file writes."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
+    """'0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9]."""
+    if isinstance(text, int):
+        return [text]
+    if not isinstance(text, str):
+        return [int(s) for s in text]
+    seeds: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+            try:
+                lo_i, hi_i = int(lo), int(hi)
+            except ValueError:
+                raise ValueError(f"bad seed range {part!r}; use forms like 0,3,5-9") from None
+            if hi_i < lo_i:
+                raise ValueError(f"bad seed range {part!r}: end before start")
+            seeds.extend(range(lo_i, hi_i + 1))
+        else:
+            try:
+                seeds.append(int(part))
+            except ValueError:
+                raise ValueError(f"bad seed {part!r}; use forms like 0,3,5-9") from None
+    if not seeds:
+        raise ValueError("no seeds given")
+    if any(s < 0 or s >= 2 ** 32 for s in seeds):
+        raise ValueError("seeds must be in [0, 2**32)")
+    return seeds
+
+
+def parse_layers(text: str | Sequence[int] | None, num_ws: int) -> list[int]:
+    """Layer ranges count ws indices: 'all', '0-1', '2-5', '6-', '3', '0,2,4-5'."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("all", "")):
+        return list(range(num_ws))
+    if not isinstance(text, str):
+        layers = sorted({int(i) for i in text})
+    else:
+        layers_set: set[int] = set()
+        for part in text.replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                try:
+                    lo_i = int(lo) if lo else 0
+                    hi_i = int(hi) if hi else num_ws - 1
+                except ValueError:
+                    raise ValueError(f"bad layer range {part!r}; use forms like all, 0-1, 2-5, 6-") from None
+                layers_set.update(range(lo_i, hi_i + 1))
+            else:
+                try:
+                    layers_set.add(int(part))
+                except ValueError:
+                    raise ValueError(f"bad layer {part!r}; use forms like all, 0-1, 2-5, 6-") from None
+        layers = sorted(layers_set)
+    bad = [i for i in layers if i < 0 or i >= num_ws]
+    if bad:
+        raise ValueError(f"layer indices {bad} out of range for num_ws={num_ws} (valid 0-{num_ws - 1})")
+    return layers
+
+
+def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
+    """NVIDIA gen_images convention: np.random.RandomState(seed).randn(1, z_dim)."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim).astype(np.float32))
+
+
+def z_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    return torch.cat([z_from_seed(s, z_dim) for s in seeds])
+
+
+def one_hot(label: int | None, c_dim: int, batch: int = 1) -> torch.Tensor | None:
+    if c_dim == 0:
+        if label is not None:
+            raise ValueError("this model is unconditional; --class is not accepted")
+        return None
+    if label is None:
+        raise ValueError(f"this model is conditional ({c_dim} classes): give --class")
+    if not 0 <= label < c_dim:
+        raise ValueError(f"class {label} out of range 0-{c_dim - 1}")
+    c = torch.zeros([batch, c_dim])
+    c[:, label] = 1
+    return c
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def seeded_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0 if seed is None else int(seed))
+    return gen
