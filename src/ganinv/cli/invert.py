@@ -1,0 +1,159 @@
+"""`ganinv invert`: photos -> latents (+ tuned generators), one result folder per image."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from .common import (UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option,
+                     set_threads)
+
+
+def _methods_help() -> str:
+    from ..invert import METHODS
+    lines = []
+    for name, spec in METHODS.items():
+        defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items() if k != "preview_every")
+        lines.append(f"{name}: {spec.summary}. Defaults: {defaults}")
+    return "\n\n".join(lines)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _load_real_dir(real_dir: Path, G) -> torch.Tensor:
+    from ..data.io import ImageLoadError, load_image
+    files = sorted(p for p in real_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+    images = []
+    for p in files:
+        try:
+            images.append(load_image(p, G.img_resolution, G.img_channels))
+        except ImageLoadError:
+            continue
+    if not images:
+        raise UserError(f"--real-dir {real_dir}: no readable images")
+    return torch.cat(images)
+
+
+class _MethodsCommand(click.Command):
+    def format_epilog(self, ctx, formatter):
+        with formatter.section("Methods (see --set KEY=VALUE for any setting)"):
+            formatter.write_text(_methods_help())
+
+
+@click.command(cls=_MethodsCommand)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_option
+@click.option("--method", default="optimize", show_default=True,
+              help="Inversion method (listed below).")
+@click.option("--num-steps", "--steps", "num_steps", type=click.IntRange(1), default=None,
+              help="Iterations (method default if omitted).")
+@click.option("--space", type=click.Choice(["z", "w", "w+"]), default=None, help="Latent space (optimize).")
+@click.option("--preset", default=None, help="Clone preset: fast (default) or paper.")
+@click.option("--target-psnr", type=float, default=None, help="Stop when this PSNR is reached (pti, clone).")
+@click.option("--init-from", default=None, help="Start pti/clone from this method's latent (e.g. optimize).")
+@click.option("--real-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Real training images for Clone's global loss (default: the model's own).")
+@click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
+              help="How a non-square photo becomes the model's square input.")
+@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other method setting.")
+@click.option("--lpips-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with genuine LPIPS weights (to report LPIPS).")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing result folders.")
+@device_option
+@seed_option
+@quiet_option
+def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
+           lpips_dir, outdir, overwrite, device, seed, quiet):
+    """Invert IMAGES into the model's latent space; writes OUTDIR/<image stem>/ per image."""
+    from tqdm import tqdm
+
+    from ..data.io import ImageLoadError, load_image
+    from ..invert import METHODS
+    from ..invert import invert as run_invert
+    set_threads()
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    settings = {}
+    for item in extra:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        settings[key.strip().replace("-", "_")] = _parse_value(value)
+    if num_steps is not None:
+        settings["num_steps"] = num_steps
+    if space is not None:
+        settings["space"] = space
+    if preset is not None:
+        settings["preset"] = preset
+    if target_psnr is not None:
+        settings["target_psnr"] = target_psnr
+    unknown = sorted(set(settings) - set(METHODS[method].defaults) - {"preset"})
+    if unknown:
+        raise UserError(f"unknown settings for {method}: {', '.join(unknown)} "
+                        f"(valid: {', '.join(sorted(METHODS[method].defaults))})")
+    bundle = load_model_or_fail(model, device)
+    G = bundle.G
+    real = _load_real_dir(real_dir, G) if real_dir is not None else None
+    outdir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    stems: dict[str, int] = {}
+    for path in images:
+        stem = path.stem
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:
+            stem = f"{stem}-{stems[stem]}"
+        out = outdir / stem
+        if out.exists() and not overwrite:
+            click.echo(f"{path}: {out} exists; pass --overwrite to replace (skipped)", err=True)
+            failures += 1
+            continue
+        try:
+            target = load_image(path, G.img_resolution, G.img_channels, fit=fit)
+        except (ImageLoadError, OSError) as e:
+            click.echo(f"{path}: skipped: {e}", err=True)
+            failures += 1
+            continue
+        bar = tqdm(total=None, desc=f"{path.name} [{method}]", disable=quiet, leave=False, dynamic_ncols=True)
+        state = {"stage": None}
+
+        def progress(info):
+            if state["stage"] != info.stage:
+                state["stage"] = info.stage
+                bar.reset(total=info.num_steps)
+                bar.set_description(f"{path.name} [{info.stage or method}]")
+            bar.n = info.step + 1
+            postfix = {"loss": f"{info.loss:.4f}"}
+            if info.psnr is not None:
+                postfix["psnr"] = f"{info.psnr:.2f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.refresh()
+            return None
+
+        try:
+            result = run_invert(bundle, target, method, real_images=real, seed=seed, callback=progress,
+                                init_from=init_from, compute_lpips=lpips_dir is not None, lpips_dir=lpips_dir,
+                                **settings)
+        except ValueError as e:
+            bar.close()
+            raise UserError(str(e)) from None
+        bar.close()
+        result.save(out)
+        if not quiet:
+            m = result.metrics
+            lp = m.get("lpips_alex")
+            lp_text = f" lpips {lp[0]:.4f}" if isinstance(lp, list) and lp and lp[0] is not None else ""
+            click.echo(f"{path.name}: {method} psnr {m['psnr'][0]:.2f} dB ssim {m['ssim'][0]:.4f} mse "
+                       f"{m['mse'][0]:.5f}{lp_text} in {result.seconds:.1f}s ({result.stop_reason}) -> {out}")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS = [invert]

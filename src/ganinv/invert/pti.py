@@ -1,0 +1,126 @@
+"""Pivotal Tuning Inversion.
+
+Roich, Mokady, Bermano and Cohen-Or, "Pivotal Tuning for Latent-based Editing of Real Images"
+(ACM TOG 2022). A pivot latent is found by optimization in W (an editable region of the latent
+space); the generator's weights are then tuned so that the pivot reproduces the target, while a
+locality regularizer keeps the tuned generator close to the original at latents interpolated from
+the pivot toward prior samples (their Eq. 4-5). The caller's generator is never modified: the result
+holds a tuned copy.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .objective import ReconstructionLoss
+from ..models.stylegan2 import Generator
+from . import optimize
+from .base import Callback, MethodOutput, StepInfo, psnr_of
+
+DEFAULTS = dict(
+    pivot_space="w",
+    pivot_steps=200,
+    num_steps=150,
+    learning_rate=3e-4,
+    mse_weight=1.0,
+    laplacian_weight=1.0,
+    lpips_weight=0.0,
+    dfeat_weight=0.0,
+    locality_weight=1.0,
+    locality_every=1,
+    locality_alpha=30.0,
+    locality_batch=4,
+    target_psnr=None,
+    preview_every=10,
+)
+
+
+def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: int = 0,
+        callback: Callback | None = None, init_ws: torch.Tensor | None = None,
+        lpips_dir: str | None = None, **settings) -> MethodOutput:
+    s = {**DEFAULTS, **settings}
+    device = target.device
+    history: list[dict] = []
+    if init_ws is None:
+        def pivot_callback(info: StepInfo):
+            if callback is not None:
+                info.stage = "pivot"
+                return callback(info)
+            return None
+        pivot = optimize.run(G, target, D=D, seed=seed, callback=pivot_callback, lpips_dir=lpips_dir,
+                             space=s["pivot_space"], num_steps=s["pivot_steps"], optimize_noise=False,
+                             mse_weight=s["mse_weight"], laplacian_weight=s["laplacian_weight"],
+                             lpips_weight=s["lpips_weight"], dfeat_weight=s["dfeat_weight"])
+        pivot_ws = pivot.ws
+        history.extend({**h, "stage": "pivot"} for h in pivot.history)
+    else:
+        pivot_ws = init_ws.detach().to(device).float()
+        if pivot_ws.ndim == 2:
+            pivot_ws = pivot_ws.unsqueeze(1).repeat(1, G.num_ws, 1)
+
+    G_orig = G
+    G_tuned = copy.deepcopy(G).train()
+    G_tuned.requires_grad_(True)
+    G_tuned.mapping.requires_grad_(False)  # only the synthesis network is tuned (as in PTI)
+    params = [p for p in G_tuned.synthesis.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=s["learning_rate"])
+    loss_fn = ReconstructionLoss(mse=s["mse_weight"], laplacian=s["laplacian_weight"], lpips=s["lpips_weight"],
+                                 dfeat=s["dfeat_weight"], D=D, lpips_dir=lpips_dir).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
+    num_steps = int(s["num_steps"])
+    stop_reason = "num_steps"
+    best = (float("inf"), copy.deepcopy(G_tuned.state_dict()))
+    for step in range(num_steps):
+        image = G_tuned.synthesis(pivot_ws, noise_mode="const")
+        per_image, terms = loss_fn(image, target)
+        total = per_image.sum()
+        record = {"step": step, "stage": "tune", "loss": float(per_image.mean()),
+                  **{k: float(v.mean()) for k, v in terms.items()}}
+        if s["locality_weight"] > 0 and step % max(1, int(s["locality_every"])) == 0:
+            # Latents on the segment from the pivot toward prior samples, at distance alpha.
+            with torch.no_grad():
+                z = torch.randn([s["locality_batch"], G.z_dim], generator=gen).to(device)
+                c = None
+                if G.c_dim:
+                    labels = torch.randint(0, G.c_dim, [s["locality_batch"]], generator=gen)
+                    c = torch.nn.functional.one_hot(labels, G.c_dim).float().to(device)
+                w_z = G_orig.mapping(z, c, update_w_avg=False)
+                pivot_mean = pivot_ws.mean(dim=0, keepdim=True)
+                direction = w_z - pivot_mean
+                norm = direction.flatten(1).norm(dim=1).clamp_min(1e-8).reshape(-1, 1, 1)
+                # PTI's alpha=30 is for 512-d W; never step past the prior sample itself.
+                w_r = pivot_mean + direction / norm * norm.clamp(max=s["locality_alpha"])
+                reference = G_orig.synthesis(w_r, noise_mode="const")
+            local = (G_tuned.synthesis(w_r, noise_mode="const") - reference).square().mean()
+            total = total + s["locality_weight"] * local * target.shape[0]
+            record["locality"] = float(local)
+        if not torch.isfinite(total):
+            stop_reason = f"non-finite loss at step {step}; kept the best result so far"
+            break
+        psnr = float(psnr_of(image.detach(), target).mean())
+        record["psnr"] = psnr
+        history.append(record)
+        if record["loss"] < best[0]:
+            best = (record["loss"], copy.deepcopy(G_tuned.state_dict()))
+        if s["target_psnr"] is not None and psnr >= s["target_psnr"]:
+            stop_reason = f"reached target_psnr {s['target_psnr']} at step {step}"
+            break
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if callback is not None:
+            show = image.detach() if step % max(1, s["preview_every"]) == 0 else None
+            if callback(StepInfo(step=step, num_steps=num_steps, loss=record["loss"], psnr=psnr, image=show,
+                                 stage="tune")):
+                stop_reason = f"stopped by callback at step {step}"
+                break
+    if stop_reason == "num_steps":
+        with torch.no_grad():
+            per_image, _ = loss_fn(G_tuned.synthesis(pivot_ws, noise_mode="const"), target)
+        if torch.isfinite(per_image).all() and float(per_image.mean()) < best[0]:
+            best = (float(per_image.mean()), copy.deepcopy(G_tuned.state_dict()))
+    G_tuned.load_state_dict(best[1])
+    G_tuned.eval().requires_grad_(False)
+    return MethodOutput(ws=pivot_ws.detach(), space="w" if init_ws is None and s["pivot_space"] == "w" else "w+",
+                        G=G_tuned, history=history, stop_reason=stop_reason)
