@@ -15,15 +15,19 @@ from .models.registry import (Model, available_models, load_discriminator, load_
 from .models.stylegan2 import Discriminator, Generator  # noqa: E402
 
 
+_LAZY = {
+    # Inversion and editing pull in more modules; they are imported on first use.
+    "invert": "invert", "InversionResult": "invert", "list_methods": "invert", "METHODS": "invert",
+    "edit": "edit", "Direction": "edit", "find_directions": "edit", "load_direction": "edit", "FINDERS": "edit",
+}
+
+
 def __getattr__(name: str):
-    # Inversion and editing pull in more modules; import them on first use.
-    if name in ("invert", "InversionResult", "list_methods", "METHODS"):
-        from . import invert as _invert
-        return getattr(_invert, name)
-    if name in ("edit", "Direction", "find_directions", "load_direction", "FINDERS"):
-        from . import edit as _edit
-        return getattr(_edit, name)
-    if name == "metrics":
-        from . import metrics
-        return metrics
+    import importlib
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        # `ganinv.invert` the function shadows the subpackage attribute once resolved.
+        return getattr(module, name)
+    if name in ("metrics", "losses", "data", "edit", "train", "bench"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ganinv' has no attribute {name!r}")

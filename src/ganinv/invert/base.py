@@ -123,7 +123,7 @@ class InversionResult:
     @torch.no_grad()
     def render(self, ws: torch.Tensor | None = None, style_offsets: dict | None = None,
                noise: bool = True) -> torch.Tensor:
-        """Image(s) from this result's generator and noise (optionally with edited ws/styles)."""
+        """Image(s) in [-1, 1] from this result's generator and noise (optionally with edited ws/styles)."""
         G = self.generator
         device = next(G.parameters()).device
         ws = (self.ws if ws is None else ws).to(device)
@@ -132,7 +132,8 @@ class InversionResult:
             noise_maps = {k: v.to(device) for k, v in self.noise.items()}
             if ws.shape[0] != self.ws.shape[0]:
                 noise_maps = {k: v[:1].expand(ws.shape[0], -1, -1, -1) for k, v in noise_maps.items()}
-        return G.synthesis(ws, noise_mode="const", noise=noise_maps, style_offsets=style_offsets).cpu()
+        image = G.synthesis(ws, noise_mode="const", noise=noise_maps, style_offsets=style_offsets)
+        return image.clamp(-1, 1).cpu()
 
     # ------------------------------------------------------------------ saving and loading
 

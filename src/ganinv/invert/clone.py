@@ -23,7 +23,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .objective import laplacian_pyramid_loss
+from ..losses import laplacian_pyramid_loss
 from ..models.stylegan2 import Generator
 from . import optimize
 from .base import Callback, MethodOutput, StepInfo, psnr_of
@@ -128,12 +128,12 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         image = None
         if local_active:
             image = G_plus.synthesis(ws, noise_mode="const")
-            recon = laplacian_pyramid_loss(image, target)  # per image [N]
+            recon = laplacian_pyramid_loss(image, target, reduction="none")  # per image [N]
             g_loss = g_loss + recon.sum()
             if D_plus is not None and s["adv_lambda"] > 0:
                 D_plus.requires_grad_(False)
                 g_loss = g_loss + s["adv_lambda"] * F.softplus(-D_plus(image)).sum()
-            last_recon = float(recon.mean())
+            last_recon = float(recon.detach().mean())
             record["recon"] = last_recon
             record["psnr"] = float(psnr_of(image.detach(), target).mean())
         do_global = step % max(1, int(s["global_every"])) == 0
@@ -151,7 +151,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                     reference = G_orig.synthesis(w_prior, noise_mode="const")
                 g_global = (fake - reference).abs().mean()
             g_loss = g_loss + g_global
-            record["global_g"] = float(g_global)
+            record["global_g"] = float(g_global.detach())
         if not torch.isfinite(g_loss):
             stop_reason = f"non-finite loss at step {step}; kept the best generator so far"
             break
@@ -166,9 +166,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                                else f"PSNR {record['psnr']:.2f} >= target_psnr {s['target_psnr']}") + f" at step {step}"
                 history.append(record)
                 break
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_opt.step()
+        if g_loss.requires_grad:
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            g_opt.step()
 
         # Discriminator update with the same terms (local pair with weight lambda, global batch).
         if D_plus is not None and (local_active or (do_global and global_mode == "gan")):
@@ -184,7 +185,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
-                record["d_loss"] = float(d_loss)
+                record["d_loss"] = float(d_loss.detach())
         history.append(record)
         if callback is not None and local_active:
             show = image.detach() if step % max(1, s["preview_every"]) < 1 / max(s["p"], 1e-3) else None

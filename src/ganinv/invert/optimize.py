@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from .objective import ReconstructionLoss, noise_regularization, normalize_noise_
+from ..losses import NoiseRegularization, normalize_noise_
+from .objective import build_objective
 from ..models.stylegan2 import Generator
 from .base import Callback, MethodOutput, StepInfo, psnr_of, w_stats
 
@@ -28,6 +29,7 @@ DEFAULTS = dict(
     initial_noise_factor=0.05,
     noise_ramp=0.75,
     optimize_noise=True,
+    noise_init="const",
     noise_regularize_weight=1e5,
     mse_weight=1.0,
     laplacian_weight=1.0,
@@ -60,8 +62,8 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     n = target.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     w_avg, w_std = w_stats(G)
-    loss_fn = ReconstructionLoss(mse=s["mse_weight"], laplacian=s["laplacian_weight"], lpips=s["lpips_weight"],
-                                 dfeat=s["dfeat_weight"], D=D, lpips_dir=lpips_dir).to(device)
+    loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(device)
+    noise_reg = NoiseRegularization()
 
     # Parameters to optimize.
     z_param = None
@@ -86,7 +88,12 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     noise_bufs = G.synthesis.noise_buffers()
     noise = None
     if s["optimize_noise"]:
-        noise = {name: torch.randn([n, 1, *buf.shape], generator=gen).to(device).requires_grad_(True)
+        if s["noise_init"] not in ("const", "random"):
+            raise ValueError(f"noise_init must be 'const' or 'random', got {s['noise_init']!r}")
+        # Starting from the model's own constant noise keeps the start point an image the model makes.
+        noise = {name: (buf.detach().reshape(1, 1, *buf.shape).repeat(n, 1, 1, 1).clone().to(device)
+                        if s["noise_init"] == "const"
+                        else torch.randn([n, 1, *buf.shape], generator=gen).to(device)).requires_grad_(True)
                  for name, buf in noise_bufs.items()}
         params += list(noise.values())
     optimizer = torch.optim.Adam(params, betas=(0.9, 0.999), lr=s["learning_rate"])
@@ -113,10 +120,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
             group["lr"] = lr
         ws = current_ws(w_noise_scale if space != "z" else 0.0)
         image = G.synthesis(ws, noise_mode="const", noise=noise)
-        per_image, terms = loss_fn(image, target)
+        per_image, terms = loss_fn(image, target, reduction="none")
         total = per_image.sum()
         if noise is not None and s["noise_regularize_weight"] > 0:
-            total = total + s["noise_regularize_weight"] * noise_regularization(noise)
+            total = total + s["noise_regularize_weight"] * noise_reg(noise, reduction="sum")
         if not torch.isfinite(total):
             stop_reason = f"non-finite loss at step {step}; kept the best result so far"
             break
@@ -138,7 +145,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         if noise is not None:
             with torch.no_grad():
                 normalize_noise_(noise)
-        record = {"step": step, "loss": float(per_image.mean()), "lr": lr,
+        record = {"step": step, "loss": float(per_image.detach().mean()), "lr": lr,
                   **{k: float(v.mean()) for k, v in terms.items()}}
         psnr = float(psnr_of(image.detach(), target).mean())
         record["psnr"] = psnr
@@ -152,7 +159,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     # The last step's parameters were never evaluated; evaluate once so they can win.
     with torch.no_grad():
         image = G.synthesis(current_ws(), noise_mode="const", noise=noise)
-        per_image, _ = loss_fn(image, target)
+        per_image, _ = loss_fn(image, target, reduction="none")
         if torch.isfinite(per_image).all():
             improved = per_image < best_loss
             clean_ws = current_ws()

@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from .objective import ReconstructionLoss
+from .objective import build_objective
 from ..models.stylegan2 import Generator
 from . import optimize
 from .base import Callback, MethodOutput, StepInfo, psnr_of
@@ -22,7 +22,7 @@ DEFAULTS = dict(
     pivot_space="w",
     pivot_steps=200,
     num_steps=150,
-    learning_rate=3e-4,
+    learning_rate=1e-3,
     mse_weight=1.0,
     laplacian_weight=1.0,
     lpips_weight=0.0,
@@ -65,17 +65,16 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     G_tuned.mapping.requires_grad_(False)  # only the synthesis network is tuned (as in PTI)
     params = [p for p in G_tuned.synthesis.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=s["learning_rate"])
-    loss_fn = ReconstructionLoss(mse=s["mse_weight"], laplacian=s["laplacian_weight"], lpips=s["lpips_weight"],
-                                 dfeat=s["dfeat_weight"], D=D, lpips_dir=lpips_dir).to(device)
+    loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(device)
     gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
     num_steps = int(s["num_steps"])
     stop_reason = "num_steps"
     best = (float("inf"), copy.deepcopy(G_tuned.state_dict()))
     for step in range(num_steps):
         image = G_tuned.synthesis(pivot_ws, noise_mode="const")
-        per_image, terms = loss_fn(image, target)
+        per_image, terms = loss_fn(image, target, reduction="none")
         total = per_image.sum()
-        record = {"step": step, "stage": "tune", "loss": float(per_image.mean()),
+        record = {"step": step, "stage": "tune", "loss": float(per_image.detach().mean()),
                   **{k: float(v.mean()) for k, v in terms.items()}}
         if s["locality_weight"] > 0 and step % max(1, int(s["locality_every"])) == 0:
             # Latents on the segment from the pivot toward prior samples, at distance alpha.
@@ -94,7 +93,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
                 reference = G_orig.synthesis(w_r, noise_mode="const")
             local = (G_tuned.synthesis(w_r, noise_mode="const") - reference).square().mean()
             total = total + s["locality_weight"] * local * target.shape[0]
-            record["locality"] = float(local)
+            record["locality"] = float(local.detach())
         if not torch.isfinite(total):
             stop_reason = f"non-finite loss at step {step}; kept the best result so far"
             break
@@ -117,7 +116,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
                 break
     if stop_reason == "num_steps":
         with torch.no_grad():
-            per_image, _ = loss_fn(G_tuned.synthesis(pivot_ws, noise_mode="const"), target)
+            per_image, _ = loss_fn(G_tuned.synthesis(pivot_ws, noise_mode="const"), target, reduction="none")
         if torch.isfinite(per_image).all() and float(per_image.mean()) < best[0]:
             best = (float(per_image.mean()), copy.deepcopy(G_tuned.state_dict()))
     G_tuned.load_state_dict(best[1])

@@ -1,0 +1,328 @@
+"""`ganinv directions`, `ganinv edit`, `ganinv mix`, `ganinv interpolate`: thin shells over ganinv.edit."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import click
+import torch
+
+from .common import (UserError, device_option, load_model_or_fail, model_option, outdir_option, prepare_outdir,
+                     quiet_option, seed_option, set_threads)
+
+_SEED = re.compile(r"^(?:seed)?(\d+)$")
+
+
+def _finders_help() -> str:
+    from ..edit import FINDERS
+    return "\n\n".join(f"{name}: {spec.summary} ({spec.paper})" for name, spec in FINDERS.items())
+
+
+class _FindersCommand(click.Command):
+    def format_epilog(self, ctx, formatter):
+        with formatter.section("Finders"):
+            formatter.write_text(_finders_help())
+
+
+def _strengths(text: str) -> list[float]:
+    from ..edit import parse_strengths
+    try:
+        return parse_strengths(text)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _model_named_by_result(path: Path) -> str | None:
+    report = path / "report.json"
+    if path.is_dir() and report.is_file():
+        try:
+            return (json.loads(report.read_text()).get("model") or {}).get("name")
+        except json.JSONDecodeError:
+            raise UserError(f"{report}: invalid JSON") from None
+    return None
+
+
+def _load_model_for_sources(model, sources: list[str], device: str):
+    """--model if given, else the model named by the first result folder among the sources, else the
+    default embedded model."""
+    if model is None:
+        for text in sources:
+            if not _SEED.match(text):
+                model = _model_named_by_result(Path(text))
+                if model:
+                    break
+    return load_model_or_fail(model, device)
+
+
+def _load_source(text: str, bundle, truncation_psi: float, class_index: int | None):
+    """A seed ('12' or 'seed12') or a saved result folder (or zip) -> Latent or InversionResult."""
+    from ..edit import latent_from_seed
+    from ..invert.base import InversionResult
+    match = _SEED.match(text)
+    if match:
+        try:
+            return latent_from_seed(bundle, int(match.group(1)), truncation_psi=truncation_psi,
+                                    class_index=class_index)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    path = Path(text)
+    if not path.exists():
+        raise UserError(f"{text}: neither a seed nor an existing result folder")
+    try:
+        return InversionResult.load(path, model=bundle)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
+    """User labels: JSON {seed: 1 | 0 | -1} -> (ws of those seeds, labels)."""
+    from ..edit import latent_from_seed
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read labels ({e})") from None
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{path}: labels must be a JSON object {{seed: 1 or 0}}")
+    ws, labels = [], []
+    for key, value in data.items():
+        match = _SEED.match(str(key))
+        if not match or value not in (0, 1, -1, True, False):
+            raise UserError(f"{path}: bad entry {key!r}: {value!r} (expected seed: 1, 0 or -1)")
+        ws.append(latent_from_seed(bundle, int(match.group(1))).ws)
+        labels.append(int(value))
+    return torch.cat(ws), torch.tensor(labels)
+
+
+def _resolve_direction(spec: str, bundle):
+    from ..edit import DirectionError, load_direction
+    try:
+        return load_direction(spec, model=bundle)
+    except DirectionError as e:
+        raise UserError(str(e)) from None
+
+
+@click.command(cls=_FindersCommand)
+@click.argument("method", type=click.Choice(["sefa", "ganspace", "interfacegan", "stylespace"]))
+@model_option
+@click.option("--layers", default="all", show_default=True,
+              help="ws indices the directions apply to (and SeFa factorizes): all, 0-1, 2-5, 6-, ...")
+@click.option("--num", default=10, show_default=True, type=click.IntRange(1),
+              help="Number of components (sefa, ganspace, stylespace).")
+@click.option("--attribute", default=None,
+              help="Classifier attribute (interfacegan, stylespace): HEAD, HEAD:CLASS (vs rest) or HEAD:A,B/C,D.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="User labels instead of the classifier: JSON {seed: 1 or 0}.")
+@click.option("--num-samples", type=click.IntRange(10), default=None,
+              help="Prior samples to label (interfacegan, stylespace) or for the PCA (ganspace).")
+@click.option("--normalize/--no-normalize", default=True, show_default=True,
+              help="SeFa: unit-length weight rows (official); --no-normalize is rosinality's variant.")
+@click.option("--classifier", "linear_classifier", type=click.Choice(["logistic", "svm"]), default="logistic",
+              show_default=True, help="InterFaceGAN linear classifier.")
+@click.option("--ranking", type=click.Choice(["mean_difference", "gradient"]), default="mean_difference",
+              show_default=True, help="StyleSpace channel ranking.")
+@click.option("--condition", "conditions", multiple=True, metavar="NAME_OR_FILE[:INDEX]",
+              help="InterFaceGAN: make the direction orthogonal to these directions (repeatable).")
+@click.option("--name", default=None, help="Direction name (file stem); default from method and layers.")
+@click.option("--strengths", default="-3:3:7", show_default=True, help="Preview columns: START:STOP:COUNT.")
+@click.option("--preview-seed", default=0, show_default=True, type=click.IntRange(0),
+              help="Seed of the preview subject.")
+@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of PNGs.")
+@click.option("--outdir", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for NAME.json, NAME.safetensors and NAME_preview.png.")
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@device_option
+@seed_option
+@quiet_option
+def directions(method, model, layers, num, attribute, labels_file, num_samples, normalize, linear_classifier,
+               ranking, conditions, name, strengths, preview_seed, upscale, outdir, overwrite, device, seed, quiet):
+    """Find editing directions with METHOD and save them (+ a preview: rows = components, cols = strengths)."""
+    from ..data.io import save_grid
+    from ..edit import DirectionError, find_directions, preview_images, safe_file_stem
+    set_threads()
+    strength_list = _strengths(strengths)
+    bundle = load_model_or_fail(model, device)
+    settings: dict = {"layers": layers, "seed": seed}
+    if method in ("sefa", "ganspace", "stylespace"):
+        settings["num"] = num
+    if method == "sefa":
+        settings["normalize"] = normalize
+    if num_samples is not None:
+        if method == "sefa":
+            raise UserError("--num-samples does not apply to sefa (it reads the weights only)")
+        settings["num_samples"] = num_samples
+    if method in ("interfacegan", "stylespace"):
+        if labels_file is not None:
+            settings["ws"], settings["labels"] = _labels_from_file(labels_file, bundle)
+        elif attribute is None:
+            raise UserError(f"{method} needs --attribute (a head of the model's classifier) or --labels FILE")
+        elif bundle.classifier is None:
+            raise UserError(f"model {bundle.name!r} has no classifier; give --labels FILE (JSON {{seed: 1 or 0}})")
+        settings["attribute"] = attribute
+    elif attribute is not None or labels_file is not None:
+        raise UserError(f"--attribute/--labels do not apply to {method}")
+    if method == "interfacegan":
+        settings["classifier"] = linear_classifier
+        settings["conditions"] = [(d, i) if i is not None else d
+                                  for d, i in (_resolve_direction(c, bundle) for c in conditions)]
+    elif conditions:
+        raise UserError("--condition applies to interfacegan only")
+    if method == "stylespace":
+        settings["ranking"] = ranking
+    if name is not None:
+        settings["name"] = name
+    try:
+        direction = find_directions(method, bundle, **settings)
+    except (ValueError, DirectionError) as e:
+        raise UserError(str(e)) from None
+    stem = safe_file_stem(direction.name)
+    prepare_outdir(outdir, overwrite, [f"{stem}.json", f"{stem}.safetensors", f"{stem}_preview.png"])
+    path = direction.save(outdir)
+    preview = preview_images(bundle, direction, strength_list, seed=preview_seed)
+    save_grid(preview, outdir / f"{stem}_preview.png", ncols=len(strength_list), upscale=upscale)
+    if not quiet:
+        click.echo(f"wrote {path} ({len(direction)} component(s), space {direction.space}, "
+                   f"layers {direction.layers}) and {stem}_preview.png")
+        for i in range(len(direction)):
+            score = direction.scores[i] if direction.scores else None
+            score_text = f" {direction.score_name} {score:.4g}" if score is not None else ""
+            click.echo(f"  {stem}:{i}  {direction.label(i)}{score_text}  (1 unit = {float(direction.std[i]):.4g})")
+
+
+def _source_options(f):
+    f = click.option("--truncation-psi", "--trunc", "truncation_psi", default=1.0, show_default=True,
+                     type=click.FloatRange(-2, 2), help="Truncation for seed sources.")(f)
+    f = click.option("--class", "class_index", default=None, type=click.IntRange(0),
+                     help="Class label for seed sources (conditional models).")(f)
+    return f
+
+
+@click.command(name="edit")
+@click.argument("source")
+@click.option("--direction", "direction_spec", required=True, metavar="NAME_OR_FILE[:INDEX]",
+              help="A direction shipped with the model (by name) or a direction file; :INDEX picks a component.")
+@click.option("--strength", "--strengths", "strengths", default="-3:3:7", show_default=True,
+              help="Strengths in prior std units: START:STOP:COUNT, a list, or one number.")
+@model_option
+@_source_options
+@click.option("--gif-ms", default=150, show_default=True, type=click.IntRange(10, 10_000),
+              help="GIF frame duration (ms).")
+@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of outputs.")
+@outdir_option()
+@device_option
+@seed_option
+@quiet_option
+def edit_command(source, direction_spec, strengths, model, truncation_psi, class_index, gif_ms, upscale, outdir,
+                 overwrite, device, seed, quiet):
+    """Edit SOURCE (a seed or a saved inversion result folder) along a direction: strip PNG, GIF, frames."""
+    from ..data.io import save_image
+    from ..edit import DirectionError, edit_sweep, save_gif, save_strip
+    from ..utils import write_json
+    set_threads()
+    torch.manual_seed(seed)
+    strength_list = _strengths(strengths)
+    bundle = _load_model_for_sources(model, [source], device)
+    subject = _load_source(source, bundle, truncation_psi, class_index)
+    direction, index = _resolve_direction(direction_spec, bundle)
+    index = 0 if index is None else index
+    frame_names = [f"frame_{i:03d}.png" for i in range(len(strength_list))]
+    prepare_outdir(outdir, overwrite, ["strip.png", "edit.gif", "edit.json", "frames"])
+    try:
+        frames = edit_sweep(subject, direction, strength_list, index=index)
+    except (ValueError, DirectionError) as e:
+        raise UserError(str(e)) from None
+    save_strip(frames, outdir / "strip.png", upscale=upscale)
+    save_gif(frames, outdir / "edit.gif", duration_ms=gif_ms, upscale=upscale)
+    (outdir / "frames").mkdir(exist_ok=True)
+    for frame, frame_name in zip(frames, frame_names):
+        save_image(frame, outdir / "frames" / frame_name, upscale=upscale)
+    write_json(outdir / "edit.json", {
+        "source": source, "model": bundle.name, "direction": direction.name, "direction_file_spec": direction_spec,
+        "component": index, "label": direction.label(index), "method": direction.method, "space": direction.space,
+        "layers": direction.layers, "units": direction.units, "strengths": strength_list,
+        "frames": [f"frames/{n}" for n in frame_names]})
+    if not quiet:
+        click.echo(f"wrote strip.png, edit.gif and {len(frame_names)} frames to {outdir} "
+                   f"({direction.label(index)}, strengths {strength_list[0]:g}..{strength_list[-1]:g})")
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--layers", default="0-3", show_default=True,
+              help="ws indices taken from B (coarse 0-3 ~ pose/shape, high indices ~ colour/texture).")
+@model_option
+@_source_options
+@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of outputs.")
+@outdir_option()
+@device_option
+@seed_option
+@quiet_option
+def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overwrite, device, seed, quiet):
+    """Style mixing: A with B's ws on --layers (A and B: seeds or saved result folders)."""
+    from ..data.io import save_grid, save_image
+    from ..edit import as_latent, mix_latents
+    from ..utils import parse_layers, write_json
+    set_threads()
+    bundle = _load_model_for_sources(model, [a, b], device)
+    latent_a = as_latent(_load_source(a, bundle, truncation_psi, class_index))
+    latent_b = as_latent(_load_source(b, bundle, truncation_psi, class_index))
+    try:
+        indices = parse_layers(layers, bundle.G.num_ws)
+        mixed = mix_latents(latent_a, latent_b, indices)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    prepare_outdir(outdir, overwrite, ["a.png", "b.png", "mix.png", "grid.png", "mix.json"])
+    images = [latent_a.render(), latent_b.render(), mixed.render()]
+    for image, name in zip(images, ("a.png", "b.png", "mix.png")):
+        save_image(image[0], outdir / name, upscale=upscale)
+    save_grid(torch.cat(images), outdir / "grid.png", ncols=3, upscale=upscale)
+    write_json(outdir / "mix.json", {"a": a, "b": b, "layers": indices, "model": bundle.name})
+    if not quiet:
+        click.echo(f"wrote a.png, b.png, mix.png and grid.png (A | B | mix, B's ws {indices}) to {outdir}")
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--frames", "num_frames", default=16, show_default=True, type=click.IntRange(2, 1000),
+              help="Number of frames, both ends included.")
+@click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True,
+              help="w: lerp in W/W+; z: slerp in Z (both ends must be seeds).")
+@model_option
+@_source_options
+@click.option("--gif-ms", default=100, show_default=True, type=click.IntRange(10, 10_000),
+              help="GIF frame duration (ms).")
+@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of outputs.")
+@outdir_option()
+@device_option
+@seed_option
+@quiet_option
+def interpolate(a, b, num_frames, space, model, truncation_psi, class_index, gif_ms, upscale, outdir, overwrite,
+                device, seed, quiet):
+    """Morph from A to B (seeds or saved result folders): frames, strip PNG and GIF."""
+    from ..data.io import save_image
+    from ..edit import as_latent, interpolation_weights, save_gif, save_strip
+    from ..edit import interpolate as run_interpolate
+    from ..utils import write_json
+    set_threads()
+    bundle = _load_model_for_sources(model, [a, b], device)
+    latent_a = as_latent(_load_source(a, bundle, truncation_psi, class_index))
+    latent_b = as_latent(_load_source(b, bundle, truncation_psi, class_index))
+    prepare_outdir(outdir, overwrite, ["strip.png", "interpolate.gif", "interpolate.json", "frames"])
+    try:
+        frames = run_interpolate(latent_a, latent_b, num_frames=num_frames, space=space)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    save_strip(frames, outdir / "strip.png", upscale=upscale)
+    save_gif(frames, outdir / "interpolate.gif", duration_ms=gif_ms, upscale=upscale)
+    (outdir / "frames").mkdir(exist_ok=True)
+    for i, frame in enumerate(frames):
+        save_image(frame, outdir / "frames" / f"frame_{i:03d}.png", upscale=upscale)
+    write_json(outdir / "interpolate.json", {"a": a, "b": b, "space": space, "model": bundle.name,
+                                             "weights": interpolation_weights(num_frames)})
+    if not quiet:
+        click.echo(f"wrote {num_frames} frames, strip.png and interpolate.gif to {outdir} ({space} space)")
+
+
+COMMANDS = [directions, edit_command, mix, interpolate]

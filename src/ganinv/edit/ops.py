@@ -1,0 +1,253 @@
+"""Latent operations beyond directions: interpolation (morphing), style mixing, analogies.
+
+- Interpolation: linear in W / W+ (StyleGAN's perceptual path length uses lerp in W) and spherical in
+  Z, where the prior is Gaussian and a straight line would pass through low-density latents
+  (White, "Sampling Generative Networks", 2016). Morphing between two inverted photos
+  (Abdal, Qin & Wonka, "Image2StyleGAN", ICCV 2019, section 6.1) interpolates their W+ codes; here the
+  noise maps and, when one end has a tuned generator (PTI/Clone), the generator weights are
+  interpolated too, so that both end frames reproduce their inputs exactly.
+- Style mixing (Karras, Laine & Aila, "A Style-Based Generator Architecture", CVPR 2019, section 3.1;
+  Image2StyleGAN's style transfer by crossover): take B's ws for a layer range, A's elsewhere; coarse
+  indices carry pose and shape, fine ones colour and texture.
+- Analogy / expression transfer (Image2StyleGAN, section 6.3): w1 + lambda (w3 - w2).
+
+A `Latent` bundles what renders one subject: its ws, its noise maps and its generator.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+from ..utils import parse_layers, z_from_seed
+
+INTERPOLATION_SPACES = ("w", "z")
+
+
+@dataclass
+class Latent:
+    """What renders a subject: ws [N, num_ws, w_dim], optional noise maps {layer: [N, 1, H, W]}, the
+    generator that renders it (a tuned copy for PTI/Clone results), and the base generator whose
+    directions apply. z and truncation_psi are kept for seeds (spherical interpolation in Z)."""
+
+    ws: torch.Tensor
+    G: torch.nn.Module
+    G_base: torch.nn.Module | None = None
+    noise: dict[str, torch.Tensor] | None = None
+    z: torch.Tensor | None = None
+    c: torch.Tensor | None = None
+    truncation_psi: float = 1.0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.G_base is None:
+            self.G_base = self.G
+        if self.ws.ndim != 3 or tuple(self.ws.shape[1:]) != (self.G.num_ws, self.G.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.G.num_ws}, {self.G.w_dim}], got {tuple(self.ws.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.ws.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.G.parameters()).device
+
+    def noise_maps(self, batch: int) -> dict[str, torch.Tensor] | None:
+        if self.noise is None:
+            return None
+        device = self.device
+        return {k: (v.to(device) if v.shape[0] == batch else v[:1].to(device).expand(batch, -1, -1, -1))
+                for k, v in self.noise.items()}
+
+    @torch.no_grad()
+    def render(self, ws: torch.Tensor | None = None, style_offsets: dict | None = None) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] on the CPU, with this latent's generator and noise (and edited ws)."""
+        ws = (self.ws if ws is None else ws).to(self.device)
+        offsets = None if not style_offsets else {k: v.to(self.device) for k, v in style_offsets.items()}
+        return self.G.synthesis(ws, noise_mode="const", noise=self.noise_maps(ws.shape[0]),
+                                style_offsets=offsets).clamp(-1, 1).cpu()
+
+
+def latent_from_seed(model, seed: int, truncation_psi: float = 1.0, class_index: int | None = None) -> Latent:
+    """The prior sample of NVIDIA's gen_images for `seed` (z = RandomState(seed).randn(1, z_dim))."""
+    from ..utils import one_hot
+    G = getattr(model, "G", model)
+    device = next(G.parameters()).device
+    z = z_from_seed(int(seed), G.z_dim).to(device)
+    c = one_hot(class_index, G.c_dim, 1)
+    c = None if c is None else c.to(device)
+    with torch.no_grad():
+        ws = G.mapping(z, c, truncation_psi=truncation_psi, update_w_avg=False)
+    return Latent(ws=ws, G=G, z=z, c=c, truncation_psi=truncation_psi, label=f"seed{seed}")
+
+
+def latent_from_result(result) -> Latent:
+    """An InversionResult as a Latent (its tuned generator, if any, and its noise)."""
+    G_base = result.G_base if result.G_base is not None else result.generator
+    return Latent(ws=result.ws, G=result.generator, G_base=G_base, noise=result.noise, z=result.z, c=result.c,
+                  label=f"{result.method} result")
+
+
+def as_latent(source, G=None) -> Latent:
+    """Latent | InversionResult | ws tensor (with G) -> Latent."""
+    from ..invert.base import InversionResult
+    if isinstance(source, Latent):
+        return source
+    if isinstance(source, InversionResult):
+        return latent_from_result(source)
+    if isinstance(source, torch.Tensor):
+        G = getattr(G, "G", G)
+        if G is None:
+            raise ValueError("editing a bare ws tensor needs the generator: pass G=...")
+        ws = source if source.ndim == 3 else source.unsqueeze(1).repeat(1, G.num_ws, 1)
+        return Latent(ws=ws.to(next(G.parameters()).device), G=G)
+    raise TypeError(f"cannot edit a {type(source).__name__}; give an InversionResult, a Latent or ws")
+
+
+# ---------------------------------------------------------------------- tensor operations
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Linear interpolation; exact at t = 0 and t = 1."""
+    return torch.lerp(a, b.to(a.dtype), float(t))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = 1e-12) -> torch.Tensor:
+    """Spherical interpolation of vectors [..., D]: the direction moves along the great circle at
+    constant angular speed, the length is interpolated linearly. Falls back to lerp of the directions
+    for (anti)parallel vectors. Exact at t = 0 and t = 1."""
+    t = float(t)
+    if t == 0:
+        return a.clone()
+    if t == 1:
+        return b.clone()
+    a64, b64 = a.double(), b.double()
+    norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
+    unit_a, unit_b = a64 / norm_a.clamp_min(eps), b64 / norm_b.clamp_min(eps)
+    omega = torch.arccos((unit_a * unit_b).sum(-1, keepdim=True).clamp(-1, 1))
+    sin = torch.sin(omega)
+    safe = sin.abs() > 1e-6
+    denominator = sin.where(safe, torch.ones_like(sin))
+    wa = torch.where(safe, torch.sin((1 - t) * omega) / denominator, torch.full_like(sin, 1 - t))
+    wb = torch.where(safe, torch.sin(t * omega) / denominator, torch.full_like(sin, t))
+    direction = wa * unit_a + wb * unit_b
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return (direction * torch.lerp(norm_a, norm_b, t)).to(a.dtype)
+
+
+def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, layers: str | Sequence[int]) -> torch.Tensor:
+    """ws_a with the ws indices in `layers` taken from ws_b ('0-3', '4-', [], ...). An empty range
+    returns a copy of ws_a."""
+    if ws_a.ndim != 3 or ws_b.ndim != 3 or ws_a.shape[1:] != ws_b.shape[1:]:
+        raise ValueError(f"style_mix needs two ws [N, num_ws, w_dim] of the same shape, got "
+                         f"{tuple(ws_a.shape)} and {tuple(ws_b.shape)}")
+    indices = [] if (isinstance(layers, (list, tuple)) and not layers) else parse_layers(layers, ws_a.shape[1])
+    out = ws_a.clone()
+    if indices:
+        out[:, indices] = ws_b.to(out.device, out.dtype).expand(ws_a.shape[0], -1, -1)[:, indices]
+    return out
+
+
+def analogy(w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """w1 + strength (w3 - w2): give w1 the change that turns w2 into w3 (e.g. an expression)."""
+    if not (w1.shape[1:] == w2.shape[1:] == w3.shape[1:]):
+        raise ValueError(f"analogy needs latents of one shape, got {tuple(w1.shape)}, {tuple(w2.shape)}, "
+                         f"{tuple(w3.shape)}")
+    return w1 + strength * (w3.to(w1) - w2.to(w1))
+
+
+def interpolation_weights(num_frames: int) -> list[float]:
+    """num_frames evenly spaced weights from 0 to 1 (both included)."""
+    if num_frames < 2:
+        raise ValueError("num_frames must be at least 2")
+    return [i / (num_frames - 1) for i in range(num_frames)]
+
+
+# ---------------------------------------------------------------------- latent-level operations
+
+
+def mix_latents(a: Latent, b: Latent, layers: str | Sequence[int]) -> Latent:
+    """A's subject with B's styles on `layers` (A's generator and noise)."""
+    _check_same_model(a, b)
+    return replace(a, ws=style_mix(a.ws, b.ws.to(a.ws.device), layers), z=None, label=f"{a.label}+{b.label}[{layers}]")
+
+
+def _check_same_model(a: Latent, b: Latent) -> None:
+    if (a.G.num_ws, a.G.w_dim, a.G.img_resolution) != (b.G.num_ws, b.G.w_dim, b.G.img_resolution):
+        raise ValueError("the two latents come from different model architectures")
+
+
+def _explicit_noise(latent: Latent) -> dict[str, torch.Tensor]:
+    if latent.noise is not None:
+        return {k: v[:1].to(latent.device) for k, v in latent.noise.items()}
+    return {k: v.reshape(1, 1, *v.shape[-2:]).to(latent.device)
+            for k, v in latent.G.synthesis.noise_buffers().items()}
+
+
+def _blend_generator(target: torch.nn.Module, G_a: torch.nn.Module, G_b: torch.nn.Module, t: float) -> None:
+    with torch.no_grad():
+        state_a, state_b = G_a.state_dict(), G_b.state_dict()
+        mismatched = [k for k, v in state_a.items() if k not in state_b or state_b[k].shape != v.shape]
+        if mismatched or len(state_a) != len(state_b):
+            raise ValueError("cannot interpolate between generators of different architectures "
+                             f"(first mismatch: {(mismatched or ['<extra tensors>'])[0]})")
+        for key, value in target.state_dict().items():
+            if value.is_floating_point():
+                value.copy_(torch.lerp(state_a[key].to(value), state_b[key].to(value), float(t)))
+
+
+@torch.no_grad()
+def interpolate(a: Latent, b: Latent, num_frames: int = 16, space: str = "w") -> torch.Tensor:
+    """Morph frames [num_frames, C, H, W] from A to B (first frame = A, last = B, exactly).
+
+    space 'w': lerp of the ws (W or W+); 'z': slerp of z then the mapping (both ends need z, e.g.
+    seeds). Noise maps are interpolated; if the two ends render with different generators (a tuned
+    result), the weights are interpolated too."""
+    if space not in INTERPOLATION_SPACES:
+        raise ValueError(f"space must be one of {INTERPOLATION_SPACES}, got {space!r}")
+    if len(a) != 1 or len(b) != 1:
+        raise ValueError("interpolate works on single latents; index a multi-target result first")
+    _check_same_model(a, b)
+    weights = interpolation_weights(num_frames)
+    device = a.device
+    if space == "z":
+        if a.z is None or b.z is None:
+            raise ValueError("slerp in Z needs z at both ends (seeds or Z-space inversions); use space='w'")
+        ws_frames = []
+        for t in weights:
+            if t in (0.0, 1.0):
+                ws_frames.append((a if t == 0 else b).ws.to(device))
+                continue
+            z = slerp(a.z.to(device), b.z.to(device), t)
+            c = a.c if a.c is None or b.c is None else lerp(a.c.to(device), b.c.to(device), t)
+            psi = a.truncation_psi + t * (b.truncation_psi - a.truncation_psi)
+            ws_frames.append(a.G_base.mapping(z, c, truncation_psi=psi, update_w_avg=False))
+        ws_all = torch.cat(ws_frames)
+    else:
+        ws_all = torch.cat([lerp(a.ws.to(device), b.ws.to(device), t) for t in weights])
+    same_noise = a.noise is None and b.noise is None and a.G is b.G
+    noise_a = None if same_noise else _explicit_noise(a)
+    noise_b = None if same_noise else _explicit_noise(b)
+    if a.G is b.G:
+        noise = None
+        if not same_noise:
+            noise = {k: torch.cat([lerp(noise_a[k], noise_b[k].to(device), t) for t in weights]) for k in noise_a}
+        return a.G.synthesis(ws_all, noise_mode="const", noise=noise).clamp(-1, 1).cpu()
+    blended = copy.deepcopy(a.G)
+    frames = []
+    for i, t in enumerate(weights):
+        G = a.G if t == 0 else b.G if t == 1 else blended
+        if G is blended:
+            _blend_generator(blended, a.G, b.G, t)
+        noise = {k: lerp(noise_a[k], noise_b[k].to(device), t) for k in noise_a}
+        frames.append(G.synthesis(ws_all[i:i + 1].to(next(G.parameters()).device), noise_mode="const",
+                                  noise=noise).clamp(-1, 1).cpu())
+    return torch.cat(frames)
+
+
+def analogy_latent(a: Latent, w2: torch.Tensor, w3: torch.Tensor, strength: float = 1.0) -> Latent:
+    """A's latent moved by strength (w3 - w2), rendered with A's generator and noise."""
+    return replace(a, ws=analogy(a.ws, w2.to(a.ws.device), w3.to(a.ws.device), strength), z=None,
+                   label=f"{a.label} analogy")

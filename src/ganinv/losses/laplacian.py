@@ -1,0 +1,109 @@
+"""Laplacian-pyramid L1 loss, the reconstruction loss L_recon of Clone (Feng et al., "Near Perfect
+GAN Inversion", Sec. 3.3), built on the Laplacian pyramid of Burt & Adelson (1983) as used for
+image losses by Bojanowski et al. ("Optimizing the Latent Space of Generative Networks", 2018).
+
+Definition used here (DESIGN.md, "Evaluation protocol"): a separable 5-tap binomial kernel
+[1, 4, 6, 4, 1] / 16 with reflect padding; each level blurs and subsamples by 2, the band-pass
+level is the image minus the upsampled (zero-insert, blur with gain 4) low-pass; log2(res) - 2
+band-pass levels (the last low-pass is 4x4 for a power-of-two image) plus the low-pass residual.
+The loss is the sum over levels of each level's mean absolute difference.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._reduce import check_pair, check_reduction, reduce_batch
+
+_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def default_levels(height: int, width: int) -> int:
+    """log2(min side) - 2 band-pass levels (at least 0)."""
+    return max(0, int(math.floor(math.log2(min(height, width)))) - 2)
+
+
+def _blur(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """Separable binomial blur of [N, C, H, W] with reflect padding, scaled by `gain` (per 2-D filter)."""
+    channels = x.shape[1]
+    kernel = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device) / 16.0
+    kernel = kernel * math.sqrt(gain)
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, 5).expand(channels, 1, 1, 5), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, 5, 1).expand(channels, 1, 5, 1), groups=channels)
+
+
+def _downsample(x: torch.Tensor) -> torch.Tensor:
+    return _blur(x)[:, :, ::2, ::2]
+
+
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Zero-insert to 2x, crop to `size`, blur with gain 4 (restores the mean level)."""
+    n, channels, height, width = x.shape
+    up = x.new_zeros(n, channels, height * 2, width * 2)
+    up[:, :, ::2, ::2] = x
+    return _blur(up[:, :, :size[0], :size[1]], gain=4.0)
+
+
+def laplacian_pyramid(img: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
+    """Laplacian pyramid of [N, C, H, W]: `levels` band-pass images (finest first) + the low-pass residual.
+
+    `levels` defaults to log2(min(H, W)) - 2. `collapse_laplacian_pyramid` inverts it exactly (up
+    to float rounding). Differentiable.
+    """
+    if img.ndim != 4:
+        raise ValueError(f"laplacian_pyramid: expected [N, C, H, W], got {tuple(img.shape)}")
+    if levels is None:
+        levels = default_levels(*img.shape[-2:])
+    if levels < 0:
+        raise ValueError(f"laplacian_pyramid: levels must be >= 0, got {levels}")
+    pyramid = []
+    current = img
+    for level in range(levels):
+        if min(current.shape[-2:]) < 3:
+            raise ValueError(f"laplacian_pyramid: {levels} levels is too many for a "
+                             f"{img.shape[-2]}x{img.shape[-1]} image (level {level} is "
+                             f"{current.shape[-2]}x{current.shape[-1]})")
+        low = _downsample(current)
+        pyramid.append(current - _upsample(low, current.shape[-2:]))
+        current = low
+    pyramid.append(current)
+    return pyramid
+
+
+def collapse_laplacian_pyramid(pyramid: list[torch.Tensor]) -> torch.Tensor:
+    """Rebuild the image from `laplacian_pyramid`'s output."""
+    img = pyramid[-1]
+    for band in reversed(pyramid[:-1]):
+        img = band + _upsample(img, band.shape[-2:])
+    return img
+
+
+def laplacian_pyramid_loss(reconstruction: torch.Tensor, target: torch.Tensor, levels: int | None = None,
+                           reduction: str = "mean") -> torch.Tensor:
+    """Sum over pyramid levels of the mean absolute difference per image; reduced over the batch."""
+    check_pair(reconstruction, target, "laplacian_pyramid_loss")
+    pyramid_reconstruction = laplacian_pyramid(reconstruction, levels)
+    pyramid_target = laplacian_pyramid(target, levels)
+    per_image = None
+    for level_reconstruction, level_target in zip(pyramid_reconstruction, pyramid_target):
+        level = (level_reconstruction - level_target).abs().flatten(1).mean(dim=1)
+        per_image = level if per_image is None else per_image + level
+    return reduce_batch(per_image, reduction)
+
+
+class LaplacianPyramidLoss(nn.Module):
+    """`laplacian_pyramid_loss` as a module (Clone's L_recon)."""
+
+    def __init__(self, levels: int | None = None, reduction: str = "mean"):
+        super().__init__()
+        check_reduction(reduction)
+        self.levels = levels
+        self.reduction = reduction
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor,
+                reduction: str | None = None) -> torch.Tensor:
+        return laplacian_pyramid_loss(reconstruction, target, self.levels, reduction or self.reduction)

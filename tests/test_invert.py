@@ -1,0 +1,198 @@
+"""Inversion methods on tiny random generators: recovery, determinism, safety, save/load, CLI."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ganinv.cli import main
+from ganinv.invert import METHODS, InversionResult, invert
+from ganinv.models.checkpoints import save_native
+from ganinv.models.registry import load_model
+from conftest import tiny_discriminator, tiny_generator
+
+FAST = {
+    "optimize": dict(num_steps=40),
+    "pti": dict(pivot_steps=20, num_steps=20),
+    "clone": dict(h_steps=20, num_steps=40),
+}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    G = tiny_generator(resolution=16)
+    D = tiny_discriminator(resolution=16)
+    save_native(folder, G, D, card={"name": "tiny16"})
+    bundle = load_model(folder)
+    torch.manual_seed(5)
+    bundle.real_images = bundle.G(torch.randn(8, 32)).detach().clamp(-1, 1)
+    return bundle
+
+
+def _generated_target(G, seed=1):
+    with torch.no_grad():
+        w = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed)), None,
+                      truncation_psi=0.7)
+        return G.synthesis(w).clamp(-1, 1)
+
+
+def _foreign_target(resolution=16):
+    """A smooth image with a sharp square: unlikely to be exactly on a random generator's manifold."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, resolution), torch.linspace(-1, 1, resolution), indexing="ij")
+    img = torch.stack([xx, yy, -xx * yy]) * 0.8
+    img[:, 4:9, 5:11] = torch.tensor([0.9, -0.9, 0.5]).reshape(3, 1, 1)
+    return img.unsqueeze(0)
+
+
+def test_registry_lists_methods_with_defaults():
+    for name in ("optimize", "pti", "clone"):
+        assert name in METHODS and METHODS[name].defaults["num_steps"] > 0
+    with pytest.raises(ValueError, match="unknown method"):
+        invert(tiny_generator(), torch.zeros(1, 3, 16, 16), "nope")
+    with pytest.raises(ValueError, match="unknown settings"):
+        invert(tiny_generator(), torch.zeros(1, 3, 16, 16), "optimize", num_stepz=3)
+    with pytest.raises(ValueError, match="target must have shape"):
+        invert(tiny_generator(), torch.zeros(1, 3, 8, 8), "optimize")
+
+
+def test_optimize_wplus_recovers_generated_image(model):
+    target = _generated_target(model.G)
+    result = invert(model, target, "optimize", num_steps=150, space="w+", seed=0)
+    assert result.metrics["psnr"][0] > 30, result.metrics
+    assert result.ws.shape == (1, model.G.num_ws, model.G.w_dim)
+    assert result.noise is not None and "psnr_const_noise" in result.metrics
+
+
+@pytest.mark.parametrize("space", ["z", "w", "w+"])
+def test_optimize_spaces_lower_the_loss(model, space):
+    target = _generated_target(model.G, seed=2)
+    result = invert(model, target, "optimize", num_steps=30, space=space, optimize_noise=False)
+    losses = [h["loss"] for h in result.history]
+    assert min(losses[-5:]) < losses[0]
+    if space == "w":
+        assert torch.allclose(result.ws, result.ws[:, :1].expand_as(result.ws))
+    if space == "z":
+        assert result.z is not None
+
+
+@pytest.mark.parametrize("method", ["optimize", "pti", "clone"])
+def test_methods_lower_loss_leave_caller_untouched_and_are_deterministic(model, method):
+    G_before = copy.deepcopy(model.G.state_dict())
+    D_before = copy.deepcopy(model.D.state_dict())
+    target = _foreign_target()
+    a = invert(model, target, method, seed=3, **FAST[method])
+    b = invert(model, target, method, seed=3, **FAST[method])
+    for k, v in model.G.state_dict().items():
+        assert torch.equal(v, G_before[k]), f"caller's G changed at {k}"
+    for k, v in model.D.state_dict().items():
+        assert torch.equal(v, D_before[k]), f"caller's D changed at {k}"
+    assert torch.equal(a.reconstruction, b.reconstruction)
+    first = next(h for h in a.history if "psnr" in h)["psnr"]
+    assert a.metrics["psnr"][0] > first
+    if METHODS[method].tunes_generator:
+        assert a.G_tuned is not None
+        loc = a.extras["locality"]
+        assert loc["pivot_mean_abs_change"] > 0
+
+
+def test_tuning_methods_beat_optimize_on_a_foreign_target(model):
+    target = _foreign_target()
+    opt = invert(model, target, "optimize", num_steps=60, seed=0, optimize_noise=False)
+    pti = invert(model, target, "pti", pivot_steps=60, num_steps=60, seed=0)
+    clone = invert(model, target, "clone", h_steps=60, num_steps=150, seed=0)
+    assert pti.metrics["psnr"][0] > opt.metrics["psnr"][0] + 1
+    assert clone.metrics["psnr"][0] > opt.metrics["psnr"][0] + 1
+    assert clone.extras["global_mode"] == "gan"
+
+
+def _nan_after(fn, calls):
+    """Wrap a loss so that it returns NaN from the given call on (a diverging optimization)."""
+    count = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        count["n"] += 1
+        out = fn(*args, **kwargs)
+        if count["n"] >= calls:
+            if isinstance(out, tuple):
+                return (out[0] * float("nan"),) + tuple(out[1:])
+            return out * float("nan")
+        return out
+    return wrapped
+
+
+def test_nan_is_survived(model, monkeypatch):
+    import ganinv.invert.clone as clone_module
+    import ganinv.invert.optimize as optimize_module
+    target = _generated_target(model.G)
+    build = optimize_module.build_objective
+
+    def poisoned_objective(*args, **kwargs):
+        loss = build(*args, **kwargs)
+        loss.forward = _nan_after(loss.forward, 10)
+        return loss
+
+    monkeypatch.setattr(optimize_module, "build_objective", poisoned_objective)
+    result = invert(model, target, "optimize", num_steps=30, seed=0)
+    assert "non-finite" in result.stop_reason and "step 9" in result.stop_reason
+    assert torch.isfinite(result.ws).all() and torch.isfinite(result.reconstruction).all()
+    assert len(result.history) == 9
+    monkeypatch.undo()
+    monkeypatch.setattr(clone_module, "laplacian_pyramid_loss", _nan_after(clone_module.laplacian_pyramid_loss, 5))
+    clone = invert(model, target, "clone", h_steps=5, num_steps=40, p=1.0, seed=0)
+    assert "non-finite" in clone.stop_reason
+    assert torch.isfinite(clone.reconstruction).all()
+    for p in clone.G_tuned.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_callback_can_stop(model):
+    seen = []
+
+    def cb(info):
+        seen.append(info.step)
+        return info.step >= 4
+
+    result = invert(model, _generated_target(model.G), "optimize", num_steps=100, callback=cb)
+    assert max(seen) == 4 and "callback" in result.stop_reason
+
+
+@pytest.mark.parametrize("method", ["optimize", "clone"])
+def test_save_and_load_roundtrip(model, tmp_path, method):
+    target = torch.cat([_foreign_target(), _generated_target(model.G)])
+    result = invert(model, target, method, seed=0, **FAST[method])
+    assert len(result) == 2
+    folders = result.save(tmp_path / "res")
+    assert len(folders) == 2
+    for i, folder in enumerate(folders):
+        names = {p.name for p in folder.iterdir()}
+        assert {"latent.npz", "report.json", "target.png", "reconstruction.png"} <= names
+        with np.load(folder / "latent.npz") as data:
+            assert data["w"].shape == (1, model.G.num_ws, model.G.w_dim)
+        loaded = InversionResult.load(folder, model=model)
+        assert (loaded.reconstruction - result[i].reconstruction).abs().max() < 1e-5
+        assert (loaded.G_tuned is not None) == (method == "clone")
+    # A zip of one result loads too.
+    zip_path = tmp_path / "one.zip"
+    zip_path.write_bytes(result[0].to_zip())
+    loaded = InversionResult.load(zip_path, model=model)
+    assert (loaded.reconstruction - result[0].reconstruction).abs().max() < 1e-5
+
+
+def test_cli_invert_skips_bad_files(model, tmp_path):
+    good = tmp_path / "good.png"
+    arr = ((_foreign_target()[0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(arr).resize((40, 30)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    runner = CliRunner()
+    res = runner.invoke(main, ["invert", str(bad), str(good), "--model", str(model.folder), "--method", "optimize",
+                               "--steps", "5", "--outdir", str(tmp_path / "out"), "--quiet"])
+    assert res.exit_code == 1, res.output
+    assert "bad.png" in res.output and "Traceback" not in res.output
+    assert (tmp_path / "out" / "good" / "latent.npz").is_file()
+    assert not (tmp_path / "out" / "bad").exists()
+    res = runner.invoke(main, ["invert", "--help"])
+    assert "clone" in res.output and "pti" in res.output
