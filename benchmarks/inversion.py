@@ -1,0 +1,149 @@
+"""Reconstruction benchmark: every inversion method on held-out images (and natural photos), side by side.
+
+For each method (and named variants, e.g. Clone's paper settings) and each image: PSNR, SSIM, MSE on
+[-1, 1] at the generator's resolution, seconds per image at batch 1 (the method's own initialization
+included, model load excluded), stop reason, and for tuning methods the locality of the tuned generator
+(mean |G+(z) - G(z)| over 64 prior samples and its ratio to the change at the pivot). Tables give the
+median and mean over images with the count. LPIPS is printed only with genuine weights (--lpips-dir).
+
+    python benchmarks/inversion.py --model fashion32 --num-heldout 8 --photos
+    python benchmarks/inversion.py --variants optimize,pti,clone,clone-paper --json out/inversion.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ganinv.data.io import load_image
+from ganinv.invert import invert
+from ganinv.metrics import format_metric
+from ganinv.models.registry import load_model
+
+# name -> (method, settings). Defaults are the methods' shipped defaults (never weakened here).
+VARIANTS = {
+    "optimize-w": ("optimize", dict(space="w", optimize_noise=False)),
+    "optimize": ("optimize", dict()),
+    "pti": ("pti", dict()),
+    "clone": ("clone", dict(target_psnr=35.0)),
+    "clone-paper": ("clone", dict(preset="paper", target_psnr=35.0, max_seconds=120.0)),
+    "clone-untimed": ("clone", dict()),
+    "encoder": ("encoder", dict()),
+    "hybrid": ("hybrid", dict()),
+}
+
+
+def natural_photos(resolution: int, channels: int) -> list[tuple[str, torch.Tensor]]:
+    try:
+        from skimage import data
+    except ImportError:
+        print("scikit-image not installed: skipping natural photos (pip install scikit-image)", file=sys.stderr)
+        return []
+    out = []
+    for name in ("astronaut", "coffee", "chelsea"):
+        arr = getattr(data, name)()
+        from PIL import Image
+        out.append((name, load_image(Image.fromarray(arr), resolution, channels)))
+    return out
+
+
+def summarize(values):
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return None, None
+    return statistics.median(values), statistics.fmean(values)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--variants", default="optimize-w,optimize,pti,clone,clone-paper")
+    parser.add_argument("--num-heldout", type=int, default=8)
+    parser.add_argument("--photos", action="store_true", help="add scikit-image's astronaut/coffee/chelsea")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
+                        help="override a variant's setting, e.g. clone.p=0.25")
+    parser.add_argument("--lpips-dir", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, device=args.device)
+    G = model.G
+    images: list[tuple[str, str, torch.Tensor]] = []
+    if model.heldout is not None and args.num_heldout > 0:
+        # Evenly spaced held-out images (never training images).
+        idx = np.linspace(0, len(model.heldout) - 1, min(args.num_heldout, len(model.heldout))).astype(int)
+        for i in idx:
+            images.append(("heldout", f"heldout[{i}]", model.heldout[i:i + 1]))
+    if args.photos:
+        images += [("photo", name, t) for name, t in natural_photos(G.img_resolution, G.img_channels)]
+    if not images:
+        raise SystemExit("no images: the model has no held-out set and --photos was not given")
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        variant, setting = key.split(".", 1)
+        try:
+            overrides.setdefault(variant, {})[setting] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides.setdefault(variant, {})[setting] = value
+    rows = []
+    for variant in args.variants.split(","):
+        method, settings = VARIANTS.get(variant, (variant, {}))
+        settings = {**settings, **overrides.get(variant, {})}
+        for group, name, target in images:
+            result = invert(model, target, method, seed=args.seed, device=args.device,
+                            compute_lpips=args.lpips_dir is not None, lpips_dir=args.lpips_dir, **settings)
+            loc = result.extras.get("locality") or {}
+            row = {"variant": variant, "method": method, "group": group, "image": name,
+                   "psnr": result.metrics["psnr"][0], "ssim": (result.metrics.get("ssim") or [None])[0],
+                   "mse": result.metrics["mse"][0], "seconds": result.seconds,
+                   "psnr_const_noise": (result.metrics.get("psnr_const_noise") or [None])[0],
+                   "lpips_alex": (result.metrics.get("lpips_alex") or [None])[0],
+                   "prior_change": loc.get("prior_mean_abs_change"), "locality_ratio": loc.get("locality_ratio"),
+                   "stop_reason": result.stop_reason, "settings": {k: v for k, v in result.settings.items()
+                                                                     if k != "preview_every"}}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "settings"}), flush=True)
+    print()
+    print(f"model {model.name} ({G.img_resolution}px), device {args.device}, threads {args.threads}, "
+          f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(f"{'variant':14} {'images':12} {'n':>2} {'PSNR med':>8} {'(mean)':>7} {'SSIM med':>8} {'MSE med':>9} "
+          f"{'s/img med':>9} {'prior chg':>9} {'loc ratio':>9} {'LPIPS':>6}")
+    table = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        for group in dict.fromkeys(r["group"] for r in rows):
+            sel = [r for r in rows if r["variant"] == variant and r["group"] == group]
+            if not sel:
+                continue
+            psnr_med, psnr_mean = summarize([r["psnr"] for r in sel])
+            entry = {"variant": variant, "group": group, "n": len(sel), "psnr_median": psnr_med,
+                     "psnr_mean": psnr_mean, "ssim_median": summarize([r["ssim"] for r in sel])[0],
+                     "mse_median": summarize([r["mse"] for r in sel])[0],
+                     "seconds_median": summarize([r["seconds"] for r in sel])[0],
+                     "prior_change_median": summarize([r["prior_change"] for r in sel])[0],
+                     "locality_ratio_median": summarize([r["locality_ratio"] for r in sel])[0],
+                     "lpips_median": summarize([r["lpips_alex"] for r in sel])[0],
+                     "settings": sel[0]["settings"]}
+            table.append(entry)
+            print(f"{variant:14} {group:12} {len(sel):>2} {format_metric(psnr_med, 2):>8} "
+                  f"{format_metric(psnr_mean, 2):>7} {format_metric(entry['ssim_median'], 4):>8} "
+                  f"{format_metric(entry['mse_median'], 5):>9} {format_metric(entry['seconds_median'], 1):>9} "
+                  f"{format_metric(entry['prior_change_median'], 4):>9} "
+                  f"{format_metric(entry['locality_ratio_median'], 3):>9} {format_metric(entry['lpips_median'], 3):>6}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": model.name, "device": args.device, "threads": args.threads, "rows": rows,
+                       "table": table, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
