@@ -32,6 +32,8 @@ VARIANTS = {
     "optimize": ("optimize", dict()),
     "pti": ("pti", dict()),
     "clone": ("clone", dict(target_psnr=35.0)),
+    "clone-distill": ("clone", dict(global_loss="distillation", global_every=1, global_learning_rate=2e-3,
+                                    target_psnr=35.0)),
     "clone-paper": ("clone", dict(preset="paper", target_psnr=35.0, max_seconds=120.0)),
     "clone-untimed": ("clone", dict()),
     "encoder": ("encoder", dict()),

@@ -28,7 +28,10 @@ from ..models.stylegan2 import Generator
 from . import optimize
 from .base import Callback, MethodOutput, StepInfo, psnr_of
 
-PAPER = dict(p=1 / 8, adv_lambda=10.0, epsilon=1e-3, global_every=1, global_batch=4)
+# The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
+PAPER = dict(p=1 / 8, adv_lambda=10.0, epsilon=1e-3, global_every=1, global_batch=4, laplacian_weight=1.0,
+             mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
+             global_learning_rate=None, global_loss="gan")
 
 DEFAULTS = dict(
     preset="fast",
@@ -36,14 +39,21 @@ DEFAULTS = dict(
     h_steps=100,
     h_space="w+",
     num_steps=3000,
-    p=0.5,
-    adv_lambda=0.1,
+    p=1.0,
+    adv_lambda=0.01,
     epsilon=1e-3,
     target_psnr=None,
     global_every=4,
     global_batch=2,
-    learning_rate=2e-3,
+    global_loss="gan",
+    global_weight=1.0,
+    global_learning_rate=1e-3,
+    laplacian_weight=0.1,
+    mse_weight=1.0,
+    learning_rate=5e-3,
     d_learning_rate=1e-3,
+    beta1=0.9,
+    beta2=0.999,
     max_seconds=None,
     preview_every=10,
 )
@@ -100,20 +110,33 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     G_plus.requires_grad_(False)
     G_plus.synthesis.requires_grad_(True)
     g_params = [p for p in G_plus.synthesis.parameters() if p.requires_grad]
-    g_opt = torch.optim.Adam(g_params, lr=s["learning_rate"], betas=(0.0, 0.99))
+    betas = (float(s["beta1"]), float(s["beta2"]))
+    g_opt = torch.optim.Adam(g_params, lr=s["learning_rate"], betas=betas)
+    # Separate optimizer state for the global term (when asked for): under Adam's per-parameter
+    # normalization, the large and noisy GAN gradients would otherwise set the step of every weight
+    # and swamp the reconstruction gradient; with two states each term moves G by its own rate.
+    separate_global = s["global_learning_rate"] is not None
+    g_opt_global = (torch.optim.Adam(g_params, lr=s["global_learning_rate"], betas=betas)
+                    if separate_global else g_opt)
     D_plus = None
     d_opt = None
     if D is not None:
         D_plus = copy.deepcopy(D).train()
         D_plus.requires_grad_(True)
-        d_opt = torch.optim.Adam(D_plus.parameters(), lr=s["d_learning_rate"], betas=(0.0, 0.99))
+        d_opt = torch.optim.Adam(D_plus.parameters(), lr=s["d_learning_rate"], betas=betas)
     reals = None
+    if s["global_loss"] not in ("gan", "distillation"):
+        raise ValueError(f"global_loss must be 'gan' or 'distillation', got {s['global_loss']!r}")
     if real_images is not None and len(real_images) > 0 and D_plus is not None:
         reals = real_images.to(device).float()
-    global_mode = "gan" if reals is not None else "distillation"
-    global_note = ("L_global: the GAN's own loss on real training images and prior samples" if global_mode == "gan"
-                   else "L_global: distillation against the frozen original G (no "
-                        + ("discriminator" if D is None else "real images") + " available)")
+    global_mode = "gan" if reals is not None and s["global_loss"] == "gan" else "distillation"
+    if global_mode == "gan":
+        global_note = "L_global: the GAN's own loss on real training images and prior samples"
+    elif s["global_loss"] == "distillation":
+        global_note = "L_global: distillation against the frozen original G (asked for)"
+    else:
+        global_note = ("L_global: distillation against the frozen original G (no "
+                       + ("discriminator" if D is None else "real images") + " available)")
 
     gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7)
     num_steps = int(s["num_steps"])
@@ -125,11 +148,15 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         record: dict = {"step": step, "stage": "clone"}
         local_active = bool(torch.rand([], generator=gen) < s["p"]) or step == 0
         g_loss = torch.zeros([], device=device)
+        g_global_loss = torch.zeros([], device=device)
         image = None
         if local_active:
             image = G_plus.synthesis(ws, noise_mode="const")
-            recon = laplacian_pyramid_loss(image, target, reduction="none")  # per image [N]
-            g_loss = g_loss + recon.sum()
+            recon = laplacian_pyramid_loss(image, target, reduction="none")  # per image [N]: L_recon
+            g_loss = g_loss + s["laplacian_weight"] * recon.sum()
+            if s["mse_weight"] > 0:
+                # MSE drives PSNR directly; L1 gradients stall near the target (benchmarks/inversion.py).
+                g_loss = g_loss + s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1).sum()
             if D_plus is not None and s["adv_lambda"] > 0:
                 D_plus.requires_grad_(False)
                 g_loss = g_loss + s["adv_lambda"] * F.softplus(-D_plus(image)).sum()
@@ -150,9 +177,11 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 with torch.no_grad():
                     reference = G_orig.synthesis(w_prior, noise_mode="const")
                 g_global = (fake - reference).abs().mean()
-            g_loss = g_loss + g_global
+            g_global_loss = s["global_weight"] * g_global
             record["global_g"] = float(g_global.detach())
-        if not torch.isfinite(g_loss):
+        if not separate_global:
+            g_loss, g_global_loss = g_loss + g_global_loss, torch.zeros([], device=device)
+        if not (torch.isfinite(g_loss) and torch.isfinite(g_global_loss)):
             stop_reason = f"non-finite loss at step {step}; kept the best generator so far"
             break
         if local_active and last_recon < best_recon:
@@ -166,10 +195,13 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                                else f"PSNR {record['psnr']:.2f} >= target_psnr {s['target_psnr']}") + f" at step {step}"
                 history.append(record)
                 break
-        if g_loss.requires_grad:
-            g_opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            g_opt.step()
+        # Both gradients are taken before either step changes the weights in place.
+        updates = [(torch.autograd.grad(loss, g_params, allow_unused=True), opt)
+                   for loss, opt in ((g_loss, g_opt), (g_global_loss, g_opt_global)) if loss.requires_grad]
+        for grads, opt in updates:
+            for param, grad in zip(g_params, grads):
+                param.grad = grad
+            opt.step()
 
         # Discriminator update with the same terms (local pair with weight lambda, global batch).
         if D_plus is not None and (local_active or (do_global and global_mode == "gan")):

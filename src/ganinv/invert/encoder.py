@@ -1,0 +1,185 @@
+"""Encoder-based inversion methods: `encoder` and `hybrid`.
+
+- `encoder`: one or more passes of the e4e/ReStyle encoder (Tov et al., "Designing an Encoder for
+  StyleGAN Image Manipulation", SIGGRAPH 2021; Alaluf et al., "ReStyle: A Residual-Based StyleGAN
+  Encoder via Iterative Refinement", ICCV 2021). Each pass sees the target and the current
+  reconstruction and adds a residual to ws; pass 1 starts from w_avg. The network is `encoder_net.py`,
+  its training recipe `ganinv.train.encoder_trainer`.
+- `hybrid`: In-domain GAN inversion (Zhu, Shen, Zhao and Zhou, "In-Domain GAN Inversion for Real Image
+  Editing", ECCV 2020): start from the encoder's latent, then optimize ws for reconstruction while a
+  domain regularizer keeps ws where the encoder maps its own reconstruction,
+
+      L = L_recon(G(w), x) + lambda_dom * ||w - E(G(w))||^2 / (w spread)^2
+
+  with E the encoder's one-pass prediction. The regularizer keeps the latent in the region the encoder
+  was trained to produce (and so editable); the encoder start makes few steps enough.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from ..losses import frozen_parameters
+from ..models.stylegan2 import Generator
+from .base import Callback, MethodOutput, MethodSpec, StepInfo, psnr_of
+from .encoder_net import Encoder, restyle
+from .objective import build_objective
+
+MISSING_ENCODER = ("this model has no encoder; train one with `ganinv train-encoder --model M --data DIR "
+                   "--outdir RUN` and copy RUN/encoder into the model folder (or pass encoder=...)")
+
+ENCODER_DEFAULTS = dict(
+    iterations=2,
+)
+
+HYBRID_DEFAULTS = dict(
+    encoder_iterations=2,
+    num_steps=30,
+    learning_rate=0.02,
+    lr_rampdown=0.25,
+    domain_weight=0.02,
+    mse_weight=1.0,
+    laplacian_weight=1.0,
+    lpips_weight=0.0,
+    dfeat_weight=0.0,
+    target_psnr=None,
+    preview_every=10,
+)
+
+
+def _ready_encoder(encoder: Encoder | None, G: Generator, device: torch.device) -> Encoder:
+    """The encoder, on the target's device and in eval mode, checked against G (never mutated)."""
+    if encoder is None:
+        raise ValueError(MISSING_ENCODER)
+    if not isinstance(encoder, Encoder):
+        raise TypeError(f"encoder must be a ganinv Encoder (load one with load_encoder), got {type(encoder).__name__}")
+    if encoder.w_avg.device != device or encoder.training:
+        encoder = copy.deepcopy(encoder).to(device).eval()
+    encoder.check_generator(G)
+    return encoder
+
+
+def _check_iterations(value, name: str) -> int:
+    iterations = int(value)
+    if iterations < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return iterations
+
+
+def run_encoder(G: Generator, target: torch.Tensor, *, encoder: Encoder | None = None, D=None, real_images=None,
+                seed: int = 0, callback: Callback | None = None, init_ws: torch.Tensor | None = None,
+                lpips_dir: str | None = None, **settings) -> MethodOutput:
+    """ReStyle passes of the encoder (from w_avg, or from `init_ws` when given)."""
+    s = {**ENCODER_DEFAULTS, **settings}
+    iterations = _check_iterations(s["iterations"], "iterations")
+    encoder = _ready_encoder(encoder, G, target.device)
+    if init_ws is not None and init_ws.ndim == 2:
+        init_ws = init_ws.unsqueeze(1).repeat(1, G.num_ws, 1)
+    with torch.no_grad():
+        ws, images = restyle(G, encoder, target, iterations, start_ws=init_ws, keep_images=callback is not None)
+    history = []
+    if callback is not None:
+        # Each pass's input image is already made; report how the error falls pass by pass.
+        for index, image in enumerate(images):
+            psnr = float(psnr_of(image, target).mean())
+            history.append({"step": index, "psnr": psnr})
+            callback(StepInfo(step=index, num_steps=iterations, loss=float("nan"), psnr=psnr, image=image,
+                              stage="encoder"))
+    return MethodOutput(ws=ws.detach(), space="w+", history=history, stop_reason="iterations",
+                        extras={"iterations": iterations})
+
+
+def _lr_schedule(t: float, base: float, rampdown: float) -> float:
+    ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    return base * (0.5 - 0.5 * math.cos(ramp * math.pi))
+
+
+def run_hybrid(G: Generator, target: torch.Tensor, *, encoder: Encoder | None = None, D=None, real_images=None,
+               seed: int = 0, callback: Callback | None = None, init_ws: torch.Tensor | None = None,
+               lpips_dir: str | None = None, **settings) -> MethodOutput:
+    """Encoder start, then domain-regularized optimization of ws (In-domain inversion)."""
+    s = {**HYBRID_DEFAULTS, **settings}
+    num_steps = int(s["num_steps"])
+    if num_steps < 0:
+        raise ValueError("num_steps must be >= 0")
+    if float(s["domain_weight"]) < 0:
+        raise ValueError("domain_weight must be >= 0")
+    encoder = _ready_encoder(encoder, G, target.device)
+    with frozen_parameters(encoder):  # gradients reach ws only; the caller's encoder keeps its flags
+        return _optimize_in_domain(G, encoder, target, s, D=D, init_ws=init_ws, callback=callback,
+                                   lpips_dir=lpips_dir)
+
+
+def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s: dict, *, D, init_ws,
+                        callback: Callback | None, lpips_dir: str | None) -> MethodOutput:
+    num_steps = int(s["num_steps"])
+    n = target.shape[0]
+    with torch.no_grad():
+        if init_ws is None:
+            start, _ = restyle(G, encoder, target, _check_iterations(s["encoder_iterations"], "encoder_iterations"))
+        else:
+            start = init_ws.to(target.device).float()
+            if start.ndim == 2:
+                start = start.unsqueeze(1).repeat(1, G.num_ws, 1)
+    loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(target.device)
+    ws = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([ws], betas=(0.9, 0.999), lr=float(s["learning_rate"]))
+    scale = float(encoder.w_scale) ** 2
+    avg_image = encoder.avg_image.expand(n, -1, -1, -1)
+    best_loss = torch.full([n], float("inf"), device=target.device)
+    best_ws = start.detach().clone()
+    history: list[dict] = []
+    stop_reason = "num_steps"
+    for step in range(num_steps + 1):
+        image = G.synthesis(ws, noise_mode="const")
+        reconstruction, terms = loss_fn(image, target, reduction="none")
+        psnr_each = psnr_of(image.detach(), target)
+        with torch.no_grad():
+            improved = reconstruction.detach() < best_loss
+            best_loss = torch.where(improved, reconstruction.detach(), best_loss)
+            best_ws[improved] = ws.detach()[improved]
+        psnr = float(psnr_each.mean())
+        if step == num_steps:
+            break  # the last update is evaluated above so it can win, not taken further
+        if s["target_psnr"] is not None and bool((psnr_each >= float(s["target_psnr"])).all()):
+            stop_reason = f"reached target_psnr {s['target_psnr']} at step {step}"
+            break
+        # E(G(w)): the encoder's one-pass prediction for the current reconstruction.
+        re_encoded = encoder.start_ws(n) + encoder(image, avg_image)
+        domain = (ws - re_encoded).square().flatten(1).mean(dim=1) / scale
+        per_image = reconstruction + float(s["domain_weight"]) * domain
+        total = per_image.sum()
+        if not torch.isfinite(total):
+            stop_reason = f"non-finite loss at step {step}; kept the best result so far"
+            break
+        lr = _lr_schedule(step / max(num_steps, 1), float(s["learning_rate"]), float(s["lr_rampdown"]))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        record = {"step": step, "loss": float(per_image.detach().mean()), "psnr": psnr, "lr": lr,
+                  "domain": float(domain.detach().mean()), **{k: float(v.mean()) for k, v in terms.items()}}
+        history.append(record)
+        if callback is not None:
+            show = image.detach() if step % max(1, int(s["preview_every"])) == 0 else None
+            if callback(StepInfo(step=step, num_steps=num_steps, loss=record["loss"], psnr=psnr, image=show,
+                                 stage="hybrid")):
+                stop_reason = f"stopped by callback at step {step}"
+                break
+    return MethodOutput(ws=best_ws.detach(), space="w+", history=history, stop_reason=stop_reason,
+                        extras={"encoder_iterations": int(s["encoder_iterations"]) if init_ws is None else 0})
+
+
+METHOD_SPECS: dict[str, MethodSpec] = {
+    "encoder": MethodSpec("encoder", run_encoder, ENCODER_DEFAULTS,
+                          "e4e encoder (base w + per-layer offsets) with ReStyle passes; milliseconds per image",
+                          paper="Tov et al. 2021 (e4e); Alaluf et al. 2021 (ReStyle); Richardson et al. 2021 (pSp)"),
+    "hybrid": MethodSpec("hybrid", run_hybrid, HYBRID_DEFAULTS,
+                         "encoder start, then optimization regularized toward the encoder's own mapping",
+                         paper="Zhu et al. 2020 (In-Domain GAN Inversion)"),
+}
+
+__all__ = ["ENCODER_DEFAULTS", "HYBRID_DEFAULTS", "METHOD_SPECS", "MISSING_ENCODER", "run_encoder", "run_hybrid"]
