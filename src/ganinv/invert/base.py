@@ -191,17 +191,20 @@ class InversionResult:
         report.json (embedded name), verified by sha256 when recorded."""
         path = Path(path)
         if path.is_file() and zipfile.is_zipfile(path):
-            tmp = Path(tempfile.mkdtemp(prefix="ganinv-result-"))
-            with zipfile.ZipFile(path) as zf:
-                for member in zf.namelist():
-                    target = (tmp / member).resolve()
-                    if not str(target).startswith(str(tmp.resolve())):
-                        raise ValueError(f"{path}: unsafe path {member!r} in zip")
-                zf.extractall(tmp)
-            inner = [p.parent for p in tmp.rglob("report.json")]
-            if len(inner) != 1:
-                raise ValueError(f"{path}: expected exactly one result (report.json) in the zip, found {len(inner)}")
-            return cls.load(inner[0], model=model)
+            with tempfile.TemporaryDirectory(prefix="ganinv-result-") as tmp_name:
+                tmp = Path(tmp_name)
+                with zipfile.ZipFile(path) as zf:
+                    for member in zf.namelist():
+                        target = (tmp / member).resolve()
+                        if not str(target).startswith(str(tmp.resolve())):
+                            raise ValueError(f"{path}: unsafe path {member!r} in zip")
+                    zf.extractall(tmp)
+                inner = [p.parent for p in tmp.rglob("report.json")]
+                if len(inner) != 1:
+                    raise ValueError(f"{path}: expected exactly one result (report.json) in the zip, "
+                                     f"found {len(inner)}")
+                # Everything is read into memory, so the extracted files can go.
+                return cls.load(inner[0], model=model)
         report_path = path / "report.json"
         if not report_path.is_file():
             raise ValueError(f"{path}: not an inversion result (no report.json)")

@@ -1,0 +1,538 @@
+"""The web UI's logic, free of any web framework: workspace, per-session editor state, the shared
+direction library, streamed inversion, edits and exports.
+
+The interface follows the upload -> invert -> factorize -> slide loop of the closed-form
+factorization demo (Shen & Zhou, "Closed-Form Factorization of Latent Semantics in GANs", CVPR 2021)
+put behind an inversion step, as in the upload-invert-slider interfaces built on it. `server.py`
+wires these pieces to Gradio; tests drive them directly.
+
+Everything the app writes lives under one `Workspace` (a temporary folder removed on shutdown); each
+browser session gets its own `EditorSession` (its target, result, sliders and export folder), kept in
+a `SessionStore` keyed by the session id, so sessions never see each other's images.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from PIL import Image
+
+from ..data.io import ImageLoadError, load_image, to_pil
+from ..edit import Direction, edit_many, find_ganspace_directions, find_sefa_directions, layer_groups, load_direction
+from ..invert import METHODS, InversionResult, StepInfo, invert
+from ..models.registry import Model
+
+#: Most sliders shown at once (SeFa/GANSpace count control goes up to this).
+MAX_SLIDERS = 10
+#: Slider range in prior standard deviations (the Direction strength unit; +/-3 is a large edit).
+STRENGTH_LIMIT = 5.0
+#: Uploads larger than this are refused (the server passes the same limit to the framework).
+DEFAULT_MAX_UPLOAD_MB = 10.0
+#: Uploaded images with more pixels than this are refused before decoding (decompression bombs).
+MAX_UPLOAD_PIXELS = 40_000_000
+#: Displayed images are upscaled (nearest neighbour) to at least this many pixels on a side.
+DISPLAY_SIZE = 256
+#: Held-out images offered as examples.
+MAX_EXAMPLES = 24
+#: Seeds drawn at once in the sampling tab.
+MAX_SEEDS = 32
+#: Settings whose value is the number of steps of the main stage / of the first stage of a method.
+MAIN_STEP_SETTING = "num_steps"
+FIRST_STAGE_STEP_SETTINGS = ("pivot_steps", "h_steps")
+#: Step counts offered by default in the UI (the methods' own defaults are benchmark settings and can
+#: take minutes on a CPU); the user can raise them up to MAX_UI_STEPS.
+UI_DEFAULT_STEPS = {"optimize": 200, "pti": 100, "clone": 300, "hybrid": 100}
+UI_DEFAULT_FIRST_STAGE_STEPS = 100
+MAX_UI_STEPS = 3000
+FITS = ("crop", "pad")
+FAMILIES = {"sefa": "SeFa (closed form)", "ganspace": "GANSpace (PCA of W)",
+            "shipped": "InterFaceGAN (shipped)"}
+
+
+class AppError(ValueError):
+    """A user-facing problem (bad upload, nothing to invert yet): the message is shown as is."""
+
+
+# ---------------------------------------------------------------------------------------------- workspace
+
+
+class Workspace:
+    """The one folder the app writes to: framework cache, examples, per-session exports.
+
+    Created under the system temporary folder (or `parent`) and removed by `cleanup()`; the server
+    also removes it at exit."""
+
+    def __init__(self, parent: str | os.PathLike | None = None) -> None:
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="ganinv-serve-", dir=parent))
+        for name in ("cache", "sessions", "examples"):
+            (self.root / name).mkdir()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def session_dir(self, session_id: str) -> Path:
+        safe = "".join(ch for ch in session_id if ch.isalnum() or ch in "-_")[:64] or "anonymous"
+        return self.root / "sessions" / safe
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def display_image(image: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
+    """[1, C, H, W] or [C, H, W] in [-1, 1] -> PIL, upscaled by an integer factor (nearest) so that
+    small generator outputs are visible pixel for pixel."""
+    pil = to_pil(image)
+    factor = max(1, size // max(pil.width, pil.height))
+    if factor > 1:
+        pil = pil.resize((pil.width * factor, pil.height * factor), Image.NEAREST)
+    return pil
+
+
+def read_upload(path: str | os.PathLike, model: Model, fit: str = "crop",
+                max_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2 ** 20)) -> torch.Tensor:
+    """An uploaded file -> target [1, C, R, R] in [-1, 1] for the model, or AppError with a message a
+    user can act on (too large, not an image, corrupt)."""
+    if fit not in FITS:
+        raise AppError(f"unknown fit {fit!r}; choose crop or pad")
+    path = Path(path)
+    name = path.name
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise AppError(f"The upload '{name}' could not be read; please try again.") from None
+    if size > max_bytes:
+        raise AppError(f"'{name}' is {size / 2 ** 20:.1f} MB; the limit is {max_bytes / 2 ** 20:.0f} MB. "
+                       "Please upload a smaller image.")
+    G = model.G
+    try:
+        return load_image(path, G.img_resolution, G.img_channels, fit=fit, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageLoadError as e:
+        reason = str(e).split(": ", 1)[-1]
+        raise AppError(f"Could not use '{name}' as an image ({reason}). Please upload a PNG, JPEG, WebP, "
+                       "GIF or BMP picture.") from None
+
+
+# ---------------------------------------------------------------------------------------------- directions
+
+
+@dataclass(frozen=True)
+class SliderSpec:
+    """One slider: component `index` of `direction`, shown with `label`."""
+
+    direction: Direction
+    index: int
+    label: str
+
+
+class DirectionLibrary:
+    """Directions of one model, shared by every session: found on first use and cached.
+
+    Families: 'sefa' (closed-form, for a layer-range preset), 'ganspace' (PCA of W, applied to a preset's
+    layers), and 'shipped' (the model's shipped InterFaceGAN/StyleSpace directions, by name)."""
+
+    def __init__(self, model: Model, num_std_samples: int = 10_000, ganspace_samples: int = 20_000) -> None:
+        self.model = model
+        self.num_std_samples = num_std_samples
+        self.ganspace_samples = max(ganspace_samples, model.G.w_dim + 1)
+        self._cache: dict[tuple[str, str], Direction] = {}
+        self._lock = threading.Lock()
+        groups = layer_groups(model.G)
+        self.groups: dict[str, list[int]] = {"all": list(range(model.G.num_ws)), **groups}
+        self.shipped: list[SliderSpec] = []
+        for name, path in sorted((model.directions or {}).items()):
+            try:
+                direction, _ = load_direction(str(path), model=model)
+            except ValueError:
+                continue  # a broken or mismatched file is left out rather than breaking the app
+            if direction.method in ("sefa", "ganspace"):
+                continue  # offered through their own families
+            for i in range(len(direction)):
+                label = str(direction.settings.get("attribute") or direction.name)
+                if len(direction) > 1:
+                    label = f"{label} [{direction.label(i)}]"
+                self.shipped.append(SliderSpec(direction, i, label))
+
+    def families(self) -> dict[str, str]:
+        out = {k: v for k, v in FAMILIES.items() if k != "shipped"}
+        if self.shipped:
+            out["shipped"] = FAMILIES["shipped"]
+        return out
+
+    def presets(self) -> list[str]:
+        """Layer-range presets present in this generator: all, then coarse / middle / fine."""
+        return list(self.groups)
+
+    def max_count(self) -> int:
+        return min(MAX_SLIDERS, self.model.G.w_dim)
+
+    def direction(self, family: str, preset: str) -> Direction:
+        if family not in ("sefa", "ganspace"):
+            raise AppError(f"unknown direction family {family!r}")
+        if preset not in self.groups:
+            raise AppError(f"unknown layer preset {preset!r}; this model has {', '.join(self.groups)}")
+        key = (family, preset)
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = self._find(family, preset)
+            return self._cache[key]
+
+    def _find(self, family: str, preset: str) -> Direction:
+        shipped_name = f"{family}_{preset}" if (family, preset) != ("ganspace", "all") else "ganspace"
+        shipped = (self.model.directions or {}).get(shipped_name)
+        if shipped is not None:
+            try:
+                direction, _ = load_direction(str(shipped), model=self.model)
+                if len(direction) >= self.max_count():
+                    return direction
+            except ValueError:
+                pass  # fall back to finding it here
+        layers = "all" if preset == "all" else self.groups[preset]
+        if family == "sefa":
+            return find_sefa_directions(self.model, layers=layers, num=self.max_count(),
+                                        num_std_samples=self.num_std_samples, name=f"sefa_{preset}")
+        return find_ganspace_directions(self.model, layers=layers, num=self.max_count(),
+                                        num_samples=self.ganspace_samples, num_std_samples=self.num_std_samples,
+                                        name=f"ganspace_{preset}")
+
+    def sliders(self, family: str, preset: str = "all", count: int = 5) -> list[SliderSpec]:
+        """The slider list for a family; `preset` and `count` apply to SeFa and GANSpace."""
+        if family == "shipped":
+            return list(self.shipped[:MAX_SLIDERS])
+        count = max(1, min(int(count), self.max_count()))
+        direction = self.direction(family, preset)
+        short = "SeFa" if family == "sefa" else "GANSpace"
+        specs = []
+        for i in range(min(count, len(direction))):
+            score = ""
+            if direction.scores:
+                score = f" ({direction.score_name or 'score'} {direction.scores[i]:.3g})"
+            specs.append(SliderSpec(direction, i, f"{short} {preset} #{i}{score}"))
+        return specs
+
+
+# ---------------------------------------------------------------------------------------------- inversion
+
+
+@dataclass
+class InversionProgress:
+    """A progress report while an inversion runs (the latest step seen)."""
+
+    step: int
+    num_steps: int
+    loss: float
+    psnr: float | None
+    stage: str
+    image: torch.Tensor | None
+    seconds: float
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, max(0.0, self.step / max(self.num_steps, 1)))
+
+    def text(self) -> str:
+        stage = f"{self.stage} " if self.stage else ""
+        psnr = f", PSNR {self.psnr:.1f} dB" if self.psnr is not None and math.isfinite(self.psnr) else ""
+        return f"{stage}step {self.step}/{self.num_steps}, loss {self.loss:.4g}{psnr}, {self.seconds:.1f} s"
+
+
+def available_methods(model: Model) -> list[str]:
+    """Registered inversion methods usable with this model (encoder-based ones need its encoder)."""
+    return [name for name in METHODS if name not in ("encoder", "hybrid") or model.encoder is not None]
+
+
+def default_method(model: Model) -> str:
+    methods = available_methods(model)
+    return "encoder" if "encoder" in methods else ("optimize" if "optimize" in methods else methods[0])
+
+
+def step_controls(method: str) -> tuple[int | None, int | None]:
+    """(default main steps, default first-stage steps) for a method; None where it has no such control."""
+    defaults = METHODS[method].defaults
+    main = None
+    if MAIN_STEP_SETTING in defaults and method != "encoder":
+        main = min(int(defaults[MAIN_STEP_SETTING]), UI_DEFAULT_STEPS.get(method, 200))
+    first = None
+    if any(name in defaults for name in FIRST_STAGE_STEP_SETTINGS):
+        first = UI_DEFAULT_FIRST_STAGE_STEPS
+    return main, first
+
+
+def inversion_settings(method: str, steps: int | None = None, first_stage_steps: int | None = None,
+                       preview_every: int = 5) -> dict:
+    """Method settings for the UI's step controls (only settings the method knows)."""
+    if method not in METHODS:
+        raise AppError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    defaults = METHODS[method].defaults
+    settings: dict[str, Any] = {}
+    if steps is not None and MAIN_STEP_SETTING in defaults:
+        settings[MAIN_STEP_SETTING] = max(1, min(int(steps), MAX_UI_STEPS))
+    if first_stage_steps is not None:
+        for name in FIRST_STAGE_STEP_SETTINGS:
+            if name in defaults:
+                settings[name] = max(1, min(int(first_stage_steps), MAX_UI_STEPS))
+    if "preview_every" in defaults:
+        settings["preview_every"] = preview_every
+    return settings
+
+
+def stream_inversion(model: Model, target: torch.Tensor, method: str, settings: dict, *, seed: int = 0,
+                     stop: threading.Event | None = None, min_interval: float = 0.2,
+                     ) -> Iterator[InversionProgress | InversionResult]:
+    """Run `ganinv.invert` in a worker thread and yield InversionProgress reports (at most one per
+    `min_interval` seconds, the latest step and the latest preview image), then the InversionResult.
+
+    Setting `stop` (or closing the iterator) asks the method to stop at its next step; a stopped run
+    still yields its result (the best latent so far). Errors in the method are raised here."""
+    stop = stop or threading.Event()
+    events: queue.Queue = queue.Queue()
+    started = time.perf_counter()
+
+    def callback(info: StepInfo) -> bool:
+        events.put(("step", info))
+        return stop.is_set()
+
+    def work() -> None:
+        try:
+            result = invert(model, target, method, seed=seed, callback=callback, **settings)
+            events.put(("done", result))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+            events.put(("error", e))
+
+    thread = threading.Thread(target=work, name=f"ganinv-invert-{method}", daemon=True)
+    thread.start()
+    latest: StepInfo | None = None
+    latest_image: torch.Tensor | None = None
+    last_yield = 0.0
+    try:
+        while True:
+            try:
+                kind, payload = events.get(timeout=min_interval)
+            except queue.Empty:
+                kind, payload = "tick", None
+            if kind == "step":
+                latest = payload
+                if payload.image is not None:
+                    latest_image = payload.image
+            elif kind == "error":
+                raise payload
+            elif kind == "done":
+                yield payload
+                return
+            now = time.perf_counter()
+            if latest is not None and now - last_yield >= min_interval:
+                last_yield = now
+                yield InversionProgress(step=latest.step, num_steps=latest.num_steps, loss=float(latest.loss),
+                                        psnr=latest.psnr, stage=latest.stage,
+                                        image=None if latest_image is None else latest_image[:1].detach().cpu(),
+                                        seconds=now - started)
+                latest_image = None
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def result_from_sample(model: Model, seed: int, truncation_psi: float) -> InversionResult:
+    """A prior sample wrapped as an InversionResult, so it can be edited and exported like one."""
+    from ..edit.ops import latent_from_seed
+
+    latent = latent_from_seed(model, seed, truncation_psi=truncation_psi,
+                              class_index=0 if model.G.c_dim else None)
+    with torch.no_grad():
+        image = model.G.synthesis(latent.ws, noise_mode="const").clamp(-1, 1).cpu()
+    return InversionResult(method="sample", space="w", target=image, ws=latent.ws.detach().cpu(),
+                           reconstruction=image, G_base=model.G, model_name=model.name,
+                           model_sha256=model.sha256, z=latent.z.detach().cpu(),
+                           c=None if latent.c is None else latent.c.detach().cpu(),
+                           settings={"seed": int(seed), "truncation_psi": float(truncation_psi)},
+                           stop_reason="prior sample")
+
+
+def sample_seeds(model: Model, seeds: list[int], truncation_psi: float) -> list[tuple[int, torch.Tensor]]:
+    """(seed, image [1, C, H, W]) for each seed, NVIDIA's seed convention."""
+    from ..edit.ops import latent_from_seed
+
+    if not seeds:
+        raise AppError("Give at least one seed, e.g. 0-7 or 1,5,42.")
+    if len(seeds) > MAX_SEEDS:
+        raise AppError(f"{len(seeds)} seeds asked for; at most {MAX_SEEDS} at once.")
+    if not 0.0 <= truncation_psi <= 2.0:
+        raise AppError("truncation psi must be between 0 and 2")
+    out = []
+    with torch.no_grad():
+        for seed in seeds:
+            if not 0 <= seed < 2 ** 32:
+                raise AppError(f"seed {seed} is out of range (0 to 2^32-1)")
+            latent = latent_from_seed(model, seed, truncation_psi=truncation_psi,
+                                      class_index=0 if model.G.c_dim else None)
+            out.append((seed, model.G.synthesis(latent.ws, noise_mode="const").clamp(-1, 1).cpu()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class EditorSession:
+    """One browser session's state: its target, inversion result, sliders and export folder."""
+
+    session_id: str
+    folder: Path
+    target: torch.Tensor | None = None
+    target_label: str = ""
+    upload_path: str | None = None  # the last upload, re-read when the fit changes
+    result: InversionResult | None = None
+    sliders: list[SliderSpec] = field(default_factory=list)
+    strengths: list[float] = field(default_factory=list)
+    samples: list[tuple[int, float]] = field(default_factory=list)  # (seed, psi) shown in the sample tab
+    stop: threading.Event = field(default_factory=threading.Event)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_target(self, target: torch.Tensor, label: str) -> None:
+        """A new image to invert; any previous result and edit are dropped, a running inversion of the
+        previous target is asked to stop."""
+        self.stop.set()
+        self.target = target.detach().cpu()
+        self.target_label = label
+        self.result = None
+        self.strengths = [0.0] * len(self.sliders)
+
+    def set_result(self, result: InversionResult) -> None:
+        self.result = result[0] if len(result) > 1 else result
+        self.strengths = [0.0] * len(self.sliders)
+
+    def set_sliders(self, specs: list[SliderSpec]) -> None:
+        self.sliders = list(specs)
+        self.strengths = [0.0] * len(self.sliders)
+
+    def edits(self, strengths: list[float] | None = None) -> list[tuple[Direction, int, float]]:
+        if strengths is not None:
+            values = [float(s) for s in strengths[:len(self.sliders)]]
+            values += [0.0] * (len(self.sliders) - len(values))
+            self.strengths = [max(-STRENGTH_LIMIT, min(STRENGTH_LIMIT, v)) for v in values]
+        return [(spec.direction, spec.index, s) for spec, s in zip(self.sliders, self.strengths) if s != 0.0]
+
+    def render(self, strengths: list[float] | None = None) -> torch.Tensor:
+        """The edited image [1, C, H, W] for the given slider values (also stored as the current ones)."""
+        if self.result is None:
+            raise AppError("Invert an image first (or pick a sample in the Sample seeds tab).")
+        edits = self.edits(strengths)
+        if not edits:
+            return self.result.reconstruction[:1].clamp(-1, 1)
+        return edit_many(self.result, edits)
+
+    def export(self) -> tuple[Path, Path]:
+        """Write the edited PNG (at the generator's resolution) and the result zip into this session's
+        folder; returns their paths. The zip is `InversionResult.to_zip()` plus `edit/` (edit.json,
+        edited.png and the direction files used), and loads back with `InversionResult.load`."""
+        if self.result is None:
+            raise AppError("Nothing to download yet: invert an image first.")
+        edited = self.render()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        png_path = self.folder / f"ganinv-edited-{stamp}.png"
+        to_pil(edited).save(png_path, format="PNG")
+        png_bytes = png_path.read_bytes()
+        buffer = io.BytesIO(self.result.to_zip())
+        with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("edit/edited.png", png_bytes)
+            edits = []
+            saved: set[str] = set()
+            with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
+                for spec, strength in zip(self.sliders, self.strengths):
+                    if strength == 0.0:
+                        continue
+                    stem = _safe_stem(spec.direction.name)
+                    if stem not in saved:
+                        spec.direction.save(Path(tmp) / f"{stem}.json")
+                        for suffix in (".json", ".safetensors"):
+                            zf.write(Path(tmp) / f"{stem}{suffix}", f"edit/directions/{stem}{suffix}")
+                        saved.add(stem)
+                    edits.append({"direction": f"directions/{stem}.json:{spec.index}", "label": spec.label,
+                                  "method": spec.direction.method, "strength": strength,
+                                  "units": spec.direction.units})
+            zf.writestr("edit/edit.json", json.dumps({
+                "edits": edits, "note": "strength in prior standard deviations along each component; "
+                "apply with ganinv.edit.edit_many(InversionResult.load(zip), ...)"}, indent=2))
+        zip_path = self.folder / f"ganinv-{self.result.method}-result-{stamp}.zip"
+        zip_path.write_bytes(buffer.getvalue())
+        return png_path, zip_path
+
+    def close(self) -> None:
+        self.stop.set()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _safe_stem(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] or "direction"
+
+
+class SessionStore:
+    """Sessions by id, created on first use; the least recently used are closed beyond `max_sessions`
+    or after `idle_seconds` without a request."""
+
+    def __init__(self, workspace: Workspace, max_sessions: int = 64, idle_seconds: float = 6 * 3600) -> None:
+        self.workspace = workspace
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self._sessions: OrderedDict[str, EditorSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str | None) -> EditorSession:
+        if not session_id:
+            raise AppError("This request carries no session; reload the page.")
+        now = time.monotonic()
+        evicted = []
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = EditorSession(session_id, self.workspace.session_dir(session_id))
+                self._sessions[session_id] = session
+            self._sessions.move_to_end(session_id)
+            session.last_used = now
+            for key, other in list(self._sessions.items()):
+                if key != session_id and (len(self._sessions) > self.max_sessions
+                                          or now - other.last_used > self.idle_seconds):
+                    evicted.append(self._sessions.pop(key))
+        for other in evicted:
+            other.close()
+        return session
+
+    def drop(self, session_id: str | None) -> None:
+        with self._lock:
+            session = self._sessions.pop(session_id, None) if session_id else None
+        if session is not None:
+            session.close()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+
+__all__ = [
+    "AppError", "Workspace", "DirectionLibrary", "SliderSpec", "EditorSession", "SessionStore",
+    "InversionProgress", "stream_inversion", "available_methods", "default_method", "step_controls",
+    "inversion_settings", "read_upload", "display_image", "sample_seeds", "result_from_sample",
+    "MAX_SLIDERS", "STRENGTH_LIMIT", "DEFAULT_MAX_UPLOAD_MB", "FITS", "FAMILIES",
+]

@@ -1,0 +1,331 @@
+"""End to end in headless Chromium: `ganinv serve` on localhost with a tiny model; upload, invert with live
+progress, move a slider, reset, download the result zip and load it back, upload a corrupt file, sample seeds.
+
+Needs Debian's `chromium` (/usr/bin/chromium, or $GANINV_CHROMIUM) and Playwright's Python package (no
+browser download: Playwright drives the system Chromium). Without them the test skips, except under
+CI=true where it fails. A screenshot of each step is kept in $GANINV_TEST_ARTIFACTS/app_browser (default:
+the test's tmp folder).
+"""
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganinv.invert import InversionResult
+from ganinv.models.checkpoints import save_native
+from conftest import tiny_discriminator, tiny_generator
+
+CHROMIUM = os.environ.get("GANINV_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SET_SLIDER = """([selector, value]) => {
+    const el = document.querySelector(selector);
+    const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+    setter.call(el, String(value));
+    el.dispatchEvent(new Event('input', {bubbles: true}));
+}"""
+WATCH_PROGRESS = """() => {
+    window.__progress = [];
+    const root = document.querySelector('#progress');
+    const record = () => { const p = root.querySelector('.ganinv-progress');
+        if (p) window.__progress.push([p.dataset.state, parseFloat(p.dataset.fraction),
+                                       !!document.querySelector('#reconstruction img')]); };
+    new MutationObserver(record).observe(root, {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def _missing(what: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required for the browser test in CI")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="module")
+def requirements():
+    """Checked without importing the heavy packages (the server process imports gradio itself)."""
+    import importlib.util
+    if importlib.util.find_spec("playwright") is None:
+        _missing("the playwright Python package (pip install playwright; no browser download needed)")
+    if importlib.util.find_spec("gradio") is None:
+        _missing("gradio (pip install 'ganinv[ui]')")
+    if not os.access(CHROMIUM, os.X_OK):
+        _missing(f"Debian chromium at {CHROMIUM} (apt-get install -y chromium)")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = os.environ.get("GANINV_TEST_ARTIFACTS")
+    folder = Path(root) / "app_browser" if root else tmp_path_factory.mktemp("app_browser")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, requirements):
+    """`ganinv serve` in a subprocess, as a user starts it; the browser launches while it boots."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path_factory.mktemp("serve")
+    model_dir = root / "tiny16"
+    save_native(model_dir, tiny_generator(resolution=16), tiny_discriminator(resolution=16), card={"name": "tiny16"})
+    rng = np.random.RandomState(0)
+    np.savez(model_dir / "heldout.npz", images=rng.randint(0, 255, (4, 16, 16, 3)).astype(np.uint8),
+             labels_json=json.dumps(["one", "two", "three", "four"]))
+    workdir = root / "work"
+    workdir.mkdir()
+    port = _free_port()
+    env = dict(os.environ, GANINV_THREADS="1", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-c", "from ganinv.cli import entry; entry()", "serve", "--model", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--workdir", str(workdir),
+               "--max-upload-mb", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_output():
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("ganinv serve: http"):
+                ready.set()
+
+    threading.Thread(target=read_output, daemon=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            if not ready.wait(90):
+                pytest.fail("ganinv serve did not start:\n" + "".join(lines))
+            yield {"url": f"http://127.0.0.1:{port}/", "port": port, "model_dir": model_dir, "workdir": workdir,
+                   "process": process, "lines": lines, "browser": browser}
+            browser.close()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    return server["browser"]
+
+
+def _image_bytes(page, selector: str) -> bytes:
+    src = page.get_attribute(selector, "src")
+    response = page.request.get(src)
+    assert response.ok, f"{src}: {response.status}"
+    return response.body()
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def _write_inputs(folder: Path) -> tuple[Path, Path, Path]:
+    yy, xx = np.mgrid[0:90, 0:120]
+    photo = np.stack([xx * 2, yy * 2, xx + yy], -1).astype(np.uint8)
+    photo[30:60, 40:80] = [250, 200, 30]
+    photo_path = folder / "photo.png"
+    Image.fromarray(photo).save(photo_path)
+    other_path = folder / "other.jpg"
+    Image.fromarray(255 - photo).save(other_path, quality=90)
+    corrupt_path = folder / "corrupt.png"
+    corrupt_path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"definitely not image data " * 20)
+    big_path = folder / "big.png"  # over the server's --max-upload-mb 1
+    big_path.write_bytes(b"\x89PNG\r\n\x1a\n" + np.random.RandomState(0).bytes(1_500_000))
+    return photo_path, other_path, corrupt_path, big_path
+
+
+def test_upload_invert_edit_download_in_chromium(server, browser, artifacts, tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # InversionResult.load(zip) extracts there
+    started = time.perf_counter()
+    photo, other, corrupt, big = _write_inputs(tmp_path)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)  # noqa: E731
+
+    # 1. the page loads, with the default SeFa sliders and the held-out examples
+    page.goto(server["url"])
+    page.wait_for_selector("#edit-0 input[type=range]")
+    page.wait_for_function("() => document.querySelectorAll('#examples img').length === 4")
+    page.wait_for_function("() => document.querySelector('#edit-0').innerText.includes('SeFa all #0')")
+    shot("01_loaded")
+
+    # 2. a held-out example can be picked; an upload replaces it, and the preview shows the square crop
+    page.locator("#examples .thumbnail-item").nth(1).click()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Held-out example two')")
+    page.wait_for_selector("#preview img")
+    page.set_input_files("#upload input[type=file]", str(photo))
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('photo.png')")
+    preview = _pixels(_image_bytes(page, "#preview img"))
+    assert preview.shape[0] == preview.shape[1] and preview.std() > 10
+    shot("02_uploaded")
+
+    # 3. invert with a live progress bar; the reconstruction and the edited image appear
+    page.fill("#steps input[type=number]", "60")
+    page.press("#steps input[type=number]", "Enter")
+    page.evaluate(WATCH_PROGRESS)
+    page.click("#invert")
+    page.wait_for_selector("#progress [data-state=done]", timeout=60_000)
+    page.wait_for_selector("#edited img")
+    states = page.evaluate("window.__progress")
+    # live progress: partial fractions while running, with the reconstruction already on screen
+    assert any(state == "running" and 0 < fraction < 1 and shown for state, fraction, shown in states), states
+    assert "psnr" in page.inner_text("#metrics")
+    shot("03_inverted")
+
+    # 4. moving a slider changes the displayed edited image; reset brings the reconstruction back
+    before = _image_bytes(page, "#edited img")
+    src_before = page.get_attribute("#edited img", "src")
+    page.evaluate(SET_SLIDER, ["#edit-0 input[type=range]", 3])
+    page.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }",
+                           arg=src_before)
+    after = _image_bytes(page, "#edited img")
+    assert np.abs(_pixels(after) - _pixels(before)).mean() > 0.5
+    shot("04_slider_moved")
+    src_after = page.get_attribute("#edited img", "src")
+    page.click("#reset")
+    page.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }",
+                           arg=src_after)
+    assert np.array_equal(_pixels(_image_bytes(page, "#edited img")), _pixels(before))
+    assert page.input_value("#edit-0 input[type=range]") == "0"
+    page.click("#family label:has-text('GANSpace')")
+    page.wait_for_function("() => document.querySelector('#edit-0').innerText.includes('GANSpace all #0')")
+    page.click("#preset label:has-text('coarse')")
+    page.wait_for_function("() => document.querySelector('#edit-0').innerText.includes('GANSpace coarse #0')")
+    page.evaluate(SET_SLIDER, ["#edit-1 input[type=range]", -2])
+    page.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }",
+                           arg=page.get_attribute("#edited img", "src"))
+
+    # 5. downloads: the edited PNG at the model's resolution, and the result zip that loads back
+    page.click("#export")
+    zip_link = page.wait_for_selector("#downloads a[href*='.zip']")
+    with page.expect_download() as download:
+        zip_link.click()
+    zip_path = tmp_path / "result.zip"
+    download.value.save_as(zip_path)
+    result = InversionResult.load(zip_path, model=server["model_dir"])
+    assert result.method == "optimize" and tuple(result.ws.shape) == (1, result.generator.num_ws, 32)
+    png_link = page.wait_for_selector("#downloads a[href*='.png']")
+    with page.expect_download() as download:
+        png_link.click()
+    png_path = tmp_path / "edited.png"
+    download.value.save_as(png_path)
+    with Image.open(png_path) as im:
+        assert im.size == (16, 16)
+    shot("05_downloads")
+
+    # 6. a corrupt upload gives a friendly message, and the app keeps working
+    page.set_input_files("#upload input[type=file]", str(corrupt))
+    page.wait_for_selector("#status .ganinv-error")
+    assert "Could not use 'corrupt.png' as an image" in page.inner_text("#status")
+    shot("06_corrupt_upload")
+    page.set_input_files("#upload input[type=file]", str(big))
+    page.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some("
+                           "t => t.innerText.includes('exceed the maximum allowed size'))")
+    shot("06b_too_large_upload")
+    page.set_input_files("#upload input[type=file]", str(other))
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('other.jpg')")
+    assert page.locator("#status .ganinv-error").count() == 0
+
+    # 7. the sampling tab draws seeds with truncation
+    page.get_by_role("tab", name="Sample seeds").click()
+    page.fill("#seeds textarea, #seeds input", "0-5")
+    page.click("#sample")
+    page.wait_for_function("() => { const images = [...document.querySelectorAll('#samples img')];"
+                           " return images.length >= 6 && images.every(i => i.complete && i.naturalWidth > 0); }")
+    assert "6 samples" in page.inner_text("#sample-status")
+    shot("07_samples")
+
+    # offline: every request the page made went to the app itself
+    hosts = {url.split("/")[2] for url in requested if url.startswith("http")}
+    assert hosts == {f"127.0.0.1:{server['port']}"}, hosts
+    context.close()
+    assert time.perf_counter() - started < 60
+
+
+def test_long_inversion_does_not_block_other_sessions(server, browser, artifacts, tmp_path):
+    """Session A runs a long inversion; meanwhile session B (another browser context) sees none of A's
+    images and can sample, pick a sample and edit it; then A stops early and still gets a result."""
+    photo, *_ = _write_inputs(tmp_path)
+    context_a = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context_b = browser.new_context(viewport={"width": 1400, "height": 1000})
+    a, b = context_a.new_page(), context_b.new_page()
+    for page in (a, b):
+        page.set_default_timeout(30_000)
+        page.goto(server["url"])
+        page.wait_for_selector("#edit-0 input[type=range]")
+    a.set_input_files("#upload input[type=file]", str(photo))
+    a.wait_for_selector("#preview img")
+    a.fill("#steps input[type=number]", "3000")
+    a.press("#steps input[type=number]", "Enter")
+    a.click("#invert")
+    a.wait_for_function("() => { const p = document.querySelector('#progress .ganinv-progress');"
+                        " return p && p.dataset.state === 'running' && parseFloat(p.dataset.fraction) > 0; }")
+    # B: a fresh session shows nothing of A's
+    assert b.locator("#preview img").count() == 0 and b.locator("#reconstruction img").count() == 0
+    started = time.perf_counter()
+    b.get_by_role("tab", name="Sample seeds").click()
+    b.click("#sample")
+    b.wait_for_function("() => document.querySelectorAll('#samples img').length >= 8")
+    b.locator("#samples .thumbnail-item").first.click()
+    b.wait_for_function("() => document.querySelector('#sample-status').innerText.includes('Seed 0')")
+    b.get_by_role("tab", name="Invert & edit").click()
+    b.wait_for_selector("#edited img")
+    src = b.get_attribute("#edited img", "src")
+    b.evaluate(SET_SLIDER, ["#edit-0 input[type=range]", -3])
+    b.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }", arg=src)
+    elapsed = time.perf_counter() - started
+    assert a.get_attribute("#progress .ganinv-progress", "data-state") == "running", "A should still be inverting"
+    b.screenshot(path=str(artifacts / "08_other_session_during_inversion.png"), full_page=True)
+    assert elapsed < 20, f"session B waited {elapsed:.1f} s behind A's inversion"
+    # A stops early and still gets its result
+    a.click("#stop")
+    a.wait_for_selector("#progress [data-state=done]")
+    assert "stopped" in a.inner_text("#metrics")
+    a.wait_for_selector("#edited img")
+    a.screenshot(path=str(artifacts / "09_stopped_early.png"), full_page=True)
+    context_a.close()
+    context_b.close()
+
+
+def test_server_cleans_its_workspace_on_shutdown(server):
+    """Runs after the browser test (same module): SIGTERM stops the server and its workspace is gone."""
+    workdir = server["workdir"]
+    assert any(workdir.iterdir()), "the server should have a workspace while running"
+    process = server["process"]
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)
+    assert not any(workdir.iterdir()), list(workdir.iterdir())
+    assert "Traceback" not in "".join(server["lines"]), "".join(server["lines"])
+
+
+def test_ci_has_the_browser_dependencies():
+    if os.environ.get("CI") != "true":
+        pytest.skip("only checked in CI")
+    assert shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)
+    import playwright.sync_api  # noqa: F401
