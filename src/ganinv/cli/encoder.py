@@ -1,0 +1,156 @@
+"""`ganinv train-encoder` (e4e/ReStyle encoder for a model) and `ganinv export-encoder` (into a model folder)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from .common import UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option
+
+
+@click.command("train-encoder")
+@model_option
+@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Dataset folder the model was trained on (`ganinv data ...`): real images from its train split, "
+                   "the periodic check on its held-out split. Required unless --batch-real 0.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: checkpoint.pt (rolling), encoder/ (latest export), stats.jsonl, config.json.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from OUTDIR/checkpoint.pt when it exists (its settings win, except the schedule).")
+@click.option("--steps", "total_steps", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Stop when the run reaches this many steps.")
+@click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Stop this session after this many minutes (a checkpoint is written).")
+@click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop this session after this many steps.")
+@click.option("--snapshot-every", default=250, show_default=True, type=click.IntRange(min=1),
+              help="Write checkpoint, encoder/ and stats every this many steps.")
+@click.option("--batch-real", default=8, show_default=True, type=click.IntRange(min=0),
+              help="Real training images per step.")
+@click.option("--batch-generated", default=8, show_default=True, type=click.IntRange(min=0),
+              help="Generated pairs (w, G(w)) per step.")
+@click.option("--iterations", default=2, show_default=True, type=click.IntRange(min=1),
+              help="ReStyle passes trained for (the encoder method's default iterations).")
+@click.option("--learning-rate", "--lr", "learning_rate", default=5e-4, show_default=True,
+              type=click.FloatRange(min=0, min_open=True))
+@click.option("--mse-weight", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--laplacian-weight", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--dfeat-weight", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="Perceptual loss in the discriminator's feature space.")
+@click.option("--lpips-weight", default=None, type=click.FloatRange(min=0),
+              help="LPIPS (VGG) weight. Default: 0.8 when genuine weights are found, else off.")
+@click.option("--similarity-weight", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="1 - cosine similarity of the model's classifier features (stands in for e4e's MoCo/ArcFace).")
+@click.option("--delta-weight", default=2e-3, show_default=True, type=click.FloatRange(min=0),
+              help="e4e delta regularization on the per-layer offsets.")
+@click.option("--adversarial-weight", default=0.05, show_default=True, type=click.FloatRange(min=0),
+              help="e4e latent discriminator loss (0 turns the latent discriminator off).")
+@click.option("--w-weight", default=0.25, show_default=True, type=click.FloatRange(min=0),
+              help="w-space loss on generated pairs.")
+@click.option("--progressive-start", default=300, show_default=True, type=click.IntRange(min=0),
+              help="Steps with the base latent only before the first offset unlocks.")
+@click.option("--progressive-every", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Steps between unlocking further offsets.")
+@click.option("--classifier", "classifier_dir", default=None,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Classifier folder for the similarity loss (default: the model's own).")
+@click.option("--init-encoder", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Start from this encoder folder (e.g. to adapt it to a newer generator).")
+@click.option("--lpips-dir", default=None, help="Extra folder searched for LPIPS weights.")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")
+@seed_option
+@device_option
+@quiet_option
+def train_encoder(model, data_dir, outdir, resume, total_steps, max_minutes, max_steps, snapshot_every, batch_real,
+                  batch_generated, iterations, learning_rate, mse_weight, laplacian_weight, dfeat_weight, lpips_weight,
+                  similarity_weight, delta_weight, adversarial_weight, w_weight, progressive_start, progressive_every,
+                  classifier_dir, init_encoder, lpips_dir, threads, seed, device, quiet):
+    """Train an e4e/ReStyle inversion encoder for a model (resumable; Ctrl-C or SIGTERM saves and stops).
+
+    The latest encoder is written to OUTDIR/encoder at every snapshot; put it into a model folder with
+    `ganinv export-encoder OUTDIR --model-dir MODEL_FOLDER`.
+    """
+    from ..models.registry import resolve_device
+    from ..train.encoder_trainer import (CHECKPOINT_FILE, EncoderTrainConfig, train_encoder as run_training,
+                                         trainer_for_model)
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        device = resolve_device(device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    config = EncoderTrainConfig(
+        seed=seed, batch_real=batch_real, batch_generated=batch_generated, iterations=iterations,
+        learning_rate=learning_rate, mse_weight=mse_weight, laplacian_weight=laplacian_weight,
+        dfeat_weight=dfeat_weight, lpips_weight=lpips_weight, similarity_weight=similarity_weight,
+        delta_weight=delta_weight, adversarial_weight=adversarial_weight, w_weight=w_weight,
+        progressive_start=progressive_start, progressive_every=progressive_every, total_steps=total_steps,
+        snapshot_every=snapshot_every)
+    checkpoint = outdir / CHECKPOINT_FILE
+    if checkpoint.is_file():
+        if not resume:
+            raise UserError(f"{checkpoint} exists; pass --resume to continue it or choose another --outdir")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        saved = EncoderTrainConfig.from_dict(json.loads(state["config"]))
+        saved.total_steps, saved.snapshot_every = total_steps, snapshot_every
+        config = saved
+    if data_dir is None and config.batch_real > 0:
+        raise UserError("--data is required (or pass --batch-real 0 to train on generated pairs only)")
+    bundle = load_model_or_fail(model, str(device))
+    classifier = None
+    if classifier_dir is not None:
+        from ..train.classifier import load_classifier
+        classifier = load_classifier(classifier_dir)
+    try:
+        trainer = trainer_for_model(config, bundle, data_dir, classifier=classifier, device=device,
+                                    init_encoder=init_encoder, lpips_dir=lpips_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    log = (lambda text: click.echo(text, err=True)) if not quiet else None
+    if log:
+        log(f"encoder for {bundle.name} ({bundle.G.img_resolution}px, num_ws={bundle.G.num_ws}); run folder {outdir}; "
+            f"device {device}, {torch.get_num_threads()} threads; LPIPS {trainer.lpips_note}")
+    card_extra = {"name": f"{bundle.name}-encoder",
+                  "generator": {"name": bundle.name, "sha256": bundle.sha256,
+                                "folder": str(bundle.folder) if bundle.folder else None}}
+    trainer = run_training(trainer, outdir, resume=resume, progress=not quiet, max_steps=max_steps,
+                           max_seconds=None if max_minutes is None else max_minutes * 60, handle_signals=True,
+                           card_extra=card_extra, log=log)
+    if log:
+        log(f"stopped at step {trainer.step_index}; checkpoint {checkpoint}; encoder {outdir / 'encoder'}")
+
+
+@click.command("export-encoder")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model-dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Native model folder to receive the encoder (written to MODEL_DIR/encoder).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing MODEL_DIR/encoder.")
+@quiet_option
+def export_encoder(source, model_dir, overwrite, quiet):
+    """Copy a trained encoder (a train-encoder run folder or an encoder folder) into a model folder,
+    after checking that it was trained for that model's generator."""
+    from ..invert.encoder_net import load_encoder, save_encoder
+
+    encoder_dir = source / "encoder" if (source / "encoder" / "card.json").is_file() else source
+    try:
+        encoder = load_encoder(encoder_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    bundle = load_model_or_fail(model_dir, "cpu")
+    try:
+        encoder.check_generator(bundle.G)
+    except ValueError as e:
+        raise UserError(f"{encoder_dir} does not fit {model_dir}: {e}") from None
+    destination = model_dir / "encoder"
+    if destination.exists() and not overwrite:
+        raise UserError(f"{destination} exists; pass --overwrite to replace it")
+    card = {k: v for k, v in encoder.card.items()}
+    card["generator"] = {**(card.get("generator") or {}), "name": bundle.name, "sha256": bundle.sha256}
+    save_encoder(destination, encoder, card)
+    if not quiet:
+        click.echo(f"wrote {destination}")
+
+
+COMMANDS = [train_encoder, export_encoder]

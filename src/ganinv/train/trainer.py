@@ -1,0 +1,531 @@
+"""StyleGAN2 training loop for ganinv's own (small) generators.
+
+Karras et al., "Analyzing and Improving the Image Quality of StyleGAN" (CVPR 2020): non-saturating
+logistic loss, lazy R1 regularization (Mescheder et al. 2018) every `r1_interval` steps, optional
+lazy path-length regularization, style-mixing regularization, and an exponential moving average of
+the generator's weights (G_ema, with the ramp-up of Karras et al., "Training Generative Adversarial
+Networks with Limited Data", NeurIPS 2020). Small data sets use DiffAugment (Zhao et al. 2020, see
+`augment.py`) on both real and generated images.
+
+One choice differs from the official loop to save CPU time: the fakes of a step are generated once.
+The discriminator step reads them detached; the generator step then runs the updated discriminator
+on the same (re-augmented) fakes and back-propagates through the generator graph kept from the
+forward pass. The generator's weights do not change between the two uses, so this is the same
+gradient as a fresh forward pass with those latents.
+
+Everything random comes from one `torch.Generator` (data order, latents, style mixing, augmentation)
+plus torch's global generator (per-layer noise); both states are in the checkpoint, so a resumed run
+continues bit-exactly on the same device and thread count.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.io import save_grid
+from ..models.stylegan2 import Discriminator, Generator
+from ..utils import atomic_path
+from .augment import diff_augment, parse_policy
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "ganinv-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; stored in the checkpoint and on the exported card."""
+
+    # networks
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 2
+    channel_base: int = 4096
+    channel_max: int = 128
+    d_channel_base: int | None = None  # None: same as the generator's
+    d_channel_max: int | None = None
+    mbstd_group_size: int = 4
+    # optimisation
+    batch_size: int = 32
+    g_learning_rate: float = 0.0025
+    d_learning_rate: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float | None = None  # None: 0.0002 * resolution^2 / batch (the official 'auto' rule)
+    r1_interval: int = 16
+    pl_weight: float = 0.0  # path-length regularization off by default (small data)
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    style_mixing_prob: float = 0.9
+    ema_kimg: float | None = None  # None: batch * 10 / 32 (official 'auto')
+    ema_rampup: float | None = 0.05
+    augment: str = "color,translation,cutout"
+    mirror: bool = False
+    label_key: str | None = None  # conditional training on this record field
+    mixed_precision: bool = True  # fp16 in the 4 highest-resolution blocks, CUDA only
+    # schedule
+    total_kimg: float = 100_000.0
+    snapshot_kimg: float = 10.0
+    seed: int = 0
+    grid_size: int = 64
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+@dataclass
+class TrainingData:
+    """Training images (uint8 [N, H, W, C]) and optional integer labels with their names."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    label_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"training images must be uint8 [N, H, W, C], got {self.images.dtype} "
+                             f"{self.images.shape}")
+        if self.images.shape[1] != self.images.shape[2]:
+            raise ValueError(f"training images must be square, got {self.images.shape[1:3]}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError("one label per training image is needed")
+
+
+def labels_from_records(records: list[dict], key: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels for `key` of each record and the sorted class names."""
+    try:
+        values = [str(r[key]) for r in records]
+    except KeyError:
+        raise ValueError(f"label field {key!r} is missing from the dataset records") from None
+    names = sorted(set(values), key=lambda v: (len(v), v) if v.isdigit() else (math.inf, v))
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def build_networks(config: TrainConfig, resolution: int, channels: int, c_dim: int,
+                   device: torch.device) -> tuple[Generator, Discriminator]:
+    """G and D for a config; fp16 blocks and conv clamping only when training on CUDA."""
+    half = bool(config.mixed_precision and device.type == "cuda")
+    synthesis = dict(channel_base=config.channel_base, channel_max=config.channel_max)
+    d_kwargs = dict(channel_base=config.d_channel_base or config.channel_base,
+                    channel_max=config.d_channel_max or config.channel_max)
+    if half:
+        synthesis.update(num_fp16_res=4, conv_clamp=256)
+        d_kwargs.update(num_fp16_res=4, conv_clamp=256)
+    G = Generator(z_dim=config.z_dim, c_dim=c_dim, w_dim=config.w_dim, img_resolution=resolution,
+                  img_channels=channels, mapping_kwargs=dict(num_layers=config.mapping_layers),
+                  synthesis_kwargs=synthesis)
+    D = Discriminator(c_dim=c_dim, img_resolution=resolution, img_channels=channels,
+                      epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group_size), **d_kwargs)
+    return G.to(device), D.to(device)
+
+
+class Trainer:
+    """Holds the networks, optimizers and random state of one run; `step()` trains one batch."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.augment_policy = parse_policy(config.augment)
+        images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
+        self.images = images.contiguous()  # uint8 NCHW, converted per batch
+        self.num_images = len(images)
+        if self.num_images < config.batch_size:
+            raise ValueError(f"{self.num_images} training images is fewer than one batch ({config.batch_size})")
+        self.resolution = int(images.shape[2])
+        self.channels = int(images.shape[1])
+        self.c_dim = 0
+        self.labels = None
+        if config.label_key is not None:
+            if data.labels is None:
+                raise ValueError(f"conditional training on {config.label_key!r} needs labels")
+            self.labels = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
+            self.c_dim = len(data.label_names)
+        self.label_names = list(data.label_names)
+        self.r1_gamma = (config.r1_gamma if config.r1_gamma is not None
+                         else 0.0002 * self.resolution ** 2 / config.batch_size)
+        self.ema_kimg = config.ema_kimg if config.ema_kimg is not None else config.batch_size * 10 / 32
+
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.G, self.D = build_networks(config, self.resolution, self.channels, self.c_dim, self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G.train()
+        self.D.train()
+        # Lazy regularization: scale Adam's rate and betas so the regularizer's occasional steps
+        # average out as in the paper (StyleGAN2, appendix B).
+        self.opt_G = self._optimizer(self.G, config.g_learning_rate,
+                                     config.pl_interval if config.pl_weight > 0 else None)
+        self.opt_D = self._optimizer(self.D, config.d_learning_rate, config.r1_interval)
+        self.step_index = 0
+        self.num_images_seen = 0
+        self.training_seconds = 0.0
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.order = torch.randperm(self.num_images, generator=self.generator)
+        self.position = 0
+
+    def _optimizer(self, net: torch.nn.Module, learning_rate: float, interval: int | None):
+        ratio = interval / (interval + 1) if interval else 1.0
+        betas = tuple(b ** ratio for b in self.config.betas)
+        return torch.optim.Adam(net.parameters(), lr=learning_rate * ratio, betas=betas, eps=1e-8)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    @property
+    def kimg(self) -> float:
+        return self.num_images_seen / 1000
+
+    def _next_indices(self, count: int) -> torch.Tensor:
+        parts = []
+        while count > 0:
+            if self.position >= self.num_images:
+                self.order = torch.randperm(self.num_images, generator=self.generator)
+                self.position = 0
+            take = min(count, self.num_images - self.position)
+            parts.append(self.order[self.position:self.position + take])
+            self.position += take
+            count -= take
+        return torch.cat(parts)
+
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self._next_indices(self.config.batch_size)
+        img = self.images[idx].to(self.device, torch.float32) / 127.5 - 1
+        if self.config.mirror:
+            flip = torch.rand([len(idx)], generator=self.generator) < 0.5
+            img = torch.where(flip.to(self.device).view(-1, 1, 1, 1), img.flip(3), img)
+        return img, self._one_hot(self.labels[idx]) if self.labels is not None else None
+
+    def _one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(labels, self.c_dim).to(self.device, torch.float32)
+
+    def _fake_labels(self, count: int) -> torch.Tensor | None:
+        # Labels of random training images, so generated classes follow the data's frequencies.
+        if self.labels is None:
+            return None
+        idx = torch.randint(0, self.num_images, [count], generator=self.generator)
+        return self._one_hot(self.labels[idx])
+
+    def _latents(self, count: int) -> torch.Tensor:
+        return torch.randn([count, self.config.z_dim], generator=self.generator).to(self.device)
+
+    def _mapping(self, z: torch.Tensor, c: torch.Tensor | None, update_w_avg: bool = True) -> torch.Tensor:
+        ws = self.G.mapping(z, c, update_w_avg=update_w_avg)
+        if self.config.style_mixing_prob > 0:
+            # Style mixing: with probability p, layers from a random cutoff on use a second latent.
+            cutoff = int(torch.randint(1, ws.shape[1], [], generator=self.generator))
+            mix = float(torch.rand([], generator=self.generator)) < self.config.style_mixing_prob
+            if mix:
+                z2 = self._latents(z.shape[0])
+                ws2 = self.G.mapping(z2, c, update_w_avg=False)
+                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        return ws
+
+    def _augment(self, img: torch.Tensor) -> torch.Tensor:
+        return diff_augment(img, self.augment_policy, self.generator) if self.augment_policy else img
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        """Train one batch: a D step (with lazy R1), a G step (with lazy path-length reg), EMA."""
+        cfg = self.config
+        batch = cfg.batch_size
+        stats: dict[str, float] = {}
+        real, real_c = self._real_batch()
+        gen_c = self._fake_labels(batch)
+        z = self._latents(batch)
+
+        self.G.requires_grad_(True)
+        ws = self._mapping(z, gen_c)
+        fake = self.G.synthesis(ws, noise_mode="random")
+
+        # Discriminator: softplus(D(fake)) + softplus(-D(real)), plus gamma/2 |grad D(real)|^2 lazily.
+        self.D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        fake_logits = self.D(self._augment(fake.detach()), gen_c)
+        do_r1 = self.r1_gamma > 0 and self.step_index % cfg.r1_interval == 0
+        real_input = self._augment(real).detach().requires_grad_(do_r1)
+        real_logits = self.D(real_input, real_c)
+        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        stats["loss_D"] = float(loss_D.detach())
+        stats["D_real"] = float(real_logits.detach().mean())
+        stats["D_fake"] = float(fake_logits.detach().mean())
+        if do_r1:
+            (grad,) = torch.autograd.grad(real_logits.sum(), real_input, create_graph=True)
+            penalty = grad.square().sum(dim=[1, 2, 3])
+            loss_D = loss_D + penalty.mean() * (self.r1_gamma / 2) * cfg.r1_interval
+            stats["r1_penalty"] = float(penalty.detach().mean())
+        loss_D.backward()
+        self._sanitize(self.D)
+        self.opt_D.step()
+
+        # Generator: softplus(-D(G(z))) through the updated D, on the fakes generated above.
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        gen_logits = self.D(self._augment(fake), gen_c)
+        loss_G = F.softplus(-gen_logits).mean()
+        stats["loss_G"] = float(loss_G.detach())
+        loss_G.backward()
+        self._sanitize(self.G)
+        self.opt_G.step()
+        del fake, ws
+
+        if cfg.pl_weight > 0 and self.step_index % cfg.pl_interval == 0:
+            stats["pl_penalty"] = self._path_length_step()
+
+        for key in ("loss_D", "loss_G"):
+            if not math.isfinite(stats[key]):
+                raise FloatingPointError(f"{key} became {stats[key]} at step {self.step_index} "
+                                         f"({self.kimg:.1f} kimg); the last checkpoint is kept")
+        self.num_images_seen += batch
+        self.step_index += 1
+        self._update_ema()
+        return stats
+
+    def _path_length_step(self) -> float:
+        """Path-length regularization (StyleGAN2 section 3.2), lazily every pl_interval steps."""
+        cfg = self.config
+        count = max(cfg.batch_size // 2, 1)
+        self.opt_G.zero_grad(set_to_none=True)
+        ws = self._mapping(self._latents(count), self._fake_labels(count), update_w_avg=False)
+        img = self.G.synthesis(ws, noise_mode="random")
+        noise = torch.randn(img.shape, generator=self.generator).to(self.device) / math.sqrt(
+            img.shape[2] * img.shape[3])
+        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
+        self.pl_mean = self.pl_mean.lerp(lengths.mean().detach(), cfg.pl_decay)
+        penalty = (lengths - self.pl_mean).square()
+        (penalty.mean() * cfg.pl_weight * cfg.pl_interval + img[:, 0, 0, 0].mean() * 0).backward()
+        self._sanitize(self.G)
+        self.opt_G.step()
+        return float(penalty.detach().mean())
+
+    @staticmethod
+    def _sanitize(net: torch.nn.Module) -> None:
+        for param in net.parameters():
+            if param.grad is not None:
+                torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        ema_images = self.ema_kimg * 1000
+        if self.config.ema_rampup is not None:
+            ema_images = min(ema_images, self.num_images_seen * self.config.ema_rampup)
+        beta = 0.5 ** (self.config.batch_size / max(ema_images, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+            "config": json.dumps(self.config.to_dict()),
+            "label_names": json.dumps(self.label_names),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "generator_state": self.generator.get_state(),
+            "torch_rng_state": torch.get_rng_state(),
+            "order": self.order.clone(), "position": self.position,
+            "step_index": self.step_index, "num_images_seen": self.num_images_seen,
+            "training_seconds": self.training_seconds, "pl_mean": self.pl_mean.detach().cpu(),
+            "G_kwargs": json.dumps(self.G.kwargs_with_channels()),
+            "D_kwargs": json.dumps(self.D.kwargs_with_channels()),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a ganinv training checkpoint")
+        saved = TrainConfig.from_dict(json.loads(state["config"]))
+        for name in ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "d_channel_base",
+                     "d_channel_max", "label_key", "batch_size"):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(f"checkpoint was trained with {name}={getattr(saved, name)!r}, "
+                                 f"this run asks for {getattr(self.config, name)!r}")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.generator.set_state(state["generator_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        if self.device.type == "cuda" and "cuda_rng_state" in state:
+            torch.cuda.set_rng_state(state["cuda_rng_state"], self.device)
+        self.order = state["order"].clone()
+        self.position = int(state["position"])
+        self.step_index = int(state["step_index"])
+        self.num_images_seen = int(state["num_images_seen"])
+        self.training_seconds = float(state["training_seconds"])
+        self.pl_mean = state["pl_mean"].to(self.device)
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the one rolling resume checkpoint atomically."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(read_checkpoint(path, self.device))
+
+    @torch.no_grad()
+    def sample_grid(self, count: int | None = None) -> torch.Tensor:
+        """G_ema on fixed latents (seeded apart from the training randomness), const noise."""
+        count = count or self.config.grid_size
+        gen = torch.Generator().manual_seed(self.config.seed + 12345)
+        z = torch.randn([count, self.config.z_dim], generator=gen).to(self.device)
+        c = None
+        if self.c_dim:
+            c = F.one_hot(torch.arange(count) % self.c_dim, self.c_dim).to(self.device, torch.float32)
+        return self.G_ema(z, c, noise_mode="const").cpu()
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """A training checkpoint's state (tensors and plain data only: weights-only loading)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training checkpoint")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def networks_from_checkpoint(path: str | Path) -> tuple[Generator, Discriminator, dict]:
+    """(G_ema, D, info) from a training checkpoint; info has config, kimg, seconds, label names."""
+    state = read_checkpoint(path)
+    G = Generator(**json.loads(state["G_kwargs"]))
+    D = Discriminator(**json.loads(state["D_kwargs"]))
+    G.load_state_dict(state["G_ema"])
+    D.load_state_dict(state["D"])
+    info = {"config": json.loads(state["config"]), "kimg": int(state["num_images_seen"]) / 1000,
+            "step": int(state["step_index"]), "training_seconds": float(state["training_seconds"]),
+            "label_names": json.loads(state["label_names"])}
+    return G.eval(), D.eval(), info
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT so the loop ends after the current step and writes a checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+
+
+def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, device: str | torch.device = "cpu",
+          resume: bool = True, progress: bool = True, max_steps: int | None = None,
+          handle_signals: bool = False, log: Callable[[str], None] | None = None) -> Trainer:
+    """Train (or resume) a run in `run_dir` until `config.total_kimg`, `max_steps` or a signal.
+
+    Writes `checkpoint.pt` (rolling, atomic), `samples/kimgNNNNNN.png` and a line of `stats.jsonl` at
+    every snapshot, and once more at the end.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, data, device=device)
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if resume and checkpoint.is_file():
+        trainer.load_checkpoint(checkpoint)
+        if log:
+            log(f"resumed from {checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    stop = _StopFlag()
+    previous_handlers = {}
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous_handlers[sig] = signal.signal(sig, stop)
+    total_images = int(config.total_kimg * 1000)
+    snapshot_images = max(int(config.snapshot_kimg * 1000), 1)
+    next_snapshot = (trainer.num_images_seen // snapshot_images + 1) * snapshot_images
+    bar = tqdm(total=total_images, initial=trainer.num_images_seen, unit="img", unit_scale=True,
+               disable=not progress, mininterval=2.0, dynamic_ncols=True)
+    steps_done = 0
+    last_snapshot_images = -1
+    run_start = time.perf_counter()
+    window_start, window_images = run_start, 0
+    images_per_second = 0.0
+    stats: dict[str, float] = {}
+    try:
+        while trainer.num_images_seen < total_images and not stop.requested:
+            if max_steps is not None and steps_done >= max_steps:
+                break
+            started = time.perf_counter()
+            stats = trainer.step()
+            elapsed = time.perf_counter() - started
+            trainer.training_seconds += elapsed
+            steps_done += 1
+            window_images += config.batch_size
+            now = time.perf_counter()
+            if now - window_start >= 10:
+                images_per_second = window_images / (now - window_start)
+                window_start, window_images = now, 0
+            elif images_per_second == 0.0:
+                images_per_second = steps_done * config.batch_size / (now - run_start)
+            bar.update(config.batch_size)
+            bar.set_postfix(kimg=f"{trainer.kimg:.1f}", G=f"{stats['loss_G']:.3f}",
+                            D=f"{stats['loss_D']:.3f}", ips=f"{images_per_second:.1f}", refresh=False)
+            if trainer.num_images_seen >= next_snapshot:
+                _snapshot(trainer, run_dir, stats, images_per_second)
+                last_snapshot_images = trainer.num_images_seen
+                while next_snapshot <= trainer.num_images_seen:
+                    next_snapshot += snapshot_images
+        if steps_done and last_snapshot_images != trainer.num_images_seen:
+            _snapshot(trainer, run_dir, stats, images_per_second)
+    finally:
+        bar.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    return trainer
+
+
+def _snapshot(trainer: Trainer, run_dir: Path, stats: dict, images_per_second: float) -> None:
+    trainer.save_checkpoint(run_dir / CHECKPOINT_FILE)
+    grid = trainer.sample_grid()
+    save_grid(grid, run_dir / "samples" / f"kimg{int(trainer.kimg):06d}.png", upscale=2)
+    save_grid(grid, run_dir / "samples_latest.png", upscale=2)
+    line = {"kimg": round(trainer.kimg, 3), "step": trainer.step_index,
+            "training_hours": round(trainer.training_seconds / 3600, 4),
+            "images_per_second": round(images_per_second, 2), "time": time.time(),
+            "threads": torch.get_num_threads(), "device": str(trainer.device),
+            **{k: round(v, 5) for k, v in stats.items()}}
+    with open(run_dir / "stats.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def load_training_data(dataset_dir: str | Path, label_key: str | None = None) -> TrainingData:
+    """The train split of a dataset folder (see `ganinv.data.dataset`), with labels when asked."""
+    from ..data.dataset import load_dataset
+
+    images, records = load_dataset(dataset_dir, split="train")
+    if label_key is None:
+        return TrainingData(images)
+    labels, names = labels_from_records(records, label_key)
+    return TrainingData(images, labels, names)

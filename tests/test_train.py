@@ -1,0 +1,256 @@
+"""Trainer, DiffAugment, classifier, quality measures and model export, on tiny networks and data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ganinv.train.augment import augment_cutout, augment_translation, diff_augment, parse_policy
+from ganinv.train.classifier import (evaluate_classifier, head_labels, load_classifier,
+                                     save_classifier, train_classifier)
+from ganinv.train.quality import frechet_distance, nearest_training_images
+from ganinv.train.trainer import TrainConfig, Trainer, TrainingData, networks_from_checkpoint, train
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny networks run faster on one thread, and this machine's cores are shared.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+TINY = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16, batch_size=8,
+            snapshot_kimg=1000, grid_size=4)
+
+
+def _images(count: int = 48, resolution: int = 16, channels: int = 3, seed: int = 0) -> np.ndarray:
+    return (np.random.RandomState(seed).rand(count, resolution, resolution, channels) * 255).astype(np.uint8)
+
+
+# -- DiffAugment ------------------------------------------------------------------------------------
+
+
+def test_diff_augment_is_seeded_differentiable_and_changes_images():
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    x.requires_grad_(True)
+    a = diff_augment(x, "color,translation,cutout", torch.Generator().manual_seed(1))
+    b = diff_augment(x, "color,translation,cutout", torch.Generator().manual_seed(1))
+    c = diff_augment(x, "color,translation,cutout", torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert parse_policy("none") == [] and torch.equal(diff_augment(x, "none"), x)
+    with pytest.raises(ValueError, match="unknown DiffAugment policy"):
+        parse_policy("color,rotate")
+
+
+def test_translation_moves_content_and_cutout_zeroes_a_square():
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, :, 8, 8] = 1
+    moved = augment_translation(x, torch.Generator().manual_seed(0))
+    positions = moved.flatten(1).argmax(1)
+    rows, cols = positions // 16, positions % 16
+    assert (moved.flatten(1).sum(1) == 1).all()  # shifts of <= 2 px keep the dot inside
+    assert (rows - 8).abs().max() <= 2 and (cols - 8).abs().max() <= 2 and len(set(positions.tolist())) > 5
+    ones = torch.ones(32, 1, 16, 16)
+    cut = augment_cutout(ones, torch.Generator().manual_seed(0))
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert zeros.max() == 64 and zeros.min() > 0  # an 8x8 square, clipped at the border
+
+
+# -- trainer ----------------------------------------------------------------------------------------
+
+
+def test_training_steps_have_finite_losses_and_update_networks():
+    torch.manual_seed(0)
+    config = TrainConfig(**TINY, r1_interval=2, pl_weight=2.0, pl_interval=2)
+    trainer = Trainer(config, TrainingData(_images()))
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    d_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    seen = set()
+    for _ in range(4):
+        stats = trainer.step()
+        seen.update(stats)
+        assert all(np.isfinite(v) for v in stats.values()), stats
+    assert {"loss_G", "loss_D", "r1_penalty", "pl_penalty"} <= seen
+    assert trainer.kimg == pytest.approx(4 * 8 / 1000)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
+    assert any(not torch.equal(d_before[k], v) for k, v in trainer.D.state_dict().items())
+    ema = trainer.G_ema.state_dict()
+    assert any(not torch.equal(ema[k], v) for k, v in trainer.G.state_dict().items() if v.is_floating_point())
+    grid = trainer.sample_grid(4)
+    assert grid.shape == (4, 3, 16, 16) and torch.isfinite(grid).all()
+
+
+def test_trains_at_64_pixels_rgb_with_diffaugment():
+    config = TrainConfig(**{**TINY, "channel_base": 256, "channel_max": 16}, augment="color,translation,cutout")
+    trainer = Trainer(config, TrainingData(_images(16, 64, 3)))
+    for _ in range(2):
+        stats = trainer.step()
+        assert np.isfinite(stats["loss_G"]) and np.isfinite(stats["loss_D"])
+    assert trainer.sample_grid(2).shape == (2, 3, 64, 64)
+
+
+def test_conditional_training_runs():
+    images = _images(32)
+    labels = np.arange(32) % 3
+    config = TrainConfig(**TINY, label_key="class", augment="none")
+    trainer = Trainer(config, TrainingData(images, labels, ["a", "b", "c"]))
+    assert trainer.G.c_dim == 3 and trainer.D.c_dim == 3
+    stats = trainer.step()
+    assert np.isfinite(stats["loss_G"]) and np.isfinite(stats["loss_D"])
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    config = TrainConfig(**TINY, r1_interval=2, pl_weight=1.0, pl_interval=3, mirror=True)
+    data = TrainingData(_images(20))  # 20 images, batch 8: epochs wrap inside the run
+    straight = train(config, data, tmp_path / "straight", progress=False, max_steps=6)
+    train(config, data, tmp_path / "resumed", progress=False, max_steps=3)
+    resumed = train(config, data, tmp_path / "resumed", progress=False, max_steps=3)
+    assert resumed.step_index == straight.step_index == 6
+    for name in ("G", "D", "G_ema"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        mismatched = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not mismatched, f"{name} differs after resume: {mismatched[:3]}"
+    for opt in ("opt_G", "opt_D"):
+        sa, sb = getattr(straight, opt).state_dict()["state"], getattr(resumed, opt).state_dict()["state"]
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    # The checkpoint alone rebuilds G_ema and D.
+    G, D, info = networks_from_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert info["step"] == 6 and torch.equal(G.mapping.fc0.weight, straight.G_ema.mapping.fc0.weight)
+    assert (tmp_path / "resumed" / "samples_latest.png").is_file()
+    assert len((tmp_path / "resumed" / "stats.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_refuses_a_different_network(tmp_path):
+    data = TrainingData(_images(16))
+    train(TrainConfig(**TINY), data, tmp_path, progress=False, max_steps=1)
+    other = TrainConfig(**{**TINY, "channel_max": 8})
+    with pytest.raises(ValueError, match="channel_max"):
+        train(other, data, tmp_path, progress=False, max_steps=1)
+
+
+# -- classifier -------------------------------------------------------------------------------------
+
+
+def _labelled_images(count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Class k is a bright horizontal bar in band k of the image, on noise."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, 4, count)
+    images = rng.rand(count, 1, 16, 16).astype(np.float32) * 0.6 - 0.8
+    for i, label in enumerate(labels):
+        images[i, 0, 4 * label:4 * label + 3, :] = 0.8
+    return torch.from_numpy(images), labels
+
+
+def test_classifier_learns_and_round_trips(tmp_path):
+    images, labels = _labelled_images(256, 0)
+    heads = {"band": ["0", "1", "2", "3"], "parity": ["even", "odd"]}
+    targets = {"band": labels, "parity": labels % 2}
+    model, losses = train_classifier(images, targets, heads, epochs=3, batch_size=32, base_width=8,
+                                     learning_rate=3e-3, feature_dim=32)
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:3])
+    test_images, test_labels = _labelled_images(128, 1)
+    result = evaluate_classifier(model, test_images, {"band": test_labels, "parity": test_labels % 2})
+    assert result["band"]["accuracy"] > 0.8 and result["band"]["count"] == 128
+    save_classifier(tmp_path / "clf", model, {"heldout_accuracy": {"band": result["band"]["accuracy"]}})
+    loaded = load_classifier(tmp_path / "clf")
+    assert loaded.card["heads"] == heads and "heldout_accuracy" in loaded.card
+    with torch.no_grad():
+        assert torch.equal(loaded(test_images)["band"], model(test_images)["band"])
+        assert loaded.features(test_images).shape == (128, 32)
+    with pytest.raises(ValueError, match="shape"):
+        loaded(torch.zeros(1, 3, 16, 16))
+
+
+def test_head_labels_use_index_names_or_sorted_values():
+    records = [{"class": 2, "class_name": "Pullover"}, {"class": 0, "class_name": "T-shirt"},
+               {"class": 1, "class_name": "Trouser"}]
+    targets, names = head_labels(records, "class")
+    assert names == ["T-shirt", "Trouser", "Pullover"] and targets.tolist() == [2, 0, 1]
+    targets, names = head_labels([{"g": "b"}, {"g": "a"}, {"g": "b"}], "g")
+    assert names == ["a", "b"] and targets.tolist() == [1, 0, 1]
+    targets, _ = head_labels([{"g": "c"}], "g", ["a", "b"])
+    assert targets.tolist() == [-1]
+    with pytest.raises(ValueError, match="not in the dataset records"):
+        head_labels([{"g": "a"}], "missing")
+
+
+# -- quality ----------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_matches_closed_forms():
+    rng = np.random.RandomState(0)
+    a = rng.randn(4000, 5)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    # Same covariance, shifted mean: the distance is the squared shift.
+    assert frechet_distance(a, a + 2.0) == pytest.approx(5 * 4.0, rel=1e-6)
+    # Isotropic Gaussians of std 1 and 3: per dimension (1 - 3)^2 = 4.
+    b = rng.randn(200_000, 2)
+    assert frechet_distance(b, 3 * b) == pytest.approx(2 * 4.0, rel=1e-2)
+
+
+def test_nearest_training_image_finds_a_copy():
+    train_images = _images(50, 8, 1, seed=3)
+    samples = torch.from_numpy(train_images[[7, 21]]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    index, rms = nearest_training_images(samples, train_images, chunk_size=16)
+    assert index.tolist() == [7, 21] and np.allclose(rms, 0, atol=1e-6)
+
+
+# -- export and CLI ---------------------------------------------------------------------------------
+
+
+def _tiny_dataset(path):
+    from ganinv.data.dataset import write_dataset
+    images = _images(40, 16, 1, seed=5)
+    records = [{"split": "train" if i < 32 else "heldout", "class": i % 2,
+                "class_name": ["top", "shoe"][i % 2]} for i in range(40)]
+    info = {"name": "tiny", "source_package": "none", "source_version": "0", "license": "test data",
+            "split_rule": "first 32 train", "label_fields": ["class", "class_name"], "created_by": "test"}
+    write_dataset(path, images, records, info)
+    return path
+
+
+def test_cli_train_classifier_export_and_load(tmp_path):
+    from ganinv.cli import main
+    from ganinv.models.registry import load_model
+
+    data = _tiny_dataset(tmp_path / "data")
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--data", str(data), "--outdir", str(tmp_path / "run"), "--max-steps", "2",
+                                  "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-base", "128",
+                                  "--channel-max", "16", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["train-classifier", "--data", str(data), "--outdir", str(tmp_path / "clf"),
+                                  "--epochs", "1", "--batch", "8", "--width", "4", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "model"
+    result = runner.invoke(main, ["export-model", "--run", str(tmp_path / "run"), "--data", str(data),
+                                  "--classifier", str(tmp_path / "clf"), "--outdir", str(out), "--name", "tiny",
+                                  "--num-real", "10", "--num-quality-samples", "16", "--quiet"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text())
+    assert card["name"] == "tiny" and card["default"] is False and card["images_seen_kimg"] == 0.016
+    assert card["quality"]["train_vs_heldout_floor"] > 0 and np.isfinite(card["quality"]["ratio"])
+    assert card["weights_storage"]["float16_check"]["max_abs_difference"] >= 0
+    assert card["training_data"]["license"] == "test data"
+    assert (out / "samples.png").is_file() and (out / "nearest_neighbors.png").is_file()
+    model = load_model(out)
+    assert model.D is not None and model.classifier is not None
+    assert model.real_images.shape == (10, 1, 16, 16) and model.heldout.shape == (8, 1, 16, 16)
+    assert model.heldout_labels[0]["class_name"] in ("top", "shoe")
+    with torch.no_grad():
+        img = model.G(torch.randn(2, model.G.z_dim), None)
+        assert img.shape == (2, 1, 16, 16) and torch.isfinite(img).all()
+        assert set(model.classifier(img)) == {"class"}
+    # A second export into the same folder needs --overwrite; a finished run cannot restart silently.
+    again = runner.invoke(main, ["export-model", "--run", str(tmp_path / "run"), "--data", str(data),
+                                 "--classifier", str(tmp_path / "clf"), "--outdir", str(out), "--name", "tiny"])
+    assert again.exit_code != 0 and "--overwrite" in again.output
+    restart = runner.invoke(main, ["train", "--data", str(data), "--outdir", str(tmp_path / "run"), "--no-resume",
+                                   "--quiet"])
+    assert restart.exit_code != 0 and "exists" in restart.output
