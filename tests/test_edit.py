@@ -540,3 +540,11 @@ def test_cli_edit_of_saved_tuned_result(G, model_dir, tmp_path):
         base_image = G.synthesis(direction.apply(loaded.ws, 2.0), noise_mode="const", noise=loaded.noise)
     base_render = to_uint8(base_image)[0]
     assert np.abs(written.astype(int) - base_render.astype(int)).mean() > 1  # tuned weights were used
+
+
+def test_attribute_with_slash_in_class_name():
+    heads = {"class": ["T-shirt/top", "Trouser", "Bag"]}
+    spec = E.parse_attribute("class:T-shirt/top", heads)
+    assert spec.positive == (0,) and spec.negative is None
+    spec = E.parse_attribute("class:Trouser/Bag", heads)
+    assert spec.positive == (1,) and spec.negative == (2,)

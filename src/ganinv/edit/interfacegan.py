@@ -314,11 +314,16 @@ def parse_attribute(text: str, heads: dict[str, list[str]]) -> AttributeSpec:
     if not rest:
         raise ValueError(f"head {head!r} has classes {classes}: say which, e.g. {head}:{classes[0]} "
                          f"(vs the rest) or {head}:{classes[0]}/{classes[-1]}")
-    pos_text, _, neg_text = rest.partition("/")
+    # A class name may itself contain "/" (Fashion-MNIST's "T-shirt/top"): whole names win over the split.
+    if rest.strip() in classes:
+        pos_text, neg_text = rest.strip(), ""
+    else:
+        pos_text, _, neg_text = rest.partition("/")
 
     def indices(part: str) -> tuple[int, ...]:
         out = []
-        for item in filter(None, (s.strip() for s in part.split(","))):
+        items = [part.strip()] if part.strip() in classes else [s.strip() for s in part.split(",")]
+        for item in filter(None, items):
             if item in classes:
                 out.append(classes.index(item))
             elif re.fullmatch(r"\d+", item) and int(item) < len(classes):
