@@ -358,8 +358,10 @@ def test_interpolation_endpoints_reproduce_inputs(G):
     for space in ("w", "z"):
         frames = E.interpolate(a, b, num_frames=5, space=space)
         assert frames.shape == (5, 3, 16, 16)
-        assert torch.allclose(frames[0], a.render()[0], atol=1e-6)
-        assert torch.allclose(frames[-1], b.render()[0], atol=1e-6)
+        # A batch of frames and a single image take different (equivalent) modulated-conv code paths,
+        # which round differently in the last bits.
+        assert torch.allclose(frames[0], a.render()[0], atol=1e-5)
+        assert torch.allclose(frames[-1], b.render()[0], atol=1e-5)
         assert (frames[2] - frames[0]).abs().mean() > 1e-3
     # a tuned result with its own noise at one end, a seed at the other
     result = _result(G, tuned=True)
