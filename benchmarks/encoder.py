@@ -5,7 +5,7 @@ On held-out images (never training images), CPU, batch 1, the thread count named
      `encoder` method call (input checks included, model load excluded);
   2. PSNR / SSIM of the encoder (per pass count) next to `optimize` in W at 100 steps, the quality floor
      of DESIGN.md "Current targets" (with its default noise optimization, and with noise off; PSNR with
-     the noise reset to the constant maps is shown too);
+     the noise reset to the constant maps is shown too), and `optimize` with its shipped defaults;
   3. `hybrid` (In-domain inversion): steps and seconds (encoder start included) until each image reaches
      the PSNR optimize-W-100 reached on it, against optimize's 100 steps and its seconds; plus the
      `hybrid` defaults' own PSNR and time.
@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
                                            "ssim_first": summary(metrics["ssim"][:args.num_optimize])}
     subset = images[:args.num_optimize]
     variants = {"optimize-w100": dict(space="w", num_steps=100),
-                "optimize-w100-no-noise": dict(space="w", num_steps=100, optimize_noise=False)}
+                "optimize-w100-no-noise": dict(space="w", num_steps=100, optimize_noise=False),
+                "optimize-defaults": dict()}
     per_image_psnr = {}
     for name, settings in variants.items():
         psnr, psnr_const, ssim, seconds = [], [], [], []
@@ -185,7 +186,8 @@ def main(argv=None) -> dict:
                              "optimize_seconds": quality[reference]["seconds"]}
         print(f"\nhybrid to reach {reference} PSNR: {hybrid[reference]['reached']}/{len(subset)} reached within "
               f"{args.hybrid_max_steps} steps; steps {fmt(hybrid[reference]['steps'], 1)}, seconds "
-              f"{fmt(hybrid[reference]['seconds'])} (optimize: 100 steps, {fmt(quality[reference]['seconds'])} s)")
+              f"{fmt(hybrid[reference]['seconds'])} (optimize: {variants[reference].get('num_steps', METHODS['optimize'].defaults['num_steps'])} "
+              f"steps, {fmt(quality[reference]['seconds'])} s)")
     defaults = {"psnr": [], "ssim": [], "seconds": []}
     for i in range(len(subset)):
         x = subset[i:i + 1]

@@ -236,6 +236,8 @@ def test_cli_train_classifier_export_and_load(tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["name"] == "tiny" and card["default"] is False and card["images_seen_kimg"] == 0.016
     assert card["quality"]["train_vs_heldout_floor"] > 0 and np.isfinite(card["quality"]["ratio"])
+    fractions = card["quality"]["class_fractions"]["samples"]["class"]
+    assert set(fractions) == {"top", "shoe"} and sum(fractions.values()) == pytest.approx(1, abs=1e-3)
     assert card["weights_storage"]["float16_check"]["max_abs_difference"] >= 0
     assert card["training_data"]["license"] == "test data"
     assert (out / "samples.png").is_file() and (out / "nearest_neighbors.png").is_file()

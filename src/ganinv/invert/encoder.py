@@ -9,7 +9,7 @@
   Editing", ECCV 2020): start from the encoder's latent, then optimize ws for reconstruction while a
   domain regularizer keeps ws where the encoder maps its own reconstruction,
 
-      L = L_recon(G(w), x) + lambda_dom * ||w - E(G(w))||^2 / (w spread)^2
+      L = L_recon(G(w), x) + lambda_dom * mean((w - E(G(w)))^2) / (per-coordinate std of prior w)^2
 
   with E the encoder's one-pass prediction. The regularizer keeps the latent in the region the encoder
   was trained to produce (and so editable); the encoder start makes few steps enough.
@@ -28,7 +28,7 @@ from .encoder_net import Encoder, restyle
 from .objective import build_objective
 
 MISSING_ENCODER = ("this model has no encoder; train one with `ganinv train-encoder --model M --data DIR "
-                   "--outdir RUN` and copy RUN/encoder into the model folder (or pass encoder=...)")
+                   "--outdir RUN`, then `ganinv export-encoder RUN --model-dir MODEL_FOLDER` (or pass encoder=...)")
 
 ENCODER_DEFAULTS = dict(
     iterations=2,
@@ -37,9 +37,10 @@ ENCODER_DEFAULTS = dict(
 HYBRID_DEFAULTS = dict(
     encoder_iterations=2,
     num_steps=30,
-    learning_rate=0.02,
+    learning_rate=0.05,
+    lr_rampup=0.1,
     lr_rampdown=0.25,
-    domain_weight=0.02,
+    domain_weight=0.5,
     mse_weight=1.0,
     laplacian_weight=1.0,
     lpips_weight=0.0,
@@ -91,9 +92,13 @@ def run_encoder(G: Generator, target: torch.Tensor, *, encoder: Encoder | None =
                         extras={"iterations": iterations})
 
 
-def _lr_schedule(t: float, base: float, rampdown: float) -> float:
+def _lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
+    """The StyleGAN2 projector's schedule: linear warm-up, cosine ramp-down."""
     ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
-    return base * (0.5 - 0.5 * math.cos(ramp * math.pi))
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    if rampup > 0:
+        ramp = ramp * min(1.0, (t + 1e-8) / rampup)
+    return base * ramp
 
 
 def run_hybrid(G: Generator, target: torch.Tensor, *, encoder: Encoder | None = None, D=None, real_images=None,
@@ -154,7 +159,8 @@ def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s:
         if not torch.isfinite(total):
             stop_reason = f"non-finite loss at step {step}; kept the best result so far"
             break
-        lr = _lr_schedule(step / max(num_steps, 1), float(s["learning_rate"]), float(s["lr_rampdown"]))
+        lr = _lr_schedule(step / max(num_steps, 1), float(s["learning_rate"]), float(s["lr_rampup"]),
+                          float(s["lr_rampdown"]))
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)

@@ -114,6 +114,19 @@ def save_nearest_neighbors(samples: torch.Tensor, train_images: np.ndarray, path
             "nearest_indices": index.tolist()}
 
 
+@torch.no_grad()
+def class_fractions(classifier, features: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per head, the fraction of images the classifier assigns to each class (a diversity check)."""
+    device = next(classifier.parameters()).device
+    x = torch.from_numpy(features).float().to(device)
+    out = {}
+    for name, head in classifier.heads.items():
+        counts = torch.bincount(head(x).argmax(dim=1).cpu(), minlength=head.out_features).double()
+        names = classifier.head_classes[name]
+        out[name] = {names[i]: round(float(counts[i] / len(x)), 4) for i in range(len(names))}
+    return out
+
+
 def measure_quality(G, classifier, train_images: np.ndarray, heldout_images: np.ndarray, *,
                     num_samples: int = 10_000, seed: int = 0, device: str | torch.device = "cpu") -> dict:
     """Fréchet distances (classifier features) of samples vs held-out and of real train vs held-out.
@@ -136,4 +149,6 @@ def measure_quality(G, classifier, train_images: np.ndarray, heldout_images: np.
         "ratio": samples_vs_heldout / floor if floor > 0 else float("inf"),
         "num_samples": count, "num_train": count, "num_heldout": len(heldout_images),
         "sampling": {"truncation_psi": 1.0, "noise_mode": "const", "seed": seed},
+        "class_fractions": {"samples": class_fractions(classifier, sample_features),
+                            "heldout": class_fractions(classifier, heldout_features)},
     }
