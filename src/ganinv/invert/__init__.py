@@ -105,9 +105,13 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
     if init_ws is not None:
         kwargs["init_ws"] = init_ws
     if bundle.encoder is not None and method in ("pti", "clone") and init_ws is None and "encoder" in METHODS:
-        init_ws = METHODS["encoder"].run(G, target, encoder=bundle.encoder, seed=seed).ws
-        kwargs["init_ws"] = init_ws
-        init_note = "encoder (shipped with the model)"
+        try:
+            init_ws = METHODS["encoder"].run(G, target, encoder=bundle.encoder, seed=seed).ws
+            kwargs["init_ws"] = init_ws
+            init_note = "encoder (shipped with the model)"
+        except ValueError as e:
+            # e.g. an encoder left over from another generator: fall back to the method's own h(x).
+            init_note = f"encoder unusable ({e}); used the method's own start"
     if method in ("encoder", "hybrid"):
         kwargs["encoder"] = bundle.encoder
     output: MethodOutput = spec.run(G, target, **kwargs, **settings)
