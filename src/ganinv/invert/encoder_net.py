@@ -21,7 +21,6 @@ Stored as `model.safetensors` + `card.json` (`save_encoder` / `load_encoder`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -31,12 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import atomic_path
+from ..native import load_module_folder, save_module_folder
 
 CARD_FORMAT = "ganinv-encoder"
 CARD_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "card.json"
 GROUPS = ("coarse", "middle", "fine")
 # A generator whose w_avg differs from the stored one by more than this (relative L2) is another model.
 W_AVG_TOLERANCE = 2e-2
@@ -263,60 +260,16 @@ def restyle(G: nn.Module, encoder: Encoder, target: torch.Tensor, iterations: in
 
 def save_encoder(directory: str | os.PathLike, encoder: Encoder, card: dict | None = None) -> Path:
     """Write `model.safetensors` + `card.json` (each atomically) into `directory`."""
-    from safetensors.torch import save
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    blob = save(tensors, metadata={"format": CARD_FORMAT})
-    import hashlib
-
-    full = dict(card or {})
-    full.update({"format": CARD_FORMAT, "format_version": CARD_VERSION,
-                 "architecture": "ganinv-e4e-restyle", "init_kwargs": encoder.init_kwargs,
-                 "style_groups": encoder.groups, "active_offsets": int(encoder.active_offsets),
-                 "parameters": sum(p.numel() for p in encoder.parameters()),
-                 "sha256": hashlib.sha256(blob).hexdigest()})
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        tmp.write_bytes(blob)
-    with atomic_path(directory / CARD_FILE) as tmp:
-        tmp.write_text(json.dumps(full, indent=2) + "\n")
-    return directory
+    full = {**(card or {}), "architecture": "ganinv-e4e-restyle", "init_kwargs": encoder.init_kwargs,
+            "style_groups": encoder.groups, "active_offsets": int(encoder.active_offsets),
+            "parameters": sum(p.numel() for p in encoder.parameters())}
+    return save_module_folder(directory, encoder, full, CARD_FORMAT, CARD_VERSION)
 
 
 def load_encoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
     """An encoder saved by `save_encoder`, in eval mode with frozen weights; its card is `encoder.card`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    card_path = directory / CARD_FILE
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{directory}: no encoder card ({CARD_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{card_path}: not valid JSON ({e})") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise ValueError(f"{card_path}: not a ganinv encoder card")
-    if int(card.get("format_version", 0)) > CARD_VERSION:
-        raise ValueError(f"{card_path}: encoder format_version {card['format_version']} is newer than "
-                         f"this ganinv understands ({CARD_VERSION})")
-    try:
-        encoder = Encoder(**card["init_kwargs"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{card_path}: invalid init_kwargs ({e})") from None
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{directory}: {WEIGHTS_FILE} is missing")
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise ValueError(f"{weights}: cannot read safetensors ({e})") from None
-    expected = encoder.state_dict()
-    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
-        raise ValueError(f"{weights}: tensors do not match the encoder described by its card")
-    encoder.load_state_dict(tensors, strict=True)
+    encoder, card = load_module_folder(directory, CARD_FORMAT, CARD_VERSION, "encoder",
+                                       lambda card: Encoder(**card["init_kwargs"]))
     encoder.card = card
     encoder.requires_grad_(False)
     return encoder.eval().to(device)

@@ -15,7 +15,6 @@ accuracy, training settings).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,12 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import atomic_path
+from ..native import load_module_folder, save_module_folder
 
 CARD_FORMAT = "ganinv-classifier"
 CARD_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "card.json"
 
 
 class Classifier(nn.Module):
@@ -216,49 +213,15 @@ def evaluate_classifier(model: Classifier, images: torch.Tensor, labels: dict[st
 
 def save_classifier(directory: str | os.PathLike, model: Classifier, card: dict | None = None) -> Path:
     """Write `model.safetensors` + `card.json` (atomically) into `directory`."""
-    from safetensors.torch import save
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = save(tensors, metadata={"format": CARD_FORMAT})
-    full = dict(card or {})
-    full.update({"format": CARD_FORMAT, "format_version": CARD_VERSION, "architecture": "ganinv-small-cnn",
-                 "init_kwargs": model.init_kwargs, "heads": model.head_classes,
-                 "feature_dim": model.feature_dim})
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        tmp.write_bytes(blob)
-    with atomic_path(directory / CARD_FILE) as tmp:
-        tmp.write_text(json.dumps(full, indent=2) + "\n")
-    return directory
+    full = {**(card or {}), "architecture": "ganinv-small-cnn", "init_kwargs": model.init_kwargs,
+            "heads": model.head_classes, "feature_dim": model.feature_dim}
+    return save_module_folder(directory, model, full, CARD_FORMAT, CARD_VERSION)
 
 
 def load_classifier(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
     """A classifier saved by `save_classifier`, in eval mode; its card is `model.card`."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    card_path = directory / CARD_FILE
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{directory}: no classifier card ({CARD_FILE})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{card_path}: not valid JSON ({e})") from None
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"{card_path}: not a ganinv classifier card")
-    if int(card.get("format_version", 0)) > CARD_VERSION:
-        raise ValueError(f"{card_path}: classifier format_version {card['format_version']} is newer than "
-                         f"this ganinv understands")
-    model = Classifier(**card["init_kwargs"])
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{directory}: {WEIGHTS_FILE} is missing")
-    tensors = load_file(str(weights))
-    expected = model.state_dict()
-    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
-        raise ValueError(f"{weights}: tensors do not match the classifier described by its card")
-    model.load_state_dict(tensors, strict=True)
+    model, card = load_module_folder(directory, CARD_FORMAT, CARD_VERSION, "classifier",
+                                     lambda card: Classifier(**card["init_kwargs"]))
     model.card = card
     return model.eval().to(device)
 
