@@ -550,3 +550,44 @@ def test_attribute_with_slash_in_class_name():
     assert spec.positive == (0,) and spec.negative is None
     spec = E.parse_attribute("class:Trouser/Bag", heads)
     assert spec.positive == (1,) and spec.negative == (2,)
+
+
+# ---------------------------------------------------------------------- editability measurement
+
+
+def test_measure_edit_sees_the_planted_attribute_and_the_tuned_generator(G, found):
+    classifier = FakeClassifier(3 * 16 * 16)
+    model = ganinv.Model(G=G, card={"name": "tiny"}, classifier=classifier)
+    direction = found["interfacegan"]  # brightness boundary
+    sampled = E.Latent(ws=E.sample_prior_ws(G, 24, seed=5), G=G)
+    m = E.measure_edit(sampled, direction, classifier, "bright", "-2,-1,0,1,2", model=model, label="sampled")
+    assert m.strengths == [-2.0, -1.0, 1.0, 2.0] and m.num_subjects == 24  # strength 0 is the reference
+    # brightness log-odds rise with the strength, on both sides of zero
+    assert m.score_change[0] < m.score_change[1] < 0 < m.score_change[2] < m.score_change[3]
+    assert m.pixel_mse[3] > m.pixel_mse[2] > 0 and m.pixel_mse[0] > m.pixel_mse[1] > 0
+    assert all(o is not None and 0 <= o <= 1 for o in m.other_change)  # two other heads move a little
+    assert all(f is None or 0 <= f <= 1 for f in m.flip_rate) and m.flip_rate[3] > 0
+    manual = torch.stack([classifier(E.edit(sampled, direction, 2.0))["bright"][:, 0]
+                          - classifier(sampled.render())["bright"][:, 0]]).mean()
+    assert abs(m.at(2.0)["score_change"] - float(manual)) < 1e-4
+    assert E.editability_ratio(m, m) == pytest.approx([1.0] * 4)
+
+    # A list of results: each renders with its own (tuned) generator, so the numbers change.
+    plain, tuned = _result(G, tuned=False), _result(G, tuned=True)
+    m_plain = E.measure_edit([plain, plain], direction, classifier, "bright", "-2,2", model=model)
+    m_tuned = E.measure_edit([tuned, tuned], direction, classifier, "bright", "-2,2", model=model)
+    assert m_plain.num_subjects == 2
+    assert m_plain.score_change != pytest.approx(m_tuned.score_change, abs=1e-5)
+    single = E.measure_edit(plain, direction, classifier, "bright", "-2,2", model=model)
+    assert single.score_change == pytest.approx(m_plain.score_change, abs=1e-5)
+
+    with pytest.raises(ValueError, match="non-zero strength"):
+        E.measure_edit(sampled, direction, classifier, "bright", "0", model=model)
+    with pytest.raises(ValueError, match="needs a classifier"):
+        E.measure_edit(sampled, direction, None, "bright", "1", model=model)
+    with pytest.raises(ValueError, match="unknown classifier head"):
+        E.measure_edit(sampled, direction, classifier, "nose", "1", model=model)
+    with pytest.raises(ValueError, match="strength 5"):
+        m.at(5.0)
+    with pytest.raises(ValueError, match="strengths differ"):
+        E.editability_ratio(m, m_plain)

@@ -13,6 +13,7 @@ Typical use::
     direction.save("directions/")
     image = E.edit(result, "directions/sefa_0-1.json:2", strength=2.0)   # or ganinv.edit(...)
     frames = E.edit_sweep(result, direction, "-3:3:7", index=0)
+    measured = E.measure_edit(result, direction, model.classifier, "class:Sneaker", "-2,2", model=model)
 
 The module itself is callable as `edit(...)`, so `ganinv.edit(result, direction, strength)` works
 whether `ganinv.edit` resolves to this package or to its `edit` function.
@@ -29,6 +30,7 @@ import torch
 
 from .direction import (Direction, DirectionError, load_direction, prior_std, safe_file_stem,  # noqa: F401
                         sample_prior_ws, split_spec)
+from .editability import EditMeasurement, editability_ratio, measure_edit  # noqa: F401
 from .ganspace import find_ganspace_directions, pca_of_w  # noqa: F401
 from .interfacegan import (AttributeSpec, Boundary, attribute_labeller, attribute_score,  # noqa: F401
                            classifier_heads, classifier_outputs, condition_direction,
@@ -220,4 +222,5 @@ __all__ = [
     "Latent", "as_latent", "latent_from_seed", "latent_from_result", "lerp", "slerp", "interpolate",
     "interpolation_weights", "style_mix", "mix_latents", "analogy", "analogy_latent",
     "layer_groups", "default_attributes", "compute_default_directions",
+    "EditMeasurement", "measure_edit", "editability_ratio",
 ]
