@@ -14,7 +14,9 @@ Settings beyond the paper, measured in benchmarks/inversion.py: the global term 
 iteration on a small batch (`global_every`, `global_batch`), which is what makes CPU runs reach 35 dB
 in under a minute; `preset="paper"` restores the paper's p = 1/8, lambda = 10 and a global step every
 iteration. Without real images (or without D) the global term falls back to distillation against the
-frozen original generator, which the result records.
+frozen original generator, which the result records. `locality_weight` > 0 adds, on each global step,
+the mean |G+(w) - G(w)| on the same prior samples (PTI's locality idea, Roich et al. 2022) to the GAN
+term: the GAN loss alone keeps G+ realistic, not unchanged away from the target.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from .base import Callback, MethodOutput, StepInfo, psnr_of
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
 PAPER = dict(p=1 / 8, adv_lambda=10.0, epsilon=1e-3, global_every=1, global_batch=4, laplacian_weight=1.0,
              mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
-             global_learning_rate=None, global_loss="gan")
+             global_learning_rate=None, global_loss="gan", locality_weight=0.0)
 
 DEFAULTS = dict(
     preset="fast",
@@ -48,6 +50,7 @@ DEFAULTS = dict(
     global_loss="gan",
     global_weight=1.0,
     global_learning_rate=1e-3,
+    locality_weight=0.0,
     laplacian_weight=0.1,
     mse_weight=1.0,
     learning_rate=5e-3,
@@ -179,6 +182,15 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 g_global = (fake - reference).abs().mean()
             g_global_loss = s["global_weight"] * g_global
             record["global_g"] = float(g_global.detach())
+            if s["locality_weight"] > 0 and global_mode == "gan":
+                # Beyond the paper: the GAN loss keeps G+ realistic but not *the same*; this term
+                # (PTI's locality idea) keeps G+(w) close to G(w) on the same prior samples.
+                plus = G_plus.synthesis(w_prior, noise_mode="const")
+                with torch.no_grad():
+                    reference = G_orig.synthesis(w_prior, noise_mode="const")
+                local_change = (plus - reference).abs().mean()
+                g_global_loss = g_global_loss + s["locality_weight"] * local_change
+                record["locality"] = float(local_change.detach())
         if not separate_global:
             g_loss, g_global_loss = g_loss + g_global_loss, torch.zeros([], device=device)
         if not (torch.isfinite(g_loss) and torch.isfinite(g_global_loss)):
