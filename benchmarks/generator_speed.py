@@ -81,7 +81,6 @@ def main(argv=None) -> None:
             ours, ref = [], []
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             time_once(G, batch, device, None)  # warm-up
             if args.compare:
                 with official_code_path():

@@ -8,6 +8,7 @@ median and mean over images with the count. LPIPS is printed only with genuine w
 
     python benchmarks/inversion.py --model fashion32 --num-heldout 8 --photos
     python benchmarks/inversion.py --variants optimize,pti,clone,clone-paper --json out/inversion.json
+    python benchmarks/inversion.py --results-dir out/inverted   # then benchmarks/editability.py --results-dir out/inverted
 """
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ def main(argv=None) -> None:
                         help="override a variant's setting, e.g. clone.p=0.25")
     parser.add_argument("--lpips-dir", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--results-dir", default=None,
+                        help="save each result as DIR/VARIANT/IMAGE (benchmarks/editability.py can reuse them)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
@@ -85,7 +88,7 @@ def main(argv=None) -> None:
         # Evenly spaced held-out images (never training images).
         idx = np.linspace(0, len(model.heldout) - 1, min(args.num_heldout, len(model.heldout))).astype(int)
         for i in idx:
-            images.append(("heldout", f"heldout[{i}]", model.heldout[i:i + 1]))
+            images.append(("heldout", f"heldout{i}", model.heldout[i:i + 1]))
     if args.photos:
         images += [("photo", name, t) for name, t in natural_photos(G.img_resolution, G.img_channels)]
     if not images:
@@ -105,6 +108,8 @@ def main(argv=None) -> None:
         for group, name, target in images:
             result = invert(model, target, method, seed=args.seed, device=args.device,
                             compute_lpips=args.lpips_dir is not None, lpips_dir=args.lpips_dir, **settings)
+            if args.results_dir:
+                result.save(f"{args.results_dir}/{variant}/{name}")
             loc = result.extras.get("locality") or {}
             row = {"variant": variant, "method": method, "group": group, "image": name,
                    "psnr": result.metrics["psnr"][0], "ssim": (result.metrics.get("ssim") or [None])[0],

@@ -1,5 +1,4 @@
 """Checkpoint loading: parity with the official implementations, safety, error messages, native format."""
-import io
 import os
 import pickle
 import pickletools

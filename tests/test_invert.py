@@ -207,3 +207,34 @@ def test_cli_invert_skips_bad_files(model, tmp_path):
     assert not (tmp_path / "out" / "bad").exists()
     res = runner.invoke(main, ["invert", "--help"])
     assert "clone" in res.output and "pti" in res.output
+
+
+def test_cli_demo_writes_picture_and_report(model, tmp_path):
+    import json
+    photo = tmp_path / "photo.png"
+    arr = ((_foreign_target()[0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(arr).resize((48, 40)).save(photo)
+    out = tmp_path / "demo"
+    runner = CliRunner()
+    args = ["demo", "--model", str(model.folder), "--image", str(photo), "--methods", "optimize,pti",
+            "--outdir", str(out), "--quiet"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    entry = report["targets"][0]
+    assert entry["target"] == "photo.png" and set(entry["methods"]) == {"optimize", "pti"}
+    assert entry["methods"]["pti"]["psnr"] > entry["methods"]["optimize"]["psnr"]
+    assert len(report["edits"]) == 2
+    with Image.open(out / "demo.png") as sheet:
+        # target + 2 methods + 2 edits x 2 strengths, each cell 128 px wide (16 px upscaled 8x)
+        assert sheet.width >= 7 * 128
+    assert (out / "results" / "photo_png_pti" / "latent.npz").is_file()
+    res = runner.invoke(main, args)  # refuses to overwrite
+    assert res.exit_code != 0 and "--overwrite" in res.output
+    res = runner.invoke(main, args[:-3] + ["--methods", "teleport", "--outdir", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "unknown method" in res.output and "Traceback" not in res.output
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    res = runner.invoke(main, ["demo", "--model", str(model.folder), "--image", str(bad), "--outdir",
+                               str(tmp_path / "y"), "--quiet"])
+    assert res.exit_code != 0 and "bad.png" in res.output and "Traceback" not in res.output

@@ -1,7 +1,6 @@
 """`ganinv demo`: the main job in one command -- invert, compare methods, edit, one picture + report."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
     from tqdm import tqdm
 
     from .. import edit as E
-    from ..data.io import ImageLoadError, load_image, save_image
+    from ..data.io import ImageLoadError, load_image
     from ..invert import METHODS, invert
     from ..utils import write_json
     set_threads()

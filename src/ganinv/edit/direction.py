@@ -19,7 +19,6 @@ specification ``NAME:i`` selects component i.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from ..utils import jsonable
 
 FORMAT = "ganinv-direction"
 FORMAT_VERSION = 1
@@ -229,7 +230,7 @@ class Direction:
             "scores": None if self.scores is None else [float(s) for s in self.scores],
             "score_name": self.score_name, "labels": self.labels,
             "style_layout": None if self.style_layout is None else [list(x) for x in self.style_layout],
-            "settings": _jsonable(self.settings), "model": _jsonable(self.model),
+            "settings": jsonable(self.settings), "model": jsonable(self.model),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -442,19 +443,3 @@ def _strength_column(strength, batch: int, device, dtype) -> torch.Tensor:
     if s.numel() != batch:
         raise ValueError(f"strength has {s.numel()} values for a batch of {batch}")
     return s.unsqueeze(1)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import math
 import os
 import platform
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ..models.stylegan2 import Generator
+from ..utils import jsonable
 
 FORMAT_VERSION = 1
 
@@ -142,11 +142,11 @@ class InversionResult:
         return {
             "format_version": FORMAT_VERSION, "ganinv_version": ganinv.__version__,
             "model": {"name": self.model_name, "sha256": self.model_sha256},
-            "method": self.method, "space": self.space, "settings": _jsonable(self.settings),
-            "metrics": _jsonable(self.metrics), "seconds": self.seconds, "device": self.device,
-            "threads": self.threads, "stop_reason": self.stop_reason, "history": _jsonable(self.history),
+            "method": self.method, "space": self.space, "settings": jsonable(self.settings),
+            "metrics": jsonable(self.metrics), "seconds": self.seconds, "device": self.device,
+            "threads": self.threads, "stop_reason": self.stop_reason, "history": jsonable(self.history),
             "num_ws": int(self.ws.shape[1]), "w_dim": int(self.ws.shape[2]),
-            "tuned_generator": self.G_tuned is not None, "extras": _jsonable(self.extras),
+            "tuned_generator": self.G_tuned is not None, "extras": jsonable(self.extras),
         }
 
     def save(self, outdir: str | os.PathLike) -> list[Path]:
@@ -278,24 +278,6 @@ def _read_saved_png(path: Path, channels: int) -> torch.Tensor:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().tolist()
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 # ---------------------------------------------------------------------- shared method helpers

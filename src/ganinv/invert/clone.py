@@ -82,7 +82,6 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         raise ValueError(f"unknown clone preset {preset!r}; expected one of {sorted(PRESETS)}")
     s = {**DEFAULTS, **PRESETS[preset], **settings}
     device = target.device
-    n = target.shape[0]
     history: list[dict] = []
     started = time.perf_counter()
 
