@@ -14,9 +14,10 @@ Settings beyond the paper, measured in benchmarks/inversion.py: the global term 
 iteration on a small batch (`global_every`, `global_batch`), which is what makes CPU runs reach 35 dB
 in under a minute; `preset="paper"` restores the paper's p = 1/8, lambda = 10 and a global step every
 iteration. Without real images (or without D) the global term falls back to distillation against the
-frozen original generator, which the result records. `locality_weight` > 0 adds, on each global step,
-the mean |G+(w) - G(w)| on the same prior samples (PTI's locality idea, Roich et al. 2022) to the GAN
-term: the GAN loss alone keeps G+ realistic, not unchanged away from the target.
+frozen original generator, which the result records. `locality_weight` > 0 adds, every
+`locality_every` steps, the mean squared change of G+(w) vs G(w) at `locality_batch` prior samples to
+the reconstruction update (PTI's locality regularizer, Roich et al. 2022): the GAN loss alone keeps G+
+realistic, not unchanged away from the target.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from .base import Callback, MethodOutput, StepInfo, psnr_of
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
 PAPER = dict(p=1 / 8, adv_lambda=10.0, epsilon=1e-3, global_every=1, global_batch=4, laplacian_weight=1.0,
              mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
-             global_learning_rate=None, global_loss="gan", locality_weight=0.0)
+             global_learning_rate=None, global_loss="gan", locality_weight=0.0,
+             locality_every=2, locality_batch=2)
 
 DEFAULTS = dict(
     preset="fast",
@@ -51,6 +53,8 @@ DEFAULTS = dict(
     global_weight=1.0,
     global_learning_rate=1e-3,
     locality_weight=0.0,
+    locality_every=2,
+    locality_batch=2,
     laplacian_weight=0.1,
     mse_weight=1.0,
     learning_rate=5e-3,
@@ -165,6 +169,17 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             last_recon = float(recon.detach().mean())
             record["recon"] = last_recon
             record["psnr"] = float(psnr_of(image.detach(), target).mean())
+        if s["locality_weight"] > 0 and step % max(1, int(s["locality_every"])) == 0:
+            # Beyond the paper: the GAN loss keeps G+ realistic, not unchanged away from the target.
+            # PTI's locality idea (squared change of G+(w) vs G(w) at prior samples) in the same update
+            # as the reconstruction, so the two gradients compete directly.
+            z_loc, c_loc = _prior_latents(G, int(s["locality_batch"]), gen, device)
+            with torch.no_grad():
+                w_loc = G_orig.mapping(z_loc, c_loc, update_w_avg=False)
+                reference = G_orig.synthesis(w_loc, noise_mode="const")
+            local_change = (G_plus.synthesis(w_loc, noise_mode="const") - reference).square().mean()
+            g_loss = g_loss + s["locality_weight"] * local_change
+            record["locality"] = float(local_change.detach())
         do_global = step % max(1, int(s["global_every"])) == 0
         if do_global:
             z, c = _prior_latents(G, int(s["global_batch"]), gen, device)
@@ -181,15 +196,6 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 g_global = (fake - reference).abs().mean()
             g_global_loss = s["global_weight"] * g_global
             record["global_g"] = float(g_global.detach())
-            if s["locality_weight"] > 0 and global_mode == "gan":
-                # Beyond the paper: the GAN loss keeps G+ realistic but not *the same*; this term
-                # (PTI's locality idea) keeps G+(w) close to G(w) on the same prior samples.
-                plus = G_plus.synthesis(w_prior, noise_mode="const")
-                with torch.no_grad():
-                    reference = G_orig.synthesis(w_prior, noise_mode="const")
-                local_change = (plus - reference).abs().mean()
-                g_global_loss = g_global_loss + s["locality_weight"] * local_change
-                record["locality"] = float(local_change.detach())
         if not separate_global:
             g_loss, g_global_loss = g_loss + g_global_loss, torch.zeros([], device=device)
         if not (torch.isfinite(g_loss) and torch.isfinite(g_global_loss)):
