@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ganinv.models import layers
+from ganinv.models import layers, stylegan2
 from ganinv.models.stylegan2 import Generator
 
 CONFIGS = {
@@ -36,15 +36,31 @@ CONFIGS = {
 OFFICIAL_CPU = {("32px", 1): 119.0, ("32px", 16): 566.0, ("256px", 1): 3.2, ("256px", 16): 1.5}
 
 
+def reference_bias_act(x, b=None, act="linear", gain=None, clamp=None):
+    """bias_act as the official CPU fallback ('ref' implementation) computes it: one new tensor per step."""
+    if b is not None:
+        x = x + b.to(x.dtype).reshape([-1 if i == 1 else 1 for i in range(x.ndim)])
+    fn, default_gain = layers._ACTIVATIONS[act]
+    x = fn(x)
+    gain = default_gain if gain is None else gain
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
 @contextmanager
 def official_code_path():
-    """Run our network the way the official CPU fallback does: 2-D FIR, fused modconv always."""
-    saved = layers._separable_taps
+    """Run our network the way the official CPU fallback does: 2-D FIR, fused modconv always, reference
+    bias_act (our in-place epilogue off)."""
+    saved = layers._separable_taps, layers.bias_act, stylegan2.bias_act
     layers._separable_taps = lambda f: None
+    layers.bias_act = stylegan2.bias_act = reference_bias_act
     try:
         yield True
     finally:
-        layers._separable_taps = saved
+        layers._separable_taps, layers.bias_act, stylegan2.bias_act = saved
 
 
 def time_once(G, batch: int, device, fused) -> float:

@@ -117,6 +117,11 @@ def test_clone_locality_term_keeps_prior_samples_closer(model):
     assert any("locality" in h for h in local.history) and not any("locality" in h for h in plain.history)
     change = {name: r.extras["locality"]["prior_mean_abs_change"] for name, r in (("plain", plain), ("local", local))}
     assert change["local"] < 0.8 * change["plain"], change
+    frozen = invert(model, target, "clone", h_steps=5, num_steps=10, frozen_params=("const", "affine"), seed=0)
+    for name, p in frozen.G_tuned.synthesis.named_parameters():
+        original = dict(model.G.synthesis.named_parameters())[name]
+        same = torch.equal(p, original)
+        assert same == ("const" in name or "affine" in name), name
 
 
 def _nan_after(fn, calls):

@@ -17,7 +17,8 @@ iteration. Without real images (or without D) the global term falls back to dist
 frozen original generator, which the result records. `locality_weight` > 0 adds, every
 `locality_every` steps, the mean squared change of G+(w) vs G(w) at `locality_batch` prior samples to
 the reconstruction update (PTI's locality regularizer, Roich et al. 2022): the GAN loss alone keeps G+
-realistic, not unchanged away from the target.
+realistic, not unchanged away from the target. `frozen_params` lists name parts of synthesis
+parameters left untouched (e.g. "const", "affine", "noise_strength").
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ DEFAULTS = dict(
     locality_weight=0.0,
     locality_every=2,
     locality_batch=2,
+    frozen_params=(),
     laplacian_weight=0.1,
     mse_weight=1.0,
     learning_rate=5e-3,
@@ -115,6 +117,9 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     G_plus = copy.deepcopy(G).train()
     G_plus.requires_grad_(False)
     G_plus.synthesis.requires_grad_(True)
+    for name, param in G_plus.synthesis.named_parameters():
+        if any(part in name for part in s["frozen_params"]):
+            param.requires_grad_(False)  # e.g. "const" (the input every image shares), "noise_strength"
     g_params = [p for p in G_plus.synthesis.parameters() if p.requires_grad]
     betas = (float(s["beta1"]), float(s["beta2"]))
     g_opt = torch.optim.Adam(g_params, lr=s["learning_rate"], betas=betas)

@@ -25,6 +25,7 @@ _ACTIVATIONS = {
     "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
     "relu": (F.relu, math.sqrt(2)),
 }
+_INPLACE_ACTIVATIONS = {"lrelu": lambda x: F.leaky_relu_(x, 0.2), "relu": F.relu_}
 
 
 def activation_gain(name: str) -> float:
@@ -35,18 +36,29 @@ def activation_gain(name: str) -> float:
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear",
              gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
-    """x + b (broadcast over channel dim 1), then activation, gain and optional symmetric clamp."""
+    """x + b (broadcast over channel dim 1), then activation, gain and optional symmetric clamp.
+
+    When no gradient is being recorded, the steps after the bias add work in place on the new tensor
+    (the caller's x is never modified): one activation-sized buffer instead of four."""
+    fn, default_gain = _ACTIVATIONS[act]
+    gain = default_gain if gain is None else gain
+    inplace = not torch.is_grad_enabled() or not (x.requires_grad or (b is not None and b.requires_grad))
+    owned = False  # x is a tensor this call created (safe to overwrite)
     if b is not None:
         shape = [1] * x.ndim
         shape[1] = -1
         x = x + b.to(x.dtype).reshape(shape)
-    fn, default_gain = _ACTIVATIONS[act]
-    x = fn(x)
-    gain = default_gain if gain is None else gain
+        owned = True
+    if inplace and owned and act in _INPLACE_ACTIVATIONS:
+        _INPLACE_ACTIVATIONS[act](x)
+    elif act != "linear":
+        x = fn(x)
+        owned = True
     if gain != 1:
-        x = x * gain
+        x = x.mul_(gain) if inplace and owned else x * gain
+        owned = True
     if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if inplace and owned else x.clamp(-clamp, clamp)
     return x
 
 
@@ -269,6 +281,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         x = x * styles.reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding,
                             flip_weight=flip_weight)
+        if dcoefs is not None and noise is not None:
+            return torch.addcmul(noise.to(x.dtype), x, dcoefs.reshape(batch, -1, 1, 1))  # one pass
         if dcoefs is not None:
             x = x * dcoefs.reshape(batch, -1, 1, 1)
         if noise is not None:
