@@ -35,7 +35,8 @@ VARIANTS = {
     "clone": ("clone", dict(target_psnr=35.0)),
     "clone-distill": ("clone", dict(global_loss="distillation", global_every=1, global_learning_rate=2e-3,
                                     target_psnr=35.0)),
-    "clone-local": ("clone", dict(target_psnr=35.0, locality_weight=10.0)),
+    "clone-local": ("clone", dict(target_psnr=35.0, locality_weight=1.0)),
+    "clone-from-optimize": ("clone", dict(target_psnr=35.0, init_from="optimize")),  # h(x) = optimize, not the encoder
     "clone-paper": ("clone", dict(preset="paper", target_psnr=35.0, max_seconds=120.0)),
     "clone-untimed": ("clone", dict()),
     "encoder": ("encoder", dict()),

@@ -88,16 +88,26 @@ def setup_filter(f: Sequence[float] | torch.Tensor | None, normalize: bool = Tru
     return f * gain
 
 
-def _separable_taps(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Return (column taps, row taps) with outer(col, row) == f, or None if f is not rank one."""
+def _separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
+    """(column taps, row taps) as floats with outer(col, row) == f, or None if f is not rank one.
+
+    Filters are module buffers used on every forward pass: the answer is kept on the tensor itself
+    (keyed by its version counter, so an in-place change is seen) instead of re-checked each call."""
+    cached = getattr(f, "_ganinv_separable", None)
+    if cached is not None and cached[0] == f._version:
+        return cached[1]
+    taps = None
     total = f.sum()
-    if float(total) == 0:
-        return None
-    col = f.sum(dim=1)
-    row = f.sum(dim=0) / total
-    if not torch.allclose(torch.outer(col, row), f, rtol=1e-5, atol=1e-7):
-        return None
-    return col, row
+    if float(total) != 0:
+        col = f.sum(dim=1)
+        row = f.sum(dim=0) / total
+        if torch.allclose(torch.outer(col, row), f, rtol=1e-5, atol=1e-7):
+            taps = (col.tolist(), row.tolist())
+    try:
+        f._ganinv_separable = (f._version, taps)
+    except (AttributeError, RuntimeError):  # e.g. a tensor subclass that refuses attributes
+        pass
+    return taps
 
 
 # Measured on a 2-core CPU (benchmarks/generator_speed.py): for small and medium activations a
@@ -106,14 +116,12 @@ def _separable_taps(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
 _SLICE_FIR_MAX_ELEMENTS = 4_000_000
 
 
-def _separable_fir_slices(x: torch.Tensor, col: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+def _separable_fir_slices(x: torch.Tensor, col_taps: Sequence[float], row_taps: Sequence[float]) -> torch.Tensor:
     """Valid correlation of x with outer(col, row), as weighted sums of shifted slices."""
-    row_taps = row.tolist()
     width = x.shape[3] - len(row_taps) + 1
     y = x[..., 0:width] * row_taps[0]
     for i, tap in enumerate(row_taps[1:], start=1):
         y = y.add(x[..., i:i + width], alpha=tap)
-    col_taps = col.tolist()
     height = y.shape[2] - len(col_taps) + 1
     z = y[:, :, 0:height] * col_taps[0]
     for i, tap in enumerate(col_taps[1:], start=1):
@@ -153,20 +161,17 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(batch, channels, height * up, width * up)
     x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
-    f = f.to(device=x.device, dtype=x.dtype)
-    if gain != 1:
-        f = f * gain
-    # conv2d computes correlation; flipping the filter makes it a convolution.
-    f = f.flip([0, 1])
     if f.shape[0] > 1 or f.shape[1] > 1:
-        c = x.shape[1]
+        # conv2d computes correlation; flipping the filter makes it a convolution.
         taps = _separable_taps(f) if x.numel() <= _SLICE_FIR_MAX_ELEMENTS else None
         if taps is not None:
-            x = _separable_fir_slices(x, *taps)
+            col, row = taps
+            x = _separable_fir_slices(x, [t * gain for t in reversed(col)], row[::-1])
         else:
-            x = F.conv2d(x, f[None, None].expand(c, 1, -1, -1), groups=c)
-    elif float(f.reshape(-1)[0]) != 1:
-        x = x * f.reshape(-1)[0]
+            f = (f.to(device=x.device, dtype=x.dtype) * gain).flip([0, 1])
+            x = F.conv2d(x, f[None, None].expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
+    elif float(f.reshape(-1)[0]) * gain != 1:
+        x = x * (float(f.reshape(-1)[0]) * gain)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -209,6 +214,15 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
             return F.conv_transpose2d(x, w, stride=stride, padding=pad, groups=groups)
         return F.conv2d(x, w, stride=stride, padding=pad, groups=groups)
 
+    if kw == 1 and kh == 1 and up == 1 and down == 1 and max(px0, px1, py0, py1) == 0 == min(px0, px1, py0, py1):
+        # 1x1 convolution (toRGB): a (batched) matmul; PyTorch's CPU conv takes its slow path here.
+        n, c, h, wd = x.shape
+        if groups == 1:
+            out = torch.matmul(w.reshape(out_channels, in_per_group), x.reshape(n, c, h * wd))
+        else:
+            out = torch.bmm(w.reshape(groups, out_channels // groups, in_per_group),
+                            x.reshape(groups, in_per_group, h * wd))
+        return out.reshape(n, -1, h, wd)
     if kw == 1 and kh == 1 and down > 1 and up == 1:
         x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
         return conv(x, w, flip=flip_weight)
