@@ -26,6 +26,8 @@ _ACTIVATIONS = {
     "relu": (F.relu, math.sqrt(2)),
 }
 _INPLACE_ACTIVATIONS = {"lrelu": lambda x: F.leaky_relu_(x, 0.2), "relu": F.relu_}
+# Positively homogeneous activations: act(x) * g == act(x * g) for g > 0.
+HOMOGENEOUS_ACTIVATIONS = ("linear", "lrelu", "relu")
 
 
 def activation_gain(name: str) -> float:
@@ -35,15 +37,15 @@ def activation_gain(name: str) -> float:
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear",
-             gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
+             gain: float | None = None, clamp: float | None = None, owned: bool = False) -> torch.Tensor:
     """x + b (broadcast over channel dim 1), then activation, gain and optional symmetric clamp.
 
-    When no gradient is being recorded, the steps after the bias add work in place on the new tensor
-    (the caller's x is never modified): one activation-sized buffer instead of four."""
+    When no gradient is being recorded, the steps after the bias add work in place on the new tensor:
+    one activation-sized buffer instead of four. The caller's x is never modified unless it says x is
+    its own temporary (`owned=True`)."""
     fn, default_gain = _ACTIVATIONS[act]
     gain = default_gain if gain is None else gain
     inplace = not torch.is_grad_enabled() or not (x.requires_grad or (b is not None and b.requires_grad))
-    owned = False  # x is a tensor this call created (safe to overwrite)
     if b is not None:
         shape = [1] * x.ndim
         shape[1] = -1
@@ -261,13 +263,18 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                      noise: torch.Tensor | None = None, up: int = 1, down: int = 1, padding: int = 0,
                      resample_filter: torch.Tensor | None = None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool | None = None) -> torch.Tensor:
+                     flip_weight: bool = True, fused_modconv: bool | None = None,
+                     out_gain: float = 1.0) -> torch.Tensor:
     """Modulated convolution (StyleGAN2 eq. 1-3): scale input channels by `styles`, convolve, and
     (if demodulate) rescale each output channel to unit expected norm.
 
     fused_modconv=None picks the faster of the two equivalent forms: the grouped convolution with
     per-sample weights for batch 1, and "scale activations, shared-weight conv, scale outputs" for
     larger batches (one dense convolution instead of N small ones).
+
+    `noise` is added after demodulation (any tensor that broadcasts to the output, e.g. noise plus the
+    layer's bias); `out_gain` scales the convolution's output before that (folded into the
+    demodulation coefficients, so it costs no extra pass over the activations).
     """
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
@@ -291,6 +298,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     elif demodulate:
         # sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2: a matmul instead of an [N, O, I, k, k] tensor.
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+    if out_gain != 1:
+        dcoefs = (dcoefs * out_gain if dcoefs is not None
+                  else torch.full([batch, out_channels], float(out_gain), dtype=x.dtype, device=x.device))
     if not fused_modconv:
         x = x * styles.reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding,
@@ -302,7 +312,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         if noise is not None:
             x = x + noise.to(x.dtype)
         return x
-    if demodulate:
+    if dcoefs is not None:
         w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)

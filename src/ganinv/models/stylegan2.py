@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .layers import (Conv2dLayer, FullyConnectedLayer, activation_gain, bias_act,
+from .layers import (HOMOGENEOUS_ACTIVATIONS, Conv2dLayer, FullyConnectedLayer, activation_gain, bias_act,
                      channels_from_base, downsample2d, modulated_conv2d, normalize_2nd_moment,
                      setup_filter, upsample2d)
 
@@ -146,11 +146,22 @@ class SynthesisLayer(nn.Module):
                                           device=x.device) * self.noise_strength
             elif noise_mode == "const":
                 noise_input = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=noise_input, up=self.up,
-                             padding=self.padding, resample_filter=self.resample_filter,
-                             flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+        total_gain = self.act_gain * gain
+        if self.activation not in HOMOGENEOUS_ACTIVATIONS or total_gain <= 0:
+            x = modulated_conv2d(x, self.weight, styles, noise=noise_input, up=self.up,
+                                 padding=self.padding, resample_filter=self.resample_filter,
+                                 flip_weight=(self.up == 1), fused_modconv=fused_modconv)
+            return bias_act(x, self.bias, act=self.activation, gain=total_gain, clamp=act_clamp)
+        # act(conv + noise + b) * g == act(g * conv + g * (noise + b)): bias, noise and gain land in the
+        # convolution's epilogue (one pass), the activation and clamp then work in place when allowed.
+        offset = (self.bias.to(x.dtype) * total_gain).reshape(1, -1, 1, 1)
+        if noise_input is not None:
+            offset = offset + noise_input.to(x.dtype) * total_gain  # [N or 1, 1, H, W]: one broadcast add
+        x = modulated_conv2d(x, self.weight, styles, noise=offset, up=self.up,
+                             padding=self.padding, resample_filter=self.resample_filter,
+                             flip_weight=(self.up == 1), fused_modconv=fused_modconv, out_gain=total_gain)
+        return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp, owned=True)
 
 
 class ToRGBLayer(nn.Module):
