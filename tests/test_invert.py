@@ -243,3 +243,38 @@ def test_cli_demo_writes_picture_and_report(model, tmp_path):
     res = runner.invoke(main, ["demo", "--model", str(model.folder), "--image", str(bad), "--outdir",
                                str(tmp_path / "y"), "--quiet"])
     assert res.exit_code != 0 and "bad.png" in res.output and "Traceback" not in res.output
+
+
+def test_cli_invert_batch_folder_shards_and_resume(model, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    base = ((_foreign_target()[0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    for i in range(3):
+        Image.fromarray(np.roll(base, 3 * i, axis=1)).save(folder / f"img{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    common = ["invert", str(folder), "--model", str(model.folder), "--method", "optimize", "--steps", "3",
+              "--outdir", str(out), "--quiet"]
+    res = runner.invoke(main, common + ["--shard", "2/2"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["img1"]
+    res = runner.invoke(main, common + ["--shard", "1/2"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["img0", "img1", "img2"]
+    # A rerun of the whole batch resumes: nothing is redone, nothing counts as a failure.
+    stamp = (out / "img1" / "report.json").stat().st_mtime_ns
+    res = runner.invoke(main, common + ["--skip-existing"])
+    assert res.exit_code == 0, res.output
+    assert (out / "img1" / "report.json").stat().st_mtime_ns == stamp
+    # An incomplete folder (no report.json) is redone.
+    (out / "img2" / "report.json").unlink()
+    res = runner.invoke(main, common + ["--skip-existing", "--overwrite"])
+    assert res.exit_code != 0 and "contradict" in res.output
+    res = runner.invoke(main, common + ["--skip-existing"])
+    assert res.exit_code == 0, res.output
+    assert (out / "img2" / "report.json").is_file()
+    assert (out / "img1" / "report.json").stat().st_mtime_ns == stamp
+    for bad in ("3/2", "0/2", "x"):
+        res = runner.invoke(main, common + ["--shard", bad])
+        assert res.exit_code != 0 and "--shard" in res.output and "Traceback" not in res.output

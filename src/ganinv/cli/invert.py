@@ -41,6 +41,35 @@ def _load_real_dir(real_dir: Path, G) -> torch.Tensor:
     return torch.cat(images)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _expand_images(paths) -> list[Path]:
+    """Files as given; a folder stands for its image files (sorted by name, not recursive)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                click.echo(f"{path}: no image files in this folder", err=True)
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard expects K/N (e.g. 2/8), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise UserError(f"--shard {text}: K must be between 1 and N")
+    return k, n
+
+
 class _MethodsCommand(click.Command):
     def format_epilog(self, ctx, formatter):
         with formatter.section("Methods (see --set KEY=VALUE for any setting)"):
@@ -67,12 +96,19 @@ class _MethodsCommand(click.Command):
               help="Folder with genuine LPIPS weights (to report LPIPS).")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing result folders.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave images whose result folder is complete (report.json) alone and redo incomplete ones: "
+                   "resume an interrupted batch.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Process only the K-th of N interleaved slices of the image list (1-based), so N processes "
+                   "or machines can share one batch and OUTDIR.")
 @device_option
 @seed_option
 @quiet_option
 def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
-           lpips_dir, outdir, overwrite, device, seed, quiet):
-    """Invert IMAGES into the model's latent space; writes OUTDIR/<image stem>/ per image."""
+           lpips_dir, outdir, overwrite, skip_existing, shard, device, seed, quiet):
+    """Invert IMAGES (files, or folders of images) into the model's latent space; writes
+    OUTDIR/<image stem>/ per image."""
     from tqdm import tqdm
 
     from ..data.io import ImageLoadError, load_image
@@ -99,19 +135,28 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     if unknown:
         raise UserError(f"unknown settings for {method}: {', '.join(unknown)} "
                         f"(valid: {', '.join(sorted(METHODS[method].defaults))})")
+    if overwrite and skip_existing:
+        raise UserError("--overwrite and --skip-existing contradict each other; pick one")
+    shard_spec = _parse_shard(shard)
     bundle = load_model_or_fail(model, device)
     G = bundle.G
     real = _load_real_dir(real_dir, G) if real_dir is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0
     stems: dict[str, int] = {}
-    for path in images:
+    for index, path in enumerate(_expand_images(images)):
         stem = path.stem
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}-{stems[stem]}"
+        if shard_spec is not None and index % shard_spec[1] != shard_spec[0] - 1:
+            continue  # (output names are assigned before sharding, so every shard agrees on them)
         out = outdir / stem
-        if out.exists() and not overwrite:
+        if skip_existing and (out / "report.json").is_file():
+            if not quiet:
+                click.echo(f"{path.name}: {out} already done (skipped)")
+            continue
+        if out.exists() and not (overwrite or skip_existing):  # --skip-existing redoes incomplete folders
             click.echo(f"{path}: {out} exists; pass --overwrite to replace (skipped)", err=True)
             failures += 1
             continue
