@@ -36,7 +36,7 @@ CONFIGS = {
 OFFICIAL_CPU = {("32px", 1): 119.0, ("32px", 16): 566.0, ("256px", 1): 3.2, ("256px", 16): 1.5}
 
 
-def reference_bias_act(x, b=None, act="linear", gain=None, clamp=None):
+def reference_bias_act(x, b=None, act="linear", gain=None, clamp=None, owned=False):
     """bias_act as the official CPU fallback ('ref' implementation) computes it: one new tensor per step."""
     if b is not None:
         x = x + b.to(x.dtype).reshape([-1 if i == 1 else 1 for i in range(x.ndim)])
@@ -52,28 +52,36 @@ def reference_bias_act(x, b=None, act="linear", gain=None, clamp=None):
 
 @contextmanager
 def official_code_path():
-    """Run our network the way the official CPU fallback does: 2-D FIR, fused modconv always, reference
-    bias_act (our in-place epilogue off)."""
-    saved = layers._separable_taps, layers.bias_act, stylegan2.bias_act
-    layers._separable_taps = lambda f: None
+    """Run our network the way the official CPU fallback does: 2-D FIR, 1x1 convolutions by conv2d, fused
+    modconv always, bias, noise and activation as separate steps with the reference bias_act (our folded,
+    in-place epilogue off)."""
+    saved = layers.FAST_PATHS, layers.bias_act, stylegan2.bias_act, stylegan2.FOLD_EPILOGUE
+    layers.FAST_PATHS = False
     layers.bias_act = stylegan2.bias_act = reference_bias_act
+    stylegan2.FOLD_EPILOGUE = False
     try:
         yield True
     finally:
-        layers._separable_taps, layers.bias_act, stylegan2.bias_act = saved
+        layers.FAST_PATHS, layers.bias_act, stylegan2.bias_act, stylegan2.FOLD_EPILOGUE = saved
 
 
-def time_once(G, batch: int, device, fused) -> float:
+def time_once(G, batch: int, device, fused, min_seconds: float = 0.0) -> float:
+    """Images/s of mapping + synthesis at this batch, over as many forwards as fill `min_seconds`."""
     z = torch.randn(batch, G.z_dim, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
+    count = 0
     with torch.no_grad():
-        ws = G.mapping(z, None)
-        G.synthesis(ws, noise_mode="const", fused_modconv=fused)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch / (time.perf_counter() - start)
+        while True:
+            ws = G.mapping(z, None)
+            G.synthesis(ws, noise_mode="const", fused_modconv=fused)
+            count += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if time.perf_counter() - start >= min_seconds:
+                break
+    return batch * count / (time.perf_counter() - start)
 
 
 def main(argv=None) -> None:
@@ -84,6 +92,8 @@ def main(argv=None) -> None:
     parser.add_argument("--configs", default="32px,256px")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--compare", action="store_true", help="also time the official code path (A/B)")
+    parser.add_argument("--min-seconds", type=float, default=0.5,
+                        help="each timing sample repeats the forward pass for at least this long")
     parser.add_argument("--json", default=None, help="write results to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -102,10 +112,10 @@ def main(argv=None) -> None:
                 with official_code_path():
                     time_once(G, batch, device, True)
             for _ in range(repeats):
-                ours.append(time_once(G, batch, device, None))
+                ours.append(time_once(G, batch, device, None, args.min_seconds))
                 if args.compare:
                     with official_code_path():
-                        ref.append(time_once(G, batch, device, True))
+                        ref.append(time_once(G, batch, device, True, args.min_seconds))
             peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
                     else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             row = {"config": name, "batch": batch, "device": str(device), "threads": args.threads,

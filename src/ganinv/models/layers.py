@@ -116,6 +116,9 @@ def _separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
 # rank-one filter applied as shifted, scaled slices beats PyTorch's depthwise convolution by 1.5-4x;
 # for very large ones (memory-bound) the depthwise convolution is faster.
 _SLICE_FIR_MAX_ELEMENTS = 4_000_000
+# CPU fast paths: rank-one FIR filters as shifted slices, 1x1 convolutions as matmuls. False gives the
+# plain depthwise 2-D FIR and conv2d of the official CPU fallback (the speed benchmark's A/B arm).
+FAST_PATHS = True
 
 
 def _separable_fir_slices(x: torch.Tensor, col_taps: Sequence[float], row_taps: Sequence[float]) -> torch.Tensor:
@@ -165,7 +168,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
     if f.shape[0] > 1 or f.shape[1] > 1:
         # conv2d computes correlation; flipping the filter makes it a convolution.
-        taps = _separable_taps(f) if x.numel() <= _SLICE_FIR_MAX_ELEMENTS else None
+        taps = _separable_taps(f) if FAST_PATHS and x.numel() <= _SLICE_FIR_MAX_ELEMENTS else None
         if taps is not None:
             col, row = taps
             x = _separable_fir_slices(x, [t * gain for t in reversed(col)], row[::-1])
@@ -216,7 +219,8 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
             return F.conv_transpose2d(x, w, stride=stride, padding=pad, groups=groups)
         return F.conv2d(x, w, stride=stride, padding=pad, groups=groups)
 
-    if kw == 1 and kh == 1 and up == 1 and down == 1 and max(px0, px1, py0, py1) == 0 == min(px0, px1, py0, py1):
+    if (FAST_PATHS and kw == 1 and kh == 1 and up == 1 and down == 1
+            and max(px0, px1, py0, py1) == 0 == min(px0, px1, py0, py1)):
         # 1x1 convolution (toRGB): a (batched) matmul; PyTorch's CPU conv takes its slow path here.
         n, c, h, wd = x.shape
         if groups == 1:

@@ -22,6 +22,10 @@ from .layers import (HOMOGENEOUS_ACTIVATIONS, Conv2dLayer, FullyConnectedLayer, 
                      setup_filter, upsample2d)
 
 NOISE_MODES = ("const", "random", "none")
+# Synthesis layers fold bias, noise and activation gain into the modulated convolution's epilogue (same
+# result, fewer passes over the activations); False restores the official order of operations (the speed
+# benchmark's A/B arm and a parity test use it).
+FOLD_EPILOGUE = True
 
 
 def _resolutions(img_resolution: int) -> list[int]:
@@ -148,7 +152,7 @@ class SynthesisLayer(nn.Module):
                 noise_input = self.noise_const * self.noise_strength
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         total_gain = self.act_gain * gain
-        if self.activation not in HOMOGENEOUS_ACTIVATIONS or total_gain <= 0:
+        if not FOLD_EPILOGUE or self.activation not in HOMOGENEOUS_ACTIVATIONS or total_gain <= 0:
             x = modulated_conv2d(x, self.weight, styles, noise=noise_input, up=self.up,
                                  padding=self.padding, resample_filter=self.resample_filter,
                                  flip_weight=(self.up == 1), fused_modconv=fused_modconv)
