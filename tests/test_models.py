@@ -159,6 +159,9 @@ def test_fast_paths_match_the_official_order_of_operations(batch, monkeypatch):
     with torch.no_grad():
         fast = G.synthesis(ws, noise=noise)
         fast_unfused = G.synthesis(ws, noise=noise, fused_modconv=False)
+        monkeypatch.setattr(layers_module, "_SLICE_FIR_MAX_ELEMENTS", 0)  # large-map path: FIR by padded conv
+        fast_conv_fir = G.synthesis(ws, noise=noise)
+        monkeypatch.undo()
     ws_grad = ws.clone().requires_grad_(True)
     fast_grad = G.synthesis(ws_grad, noise=noise)
     fast_grad.square().sum().backward()
@@ -170,5 +173,6 @@ def test_fast_paths_match_the_official_order_of_operations(batch, monkeypatch):
     G.synthesis(ws_plain, noise=noise).square().sum().backward()
     assert (fast - plain).abs().max() < 1e-5
     assert (fast_unfused - plain).abs().max() < 1e-5
+    assert (fast_conv_fir - plain).abs().max() < 1e-5
     assert (fast_grad.detach() - plain).abs().max() < 1e-5
     assert (ws_grad.grad - ws_plain.grad).abs().max() <= 1e-4 * ws_plain.grad.abs().max()

@@ -165,17 +165,24 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         x = x.reshape(batch, channels, height, 1, width, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(batch, channels, height * up, width * up)
-    x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
     if f.shape[0] > 1 or f.shape[1] > 1:
         # conv2d computes correlation; flipping the filter makes it a convolution.
         taps = _separable_taps(f) if FAST_PATHS and x.numel() <= _SLICE_FIR_MAX_ELEMENTS else None
         if taps is not None:
+            x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
             col, row = taps
             x = _separable_fir_slices(x, [t * gain for t in reversed(col)], row[::-1])
         else:
+            conv_pad = (0, 0)
+            if FAST_PATHS and padx0 == padx1 >= 0 and pady0 == pady1 >= 0:
+                conv_pad = (pady0, padx0)  # the convolution pads: no padded copy of a large input
+            else:
+                x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
             f = (f.to(device=x.device, dtype=x.dtype) * gain).flip([0, 1])
-            x = F.conv2d(x, f[None, None].expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
-    elif float(f.reshape(-1)[0]) * gain != 1:
+            x = F.conv2d(x, f[None, None].expand(x.shape[1], 1, -1, -1), padding=conv_pad, groups=x.shape[1])
+    else:
+        x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
+    if f.shape[0] == 1 and f.shape[1] == 1 and float(f.reshape(-1)[0]) * gain != 1:
         x = x * (float(f.reshape(-1)[0]) * gain)
     if down > 1:
         x = x[:, :, ::down, ::down]
@@ -224,7 +231,9 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         # 1x1 convolution (toRGB): a (batched) matmul; PyTorch's CPU conv takes its slow path here.
         n, c, h, wd = x.shape
         if groups == 1:
-            out = torch.matmul(w.reshape(out_channels, in_per_group), x.reshape(n, c, h * wd))
+            # bmm with the weight broadcast over the batch: torch.matmul(2-D, 3-D) would first copy x
+            # into a transposed layout (a full pass over the activations at high resolution).
+            out = torch.bmm(w.reshape(1, out_channels, in_per_group).expand(n, -1, -1), x.reshape(n, c, h * wd))
         else:
             out = torch.bmm(w.reshape(groups, out_channels // groups, in_per_group),
                             x.reshape(groups, in_per_group, h * wd))
