@@ -325,7 +325,8 @@ def stream_inversion(model: Model, target: torch.Tensor, method: str, settings: 
     try:
         while True:
             try:
-                kind, payload = events.get(timeout=min_interval)
+                # Block (never spin: a zero timeout would starve the worker thread of the GIL).
+                kind, payload = events.get(timeout=max(min_interval, 0.05))
             except queue.Empty:
                 kind, payload = "tick", None
             if kind == "step":

@@ -121,20 +121,42 @@ _SLICE_FIR_MAX_ELEMENTS = 4_000_000
 FAST_PATHS = True
 
 
-def _separable_fir_slices(x: torch.Tensor, col_taps: Sequence[float], row_taps: Sequence[float]) -> torch.Tensor:
-    """Valid correlation of x with outer(col, row), as weighted sums of shifted slices.
+def _fir_pass(x: torch.Tensor, taps: Sequence[float], pad0: int, pad1: int, dim: int) -> torch.Tensor:
+    """Valid correlation along `dim` of x zero-padded by (pad0, pad1), without building the padded copy:
+    each tap adds a shifted slice into the output, clipped at the borders. The first tap that covers the
+    whole output initializes it (no zero fill when one does); the rest accumulate in place (autograd
+    allows it: an addition's backward needs neither operand)."""
+    size = x.shape[dim]
+    out_size = size + pad0 + pad1 - len(taps) + 1
 
-    The sums accumulate in place into the tensors the first product creates (autograd allows it: the
-    backward of an addition needs neither operand), which halves the memory traffic."""
-    width = x.shape[3] - len(row_taps) + 1
-    y = x[..., 0:width] * row_taps[0]
-    for i, tap in enumerate(row_taps[1:], start=1):
-        y.add_(x[..., i:i + width], alpha=tap)
-    height = y.shape[2] - len(col_taps) + 1
-    z = y[:, :, 0:height] * col_taps[0]
-    for i, tap in enumerate(col_taps[1:], start=1):
-        z.add_(y[:, :, i:i + height], alpha=tap)
-    return z
+    def span(i):  # output range [j0, j1) that tap i reads from inside x, and the matching source start
+        j0, j1 = max(0, pad0 - i), min(out_size, size + pad0 - i)
+        return j0, j1, j0 + i - pad0
+
+    full = [i for i in range(len(taps)) if span(i)[:2] == (0, out_size)]
+    if full:
+        first = full[0]
+        out = x.narrow(dim, span(first)[2], out_size) * taps[first]
+    else:
+        first = None
+        shape = list(x.shape)
+        shape[dim] = out_size
+        out = x.new_zeros(shape)
+    for i, tap in enumerate(taps):
+        if i == first:
+            continue
+        j0, j1, src = span(i)
+        if j1 > j0:
+            out.narrow(dim, j0, j1 - j0).add_(x.narrow(dim, src, j1 - j0), alpha=tap)
+    return out
+
+
+def _separable_fir_slices(x: torch.Tensor, col_taps: Sequence[float], row_taps: Sequence[float],
+                          pad: Sequence[int] = (0, 0, 0, 0)) -> torch.Tensor:
+    """Valid correlation of x zero-padded by pad = (x0, x1, y0, y1) >= 0 with outer(col, row): a row
+    pass and a column pass of shifted slices."""
+    px0, px1, py0, py1 = pad
+    return _fir_pass(_fir_pass(x, row_taps, px0, px1, 3), col_taps, py0, py1, 2)
 
 
 def _pad_or_crop(x: torch.Tensor, padx0: int, padx1: int, pady0: int, pady1: int) -> torch.Tensor:
@@ -172,9 +194,10 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         # conv2d computes correlation; flipping the filter makes it a convolution.
         taps = _separable_taps(f) if FAST_PATHS and x.numel() <= _SLICE_FIR_MAX_ELEMENTS else None
         if taps is not None:
-            x = _pad_or_crop(x, padx0, padx1, pady0, pady1)
+            x = _pad_or_crop(x, min(padx0, 0), min(padx1, 0), min(pady0, 0), min(pady1, 0))  # crops are views
             col, row = taps
-            x = _separable_fir_slices(x, [t * gain for t in reversed(col)], row[::-1])
+            x = _separable_fir_slices(x, [t * gain for t in reversed(col)], row[::-1],
+                                      (max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)))
         else:
             conv_pad = (0, 0)
             if FAST_PATHS and padx0 == padx1 >= 0 and pady0 == pady1 >= 0:
