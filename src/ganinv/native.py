@@ -14,7 +14,7 @@ from typing import Callable
 
 from torch import nn
 
-from .utils import atomic_path
+from .utils import atomic_path, read_format_json
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
@@ -47,16 +47,9 @@ def load_module_folder(directory: str | os.PathLike, card_format: str, card_vers
     directory = Path(directory)
     card_path = directory / CARD_FILE
     try:
-        card = json.loads(card_path.read_text())
+        card = read_format_json(card_path, card_format, card_version, f"{what} card")
     except FileNotFoundError:
         raise FileNotFoundError(f"{directory}: no {what} card ({CARD_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{card_path}: not valid JSON ({e})") from None
-    if not isinstance(card, dict) or card.get("format") != card_format:
-        raise ValueError(f"{card_path}: not a ganinv {what} card")
-    if int(card.get("format_version", 0)) > card_version:
-        raise ValueError(f"{card_path}: {what} format_version {card['format_version']} is newer than "
-                         f"this ganinv understands ({card_version})")
     try:
         module = build(card)
     except (KeyError, TypeError) as e:

@@ -116,6 +116,27 @@ def write_json(path: str | os.PathLike, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
+def read_format_json(path: Path, fmt: str, version: int, what: str, error: type[Exception] = ValueError) -> dict:
+    """A ganinv JSON file (card, direction metadata) with "format" == fmt and "format_version" <= version.
+
+    Raises FileNotFoundError when absent (callers word that themselves), `error` naming the file and the
+    problem when it is not JSON, not this format, or newer than this ganinv."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{path}: not a ganinv {what} (format field missing or not {fmt!r})")
+    try:
+        found = int(data.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise error(f"{path}: format_version {data.get('format_version')!r} is not a number") from None
+    if found > version:
+        raise error(f"{path}: {what} format_version {found} is newer than this ganinv understands ({version}); "
+                    "upgrade ganinv")
+    return data
+
+
 def jsonable(obj):
     """A copy of obj that json.dumps accepts: tensors and arrays as lists, numpy scalars as numbers,
     non-finite floats as strings ('nan', 'inf'), dict keys as strings, anything else as str(obj)."""

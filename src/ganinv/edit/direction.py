@@ -18,7 +18,6 @@ specification ``NAME:i`` selects component i.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..utils import jsonable
+from ..utils import jsonable, read_format_json
 
 FORMAT = "ganinv-direction"
 FORMAT_VERSION = 1
@@ -385,15 +384,7 @@ def _load_direction_files(path: Path) -> Direction:
     if not json_path.is_file():
         raise DirectionError(f"{json_path}: direction metadata file not found (a direction is NAME.json + "
                              "NAME.safetensors)")
-    try:
-        meta = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DirectionError(f"{json_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DirectionError(f"{json_path}: not a ganinv direction file (format is not {FORMAT!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise DirectionError(f"{json_path}: format_version {meta['format_version']} is newer than this ganinv "
-                             f"({FORMAT_VERSION})")
+    meta = read_format_json(json_path, FORMAT, FORMAT_VERSION, "direction file", error=DirectionError)
     missing = [k for k in ("name", "method", "space", "layers", "num_ws", "w_dim", "std") if k not in meta]
     if missing:
         raise DirectionError(f"{json_path}: missing fields {missing}")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import read_format_json
 from .stylegan2 import Discriminator, Generator
 
 CARD_FORMAT = "ganinv-model"
@@ -479,18 +480,10 @@ def read_card(path: str | os.PathLike) -> dict:
     path = Path(path)
     card_path = path / CARD_FILE if path.is_dir() else path
     try:
-        card = json.loads(card_path.read_text())
+        return read_format_json(card_path, CARD_FORMAT, CARD_VERSION, "model card", error=CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no {CARD_FILE} (a native model is a folder with {WEIGHTS_FILE} "
                               f"and {CARD_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{card_path}: card is not valid JSON ({e})") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise CheckpointError(f"{card_path}: not a ganinv model card (format field missing or wrong)")
-    if int(card.get("format_version", 0)) > CARD_VERSION:
-        raise CheckpointError(f"{card_path}: card format_version {card['format_version']} is newer than "
-                              f"this ganinv understands ({CARD_VERSION}); upgrade ganinv")
-    return card
 
 
 def load_native(path: str | os.PathLike, verify_hash: bool = True
