@@ -11,6 +11,8 @@ samples). Distortion is each method's reconstruction PSNR on the same images.
     python benchmarks/editability.py --model fashion32 --num-heldout 6
     python benchmarks/editability.py --methods optimize-w,optimize,encoder --directions interfacegan_class_Bag_vs_rest
     python benchmarks/editability.py --results-dir out/inverted   # reuse saved inversions on a rerun
+    python benchmarks/editability.py --model emoji64 --heldout-where "group=People & Body" \
+        --directions interfacegan_skin_tone_1-2_vs_4-5,interfacegan_gender_man_vs_woman
 """
 from __future__ import annotations
 
@@ -71,6 +73,9 @@ def main(argv=None) -> None:
     parser.add_argument("--directions", default=None,
                         help="comma list of direction names (default: every shipped interfacegan_* direction)")
     parser.add_argument("--num-heldout", type=int, default=6)
+    parser.add_argument("--heldout-where", action="append", default=[], metavar="FIELD=VALUE",
+                        help="only held-out images whose label FIELD equals VALUE (repeatable; e.g. "
+                             "'group=People & Body' so skin-tone and gender edits have a subject)")
     parser.add_argument("--num-samples", type=int, default=64, help="sampled latents for the reference")
     parser.add_argument("--strengths", default="-3,-2,-1,1,2,3")
     parser.add_argument("--report-strength", type=float, default=2.0)
@@ -91,9 +96,20 @@ def main(argv=None) -> None:
     if not names:
         raise SystemExit(f"model {model.name} has no InterFaceGAN directions; give --directions")
     directions = [load_direction(name, model=model)[0] for name in names]
-    idx = np.linspace(0, len(model.heldout) - 1, min(args.num_heldout, len(model.heldout))).astype(int)
-    images = [(f"heldout{i}", model.heldout[i:i + 1]) for i in idx]
     labels = model.heldout_labels
+    pool = np.arange(len(model.heldout))
+    for condition in args.heldout_where:
+        field, sep, value = condition.partition("=")
+        if not sep:
+            raise SystemExit(f"--heldout-where wants FIELD=VALUE, got {condition!r}")
+        if labels is None:
+            raise SystemExit(f"model {model.name} ships no held-out labels to filter on")
+        pool = np.array([i for i in pool if str(labels[i].get(field)) == value], dtype=int)
+        if len(pool) == 0:
+            raise SystemExit(f"no held-out image has {field}={value!r}")
+    picks = np.linspace(0, len(pool) - 1, min(args.num_heldout, len(pool))).astype(int)
+    idx = pool[picks]
+    images = [(f"heldout{i}", model.heldout[i:i + 1]) for i in idx]
 
     sources: dict[str, object] = {"sampled": Latent(ws=sample_prior_ws(G, args.num_samples, seed=args.seed + 1000),
                                                    G=G, label="sampled")}
@@ -161,7 +177,7 @@ def main(argv=None) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"model": model.name, "images": [n for n, _ in images], "strengths": args.strengths,
+            json.dump({"model": model.name, "images": [n for n, _ in images], "heldout_where": args.heldout_where, "strengths": args.strengths,
                        "report_strength": s, "rows": rows, "summary": summary, "heldout_labels_known": labels is not None,
                        "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
 

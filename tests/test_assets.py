@@ -36,3 +36,32 @@ def test_embedded_model_matches_card(name):
     assert img.std(dim=0).mean() > 0.05
     weights = model.folder / "model.safetensors"
     assert weights.stat().st_size < 30 * 2 ** 20
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
+def test_embedded_model_parts_fit_its_generator(name):
+    """The encoder, classifier and directions that ship beside a generator were made for *that* generator
+    (a re-exported generator with a stale encoder or stale directions fails here)."""
+    if name not in available_models():
+        pytest.skip(f"{name} is not shipped in this build")
+    from ganinv.edit import load_direction
+    model = load_model(name)
+    G = model.G
+    assert model.encoder is not None, "every embedded model ships an encoder (issue: encoder inversion)"
+    model.encoder.check_generator(G)
+    assert model.classifier is not None
+    with torch.no_grad():
+        outputs = model.classifier(model.heldout[:4])
+    assert outputs is not None
+    assert any(n.startswith("interfacegan_") for n in model.directions)
+    assert any(n.startswith("sefa_") for n in model.directions)
+    for direction_name in model.directions:
+        direction = load_direction(direction_name, model=model)[0]
+        assert direction.num_ws == G.num_ws and direction.w_dim == G.w_dim
+        if direction.space in ("w", "w+"):
+            assert direction.vectors.shape[-1] == G.w_dim
+        assert max(direction.layers) < G.num_ws
+        assert direction.model.get("sha256") == model.sha256, f"{direction_name} was found on other weights"
+    if name == "emoji64":  # the attributes issue 5 names for the default model
+        assert "interfacegan_skin_tone_1-2_vs_4-5" in model.directions
+        assert "interfacegan_gender_man_vs_woman" in model.directions
