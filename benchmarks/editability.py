@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from inversion import VARIANTS  # noqa: E402
+from inversion import VARIANTS, parse_overrides  # noqa: E402
 
 from ganinv.edit import Latent, editability_ratio, load_direction, measure_edit, sample_prior_ws  # noqa: E402
 from ganinv.invert import invert  # noqa: E402
@@ -50,6 +50,7 @@ def _mean(values):
 
 def inverted_results(model, variant: str, images, args) -> list[InversionResult]:
     method, settings = VARIANTS.get(variant, (variant, {}))
+    settings = {**settings, **parse_overrides(args.set).get(variant, {})}
     results = []
     for i, (name, target) in enumerate(images):
         cached = Path(args.results_dir) / variant / name if args.results_dir else None
@@ -82,6 +83,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-dir", default=None, help="save inversions here and reuse them on a rerun")
+    parser.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
+                        help="override a variant's setting, e.g. clone.max_seconds=60")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -177,7 +180,8 @@ def main(argv=None) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"model": model.name, "images": [n for n, _ in images], "heldout_where": args.heldout_where, "strengths": args.strengths,
+            json.dump({"model": model.name, "images": [n for n, _ in images], "heldout_where": args.heldout_where,
+                       "overrides": args.set, "threads": torch.get_num_threads(), "strengths": args.strengths,
                        "report_strength": s, "rows": rows, "summary": summary, "heldout_labels_known": labels is not None,
                        "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
 

@@ -52,14 +52,23 @@ def fmt(stat: dict, digits: int = 2) -> str:
     return f"{stat['median']:.{digits}f} (mean {mean}, n={stat['count']})"
 
 
-def heldout_images(model, data_dir: str | None, offset: int, count: int) -> torch.Tensor:
+def heldout_images(model, data_dir: str | None, offset: int | None, count: int) -> tuple[torch.Tensor, int]:
+    """`count` held-out images from `offset`; None: from 1000, or from 64 (past the trainer's monitored
+    images) when the split is smaller."""
     if data_dir is not None:
         from ganinv.data.dataset import images_to_tensor, load_dataset
         images, _ = load_dataset(data_dir, "heldout")
-        return images_to_tensor(images[offset:offset + count])
-    if model.heldout is None:
+    elif model.heldout is None:
         sys.exit("the model ships no held-out images: pass --data DATASET_FOLDER")
-    return model.heldout[offset:offset + count]
+    else:
+        images = model.heldout
+    if offset is None:
+        offset = 1000 if len(images) >= 1000 + count else 64
+    if offset + count > len(images):
+        sys.exit(f"the held-out split has {len(images)} images: --offset {offset} --num-images {count} "
+                 "does not fit")
+    chosen = images[offset:offset + count]
+    return (images_to_tensor(chosen) if data_dir is not None else chosen), offset
 
 
 def median_ms(function, repeats: int) -> float:
@@ -76,8 +85,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", required=True, help="model name or folder (its encoder/ is used)")
     parser.add_argument("--encoder", default=None, help="encoder folder (default: the model's encoder/)")
     parser.add_argument("--data", default=None, help="dataset folder; held-out split (default: the model's heldout)")
-    parser.add_argument("--offset", type=int, default=1000,
-                        help="first held-out index used (the encoder trainer monitors the first 64)")
+    parser.add_argument("--offset", type=int, default=None,
+                        help="first held-out index used (default 1000, or 64 for splits under 1000 + "
+                             "--num-images images; the encoder trainer monitors the first 64)")
     parser.add_argument("--num-images", type=int, default=100, help="images for encoder speed and quality")
     parser.add_argument("--num-optimize", type=int, default=20, help="images for optimize and hybrid (slow)")
     parser.add_argument("--passes", default="1,2,3", help="ReStyle pass counts to measure")
@@ -94,7 +104,7 @@ def main(argv=None) -> dict:
     G = frozen_copy(model.G)
     D = frozen_copy(model.D) if model.D is not None else None
     encoder.check_generator(G)
-    images = heldout_images(model, args.data, args.offset, args.num_images)
+    images, args.offset = heldout_images(model, args.data, args.offset, args.num_images)
     passes = [int(p) for p in args.passes.split(",")]
     report: dict = {"model": model.name, "model_sha256": model.sha256, "generator_card": {
         k: model.card.get(k) for k in ("name", "description", "images_seen_kimg")},

@@ -44,6 +44,21 @@ VARIANTS = {
 }
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """--set VARIANT.KEY=VALUE items -> {variant: {key: value}} (values parsed as JSON when they are)."""
+    overrides: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        variant, dot, setting = key.partition(".")
+        if not sep or not dot or not variant or not setting:
+            raise SystemExit(f"--set {item!r}: expected VARIANT.KEY=VALUE, e.g. clone.max_seconds=60")
+        try:
+            overrides.setdefault(variant, {})[setting] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides.setdefault(variant, {})[setting] = value
+    return overrides
+
+
 def natural_photos(resolution: int, channels: int) -> list[tuple[str, torch.Tensor]]:
     try:
         from skimage import data
@@ -94,14 +109,7 @@ def main(argv=None) -> None:
         images += [("photo", name, t) for name, t in natural_photos(G.img_resolution, G.img_channels)]
     if not images:
         raise SystemExit("no images: the model has no held-out set and --photos was not given")
-    overrides: dict[str, dict] = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        variant, setting = key.split(".", 1)
-        try:
-            overrides.setdefault(variant, {})[setting] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides.setdefault(variant, {})[setting] = value
+    overrides = parse_overrides(args.set)
     rows = []
     for variant in args.variants.split(","):
         method, settings = VARIANTS.get(variant, (variant, {}))

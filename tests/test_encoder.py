@@ -243,3 +243,24 @@ def test_cli_train_and_export(tmp_path):
     other = save_native(tmp_path / "other", tiny_generator(seed=8), None, card={"name": "other"})
     out = runner.invoke(main, ["export-encoder", str(run), "--model-dir", str(other)])
     assert out.exit_code != 0 and "another generator" in out.output
+
+
+def test_init_encoder_keeps_weights_takes_new_generator_stats_and_records_provenance(tmp_path, trained):
+    G, D, encoder = trained
+    save_encoder(tmp_path / "enc", encoder, {"name": "earlier", "training": {"steps": 100, "hours": 0.01},
+                                             "generator": {"name": "tiny", "sha256": "ab" * 32}})
+    earlier = load_encoder(tmp_path / "enc")
+    G2 = tiny_generator(seed=5)  # a "newer snapshot": same architecture, other weights and w_avg
+    with torch.no_grad():
+        G2.mapping(torch.randn([256, G2.z_dim], generator=torch.Generator().manual_seed(0)), None)
+    config = EncoderTrainConfig(batch_real=0, batch_generated=2, dfeat_weight=0.0, num_eval=0)
+    trainer = EncoderTrainer(config, G2, D, init_encoder=earlier)
+    learned = {k: v for k, v in earlier.state_dict().items() if k not in ("w_avg", "avg_image", "w_scale")}
+    for name, value in learned.items():
+        assert torch.equal(trainer.encoder.state_dict()[name], value), name
+    fresh = Encoder.for_generator(G2, **{k: v for k, v in earlier.init_kwargs.items()
+                                        if k not in ("img_resolution", "img_channels", "num_ws", "w_dim")})
+    assert torch.allclose(trainer.encoder.w_avg, fresh.w_avg)
+    assert not torch.allclose(trainer.encoder.w_avg, earlier.w_avg)
+    note = [n for n in trainer.card()["notes"] if n.startswith("initialized from")]
+    assert note and "100 steps" in note[0] and "tiny" in note[0] and "abababababab" in note[0]

@@ -124,6 +124,20 @@ def test_clone_locality_term_keeps_prior_samples_closer(model):
         assert same == ("const" in name or "affine" in name), name
 
 
+def test_clone_adv_every_spaces_the_local_adversarial_pair(model):
+    target = _foreign_target()
+    common = dict(h_steps=5, num_steps=9, p=1.0, global_every=100, seed=0)
+    every = invert(model, target, "clone", **common)
+    spaced = invert(model, target, "clone", adv_every=3, **common)
+    assert [h["step"] for h in every.history if "adv_local" in h] == list(range(9))
+    assert [h["step"] for h in spaced.history if "adv_local" in h] == [0, 3, 6]
+    # D is updated only on steps with a local adversarial pair or a global step (step 0 here).
+    assert [h["step"] for h in spaced.history if "d_loss" in h] == [0, 3, 6]
+    assert spaced.settings["adv_every"] == 3 and not torch.equal(spaced.reconstruction, every.reconstruction)
+    with pytest.raises(ValueError, match="adv_every"):
+        invert(model, target, "clone", adv_every=0, **common)
+
+
 def _nan_after(fn, calls):
     """Wrap a loss so that it returns NaN from the given call on (a diverging optimization)."""
     count = {"n": 0}

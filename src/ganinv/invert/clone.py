@@ -18,7 +18,8 @@ frozen original generator, which the result records. `locality_weight` > 0 adds,
 `locality_every` steps, the mean squared change of G+(w) vs G(w) at `locality_batch` prior samples to
 the reconstruction update (PTI's locality regularizer, Roich et al. 2022): the GAN loss alone keeps G+
 realistic, not unchanged away from the target. `frozen_params` lists name parts of synthesis
-parameters left untouched (e.g. "const", "affine", "noise_strength").
+parameters left untouched (e.g. "const", "affine", "noise_strength"). `adv_every` = k applies the local
+adversarial pair (lambda term for G, and D's update on x vs G(z)) on every k-th step only (the paper: 1).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from . import optimize
 from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
-PAPER = dict(p=1 / 8, adv_lambda=10.0, epsilon=1e-3, global_every=1, global_batch=4, laplacian_weight=1.0,
+PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4, laplacian_weight=1.0,
              mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
              global_learning_rate=None, global_loss="gan", locality_weight=0.0,
              locality_every=2, locality_batch=2)
@@ -46,6 +47,7 @@ DEFAULTS = dict(
     num_steps=3000,
     p=1.0,
     adv_lambda=0.01,
+    adv_every=1,
     epsilon=1e-3,
     target_psnr=None,
     global_every=4,
@@ -87,6 +89,9 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     if preset not in PRESETS:
         raise ValueError(f"unknown clone preset {preset!r}; expected one of {sorted(PRESETS)}")
     s = {**DEFAULTS, **PRESETS[preset], **settings}
+    for name in ("adv_every", "global_every"):
+        if int(s[name]) < 1:
+            raise ValueError(f"clone {name} must be >= 1, got {s[name]}")
     device = target.device
     history: list[dict] = []
     started = time.perf_counter()
@@ -158,6 +163,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     for step in range(num_steps):
         record: dict = {"step": step, "stage": "clone"}
         local_active = bool(torch.rand([], generator=gen) < s["p"]) or step == 0
+        # The local adversarial pair (a D forward/backward for G and a D update) on every
+        # `adv_every`-th step only: at 64 px it costs about as much as the reconstruction step itself.
+        adv_now = (local_active and D_plus is not None and s["adv_lambda"] > 0
+                   and step % max(1, int(s["adv_every"])) == 0)
         g_loss = torch.zeros([], device=device)
         g_global_loss = torch.zeros([], device=device)
         image = None
@@ -168,9 +177,11 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             if s["mse_weight"] > 0:
                 # MSE drives PSNR directly; L1 gradients stall near the target (benchmarks/inversion.py).
                 g_loss = g_loss + s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1).sum()
-            if D_plus is not None and s["adv_lambda"] > 0:
+            if adv_now:
                 D_plus.requires_grad_(False)
-                g_loss = g_loss + s["adv_lambda"] * F.softplus(-D_plus(image)).sum()
+                adv_local = F.softplus(-D_plus(image)).sum()
+                g_loss = g_loss + s["adv_lambda"] * adv_local
+                record["adv_local"] = float(adv_local.detach())
             last_recon = float(recon.detach().mean())
             record["recon"] = last_recon
             record["psnr"] = float(psnr_of(image.detach(), target).mean())
@@ -226,10 +237,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             opt.step()
 
         # Discriminator update with the same terms (local pair with weight lambda, global batch).
-        if D_plus is not None and (local_active or (do_global and global_mode == "gan")):
+        if D_plus is not None and (adv_now or (do_global and global_mode == "gan")):
             D_plus.requires_grad_(True)
             d_loss = torch.zeros([], device=device)
-            if local_active and s["adv_lambda"] > 0:
+            if adv_now:
                 d_loss = d_loss + s["adv_lambda"] * (F.softplus(D_plus(image.detach())).sum()
                                                      + F.softplus(-D_plus(target)).sum())
             if do_global and global_mode == "gan":

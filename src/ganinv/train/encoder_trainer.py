@@ -193,7 +193,7 @@ class EncoderTrainer:
             # Keep the learned weights but take the new generator's w_avg, image and spread.
             for name in ("w_avg", "avg_image", "w_scale"):
                 getattr(self.encoder, name).copy_(getattr(fresh, name))
-            self.notes.append("initialized from an existing encoder")
+            self.notes.append(_init_note(getattr(init_encoder, "card", None) or {}))
         else:
             self.encoder = Encoder.for_generator(self.G, **config.architecture)
         self.encoder.train().requires_grad_(True)
@@ -453,6 +453,24 @@ class EncoderTrainer:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no encoder training checkpoint")
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def _init_note(card: dict) -> str:
+    """Provenance of an --init-encoder start: its earlier training and generator (the card's step and
+    hour counts cover this run only)."""
+    training = card.get("training") or {}
+    generator = card.get("generator") or {}
+    earlier = []
+    if "steps" in training:
+        earlier.append(f"{training['steps']} steps")
+    if "hours" in training:
+        earlier.append(f"{training['hours']} h")
+    note = "initialized from an existing encoder"
+    if earlier:
+        note += " trained " + " / ".join(earlier)
+    if generator.get("name") or generator.get("sha256"):
+        note += f" for generator {generator.get('name', '?')} (sha256 {str(generator.get('sha256', '?'))[:12]})"
+    return note + "; the training steps and hours above count this run only"
 
 
 def _architecture(init_kwargs: dict) -> dict:
