@@ -127,7 +127,7 @@ def test_clone_locality_term_keeps_prior_samples_closer(model):
 def test_clone_adv_every_spaces_the_local_adversarial_pair(model):
     target = _foreign_target()
     common = dict(h_steps=5, num_steps=9, p=1.0, global_every=100, seed=0)
-    every = invert(model, target, "clone", **common)
+    every = invert(model, target, "clone", adv_every=1, **common)
     spaced = invert(model, target, "clone", adv_every=3, **common)
     assert [h["step"] for h in every.history if "adv_local" in h] == list(range(9))
     assert [h["step"] for h in spaced.history if "adv_local" in h] == [0, 3, 6]
