@@ -159,20 +159,66 @@ def test_fast_paths_match_the_official_order_of_operations(batch, monkeypatch):
     with torch.no_grad():
         fast = G.synthesis(ws, noise=noise)
         fast_unfused = G.synthesis(ws, noise=noise, fused_modconv=False)
+        fast_const = G.synthesis(ws, noise_mode="const")
         monkeypatch.setattr(layers_module, "_SLICE_FIR_MAX_ELEMENTS", 0)  # large-map path: FIR by padded conv
         fast_conv_fir = G.synthesis(ws, noise=noise)
         monkeypatch.undo()
+        monkeypatch.setattr(layers_module, "CHANNELS_LAST_UPSAMPLING", False)  # NCHW throughout
+        fast_nchw = G.synthesis(ws, noise=noise)
+        monkeypatch.undo()
+    assert fast.is_contiguous()
     ws_grad = ws.clone().requires_grad_(True)
     fast_grad = G.synthesis(ws_grad, noise=noise)
     fast_grad.square().sum().backward()
+    fast_param_grads = {n: p.grad.clone() for n, p in G.synthesis.named_parameters() if p.grad is not None}
+    G.zero_grad(set_to_none=True)
     monkeypatch.setattr(layers_module, "FAST_PATHS", False)
     monkeypatch.setattr(sg2_module, "FOLD_EPILOGUE", False)
     with torch.no_grad():
         plain = G.synthesis(ws, noise=noise)
+        plain_const = G.synthesis(ws, noise_mode="const")
     ws_plain = ws.clone().requires_grad_(True)
     G.synthesis(ws_plain, noise=noise).square().sum().backward()
     assert (fast - plain).abs().max() < 1e-5
+    assert (fast_const - plain_const).abs().max() < 1e-5
     assert (fast_unfused - plain).abs().max() < 1e-5
     assert (fast_conv_fir - plain).abs().max() < 1e-5
+    assert (fast_nchw - plain).abs().max() < 1e-5
     assert (fast_grad.detach() - plain).abs().max() < 1e-5
     assert (ws_grad.grad - ws_plain.grad).abs().max() <= 1e-4 * ws_plain.grad.abs().max()
+    for name, p in G.synthesis.named_parameters():  # training takes the fast paths too
+        if p.grad is not None:
+            assert (fast_param_grads[name] - p.grad).abs().max() <= 1e-4 * (p.grad.abs().max() + 1e-6), name
+
+
+def test_cached_weight_quantities_follow_weight_updates(monkeypatch):
+    """Inference keeps per-weight quantities (demodulation norms, channels-last and transposed copies) on
+    the weight; any in-place change (an optimizer step, load_state_dict) must invalidate them."""
+    import ganinv.models.layers as layers_module
+    import ganinv.models.stylegan2 as sg2_module
+    torch.manual_seed(4)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=512, channel_max=32)).eval()
+    ws = G.mapping(torch.randn(1, 16), None).detach()
+    with torch.no_grad():
+        before = G.synthesis(ws)
+        assert (G.synthesis(ws) - before).abs().max() == 0  # served from the caches: same result
+    opt = torch.optim.SGD(G.synthesis.parameters(), lr=0.5)
+    G.synthesis(ws).square().mean().backward()  # with autograd: caches bypassed
+    opt.step()
+    with torch.no_grad():
+        after_step = G.synthesis(ws)
+        state = {k: v.clone() for k, v in G.state_dict().items()}
+        for name, p in G.synthesis.named_parameters():
+            if name.endswith("weight"):
+                p.add_(torch.randn_like(p) * 0.3)
+        after_edit = G.synthesis(ws)
+        G.load_state_dict(state)
+        after_load = G.synthesis(ws)
+        monkeypatch.setattr(layers_module, "FAST_PATHS", False)
+        monkeypatch.setattr(sg2_module, "FOLD_EPILOGUE", False)
+        ref_step = G.synthesis(ws)
+    assert (after_step - before).abs().max() > 1e-3
+    assert (after_step - ref_step).abs().max() < 1e-5
+    assert (after_load - ref_step).abs().max() < 1e-5
+    assert (after_edit - after_step).abs().max() > 1e-3

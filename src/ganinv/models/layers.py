@@ -119,6 +119,41 @@ _SLICE_FIR_MAX_ELEMENTS = 4_000_000
 # CPU fast paths: rank-one FIR filters as shifted slices, 1x1 convolutions as matmuls. False gives the
 # plain depthwise 2-D FIR and conv2d of the official CPU fallback (the speed benchmark's A/B arm).
 FAST_PATHS = True
+# Batch-1 modulated convolutions use the grouped ("fused") form when the activations hold at least this
+# many times as many elements as the weight, and the scale-the-activations form otherwise.
+FUSED_MIN_RATIO = 1.0
+# CPU: transposed (upsampling) convolutions in channels-last layout, which the following layers keep.
+CHANNELS_LAST_UPSAMPLING = True
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out NHWC (and not also NCHW-contiguous, as 1x1 maps are)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def derived_weight(weight: torch.Tensor, key: str, fn) -> torch.Tensor:
+    """fn(weight), kept on the tensor for inference: weights are constant between optimizer steps, so
+    quantities such as the demodulation norms need not be recomputed on every forward pass. The cache is
+    keyed by the tensor's version counter (in-place updates, load_state_dict and optimizer steps bump it)
+    and bypassed whenever autograd records the computation."""
+    if (not FAST_PATHS or (weight.requires_grad and torch.is_grad_enabled())
+            or torch.is_inference_mode_enabled()):  # inference tensors could not be saved for backward later
+        return fn(weight)
+    cache = getattr(weight, "_ganinv_derived", None)
+    if cache is None or cache[0] != weight._version:
+        cache = (weight._version, {})
+        try:
+            weight._ganinv_derived = cache
+        except (AttributeError, RuntimeError):
+            return fn(weight)
+    if key not in cache[1]:
+        cache[1][key] = fn(weight)
+    return cache[1][key]
+
+
+def upsamples_channels_last(x: torch.Tensor) -> bool:
+    """Whether conv2d_resample(up > 1) on x returns a channels-last tensor (the CPU fast path)."""
+    return FAST_PATHS and CHANNELS_LAST_UPSAMPLING and x.device.type == "cpu"
 
 
 def _fir_pass(x: torch.Tensor, taps: Sequence[float], pad0: int, pad1: int, dim: int) -> torch.Tensor:
@@ -248,6 +283,14 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     def conv(x, w, stride=1, pad=(0, 0), transpose=False, flip=True):
         if not flip and (kw > 1 or kh > 1):
             w = w.flip([2, 3])
+        if transpose and upsamples_channels_last(x):
+            # oneDNN's transposed convolution on NCHW tensors returns through a slow transposing copy; in
+            # channels-last layout it does not. The result stays channels-last: the layers after it (FIR,
+            # 3x3 convolution, epilogue, toRGB) run in that layout without converting back.
+            x = x.contiguous(memory_format=torch.channels_last)
+        if FAST_PATHS and is_channels_last(x):
+            # oneDNN wants a channels-last weight with a channels-last input: convert once, not every call.
+            w = derived_weight(w, "channels_last", lambda v: v.contiguous(memory_format=torch.channels_last))
         if transpose:
             return F.conv_transpose2d(x, w, stride=stride, padding=pad, groups=groups)
         return F.conv2d(x, w, stride=stride, padding=pad, groups=groups)
@@ -256,6 +299,10 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
             and max(px0, px1, py0, py1) == 0 == min(px0, px1, py0, py1)):
         # 1x1 convolution (toRGB): a (batched) matmul; PyTorch's CPU conv takes its slow path here.
         n, c, h, wd = x.shape
+        if groups == 1 and is_channels_last(x):
+            # NHWC: [N, HW, C] @ [C, O] reads the activations in place (a reshape to [N, C, HW] would copy).
+            out = torch.matmul(x.permute(0, 2, 3, 1).reshape(n, h * wd, c), w.reshape(out_channels, c).t())
+            return out.reshape(n, h, wd, out_channels).permute(0, 3, 1, 2)
         if groups == 1:
             # bmm with the weight broadcast over the batch: torch.matmul(2-D, 3-D) would first copy x
             # into a transposed layout (a full pass over the activations at high resolution).
@@ -275,7 +322,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         return conv(x, w, stride=down, flip=flip_weight)
     if up > 1:
         if groups == 1:
-            w = w.transpose(0, 1)
+            w = derived_weight(w, "transposed", lambda v: v.transpose(0, 1).contiguous())
         else:
             w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw)
             w = w.transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, kh, kw)
@@ -327,16 +374,27 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                            / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     if fused_modconv is None:
-        fused_modconv = batch == 1
+        # Batch 1: the grouped form is a plain convolution with a modulated copy of the weight; scaling
+        # the activations instead is cheaper wherever they are smaller than the weight (low resolutions).
+        fused_modconv = batch == 1 and (not FAST_PATHS or x[0].numel() >= weight.numel() * FUSED_MIN_RATIO)
 
     dcoefs = None
-    if fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-    elif demodulate:
+    if demodulate and (FAST_PATHS or not fused_modconv):
         # sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2: a matmul instead of an [N, O, I, k, k] tensor.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        wsq = derived_weight(weight, "sumsq_t", lambda v: v.square().sum(dim=[2, 3]).t())
+        dcoefs = (styles.square() @ wsq + 1e-8).rsqrt()
+    if fused_modconv:
+        if dcoefs is not None:
+            # One pass over the weight: modulation and demodulation (and out_gain) as one scale factor.
+            if out_gain != 1:
+                dcoefs = dcoefs * out_gain
+            scale = dcoefs.reshape(batch, -1, 1) * styles.reshape(batch, 1, -1)
+            w = weight.unsqueeze(0) * scale.reshape(batch, out_channels, in_channels, 1, 1)
+            dcoefs, out_gain = None, 1.0
+        else:
+            w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+            if demodulate:
+                dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
     if out_gain != 1:
         dcoefs = (dcoefs * out_gain if dcoefs is not None
                   else torch.full([batch, out_channels], float(out_gain), dtype=x.dtype, device=x.device))
@@ -353,11 +411,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         return x
     if dcoefs is not None:
         w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])
+    if batch > 1:  # at batch 1 the reshape is a no-op that can leave a channels-last tensor odd strides
+        x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
     x = conv2d_resample(x, w, f=resample_filter, up=up, down=down, padding=padding, groups=batch,
                         flip_weight=flip_weight)
-    x = x.reshape(batch, -1, *x.shape[2:])
+    if batch > 1:
+        x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
