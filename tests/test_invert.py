@@ -178,6 +178,21 @@ def test_nan_is_survived(model, monkeypatch):
         assert torch.isfinite(p).all()
 
 
+def test_clone_returns_the_best_generator_it_saw(model):
+    """With a step size that overshoots, L_recon goes up and down; the result must be the generator of the
+    best step (kept in buffers that later optimizer steps must not alias), not the last one."""
+    from ganinv.losses import laplacian_pyramid_loss
+    target = _foreign_target()
+    result = invert(model, target, "clone", h_steps=5, num_steps=12, p=1.0, adv_lambda=0.0, global_every=100,
+                    learning_rate=0.3, mse_weight=0.0, seed=0)
+    recons = [h["recon"] for h in result.history if h.get("stage") == "clone" and "recon" in h]
+    assert result.stop_reason.startswith("num_steps")
+    assert recons[-1] > min(recons) * 1.05  # the run did get worse after its best step
+    with torch.no_grad():
+        final = laplacian_pyramid_loss(result.G_tuned.synthesis(result.ws, noise_mode="const"), target).item()
+    assert final == pytest.approx(min(recons), rel=1e-4)
+
+
 def test_callback_can_stop(model):
     seen = []
 

@@ -158,7 +158,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     num_steps = int(s["num_steps"])
     stop_reason = "num_steps"
     best_recon = float("inf")
-    best_state = copy.deepcopy(G_plus.synthesis.state_dict())
+    # The best generator so far is kept in preallocated buffers: L_recon improves on most steps, and a
+    # deepcopy of the state dict each time cost ~9 ms per step at 64 px (a tenth of the step).
+    live_state = G_plus.synthesis.state_dict()
+    best_state = {name: value.detach().clone() for name, value in live_state.items()}
     last_recon = None
     for step in range(num_steps):
         record: dict = {"step": step, "stage": "clone"}
@@ -219,7 +222,9 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             break
         if local_active and last_recon < best_recon:
             best_recon = last_recon
-            best_state = copy.deepcopy(G_plus.synthesis.state_dict())
+            with torch.no_grad():
+                for name, value in live_state.items():
+                    best_state[name].copy_(value)
         if local_active:
             reached_eps = last_recon < s["epsilon"]
             reached_psnr = s["target_psnr"] is not None and record["psnr"] >= s["target_psnr"]
