@@ -47,7 +47,8 @@ def test_encoder_shapes_for_generator_configs(resolution, channels):
     ws, images = restyle(G, encoder, target, 3, keep_images=True)
     assert ws.shape == (2, G.num_ws, G.w_dim) and len(images) == 3
     assert all(img.shape == target.shape for img in images)
-    assert torch.allclose(encoder.avg_image, G.synthesis(encoder.start_ws(1), noise_mode="const"))
+    # Inference (no autograd) takes the generator's channels-last path: same image to float rounding.
+    assert torch.allclose(encoder.avg_image, G.synthesis(encoder.start_ws(1), noise_mode="const"), atol=1e-5)
     groups = style_groups(G.num_ws, resolution)
     assert sorted(i for indices in groups.values() for i in indices) == list(range(G.num_ws))
     assert groups["fine"] == [G.num_ws - 2, G.num_ws - 1]  # the two ws indices the last block reads

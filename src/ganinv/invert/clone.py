@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..losses import laplacian_pyramid_loss
 from ..models.stylegan2 import Generator
 from . import optimize
+from ..utils import adam
 from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
@@ -127,19 +128,19 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             param.requires_grad_(False)  # e.g. "const" (the input every image shares), "noise_strength"
     g_params = [p for p in G_plus.synthesis.parameters() if p.requires_grad]
     betas = (float(s["beta1"]), float(s["beta2"]))
-    g_opt = torch.optim.Adam(g_params, lr=s["learning_rate"], betas=betas)
+    g_opt = adam(g_params, lr=s["learning_rate"], betas=betas)
     # Separate optimizer state for the global term (when asked for): under Adam's per-parameter
     # normalization, the large and noisy GAN gradients would otherwise set the step of every weight
     # and swamp the reconstruction gradient; with two states each term moves G by its own rate.
     separate_global = s["global_learning_rate"] is not None
-    g_opt_global = (torch.optim.Adam(g_params, lr=s["global_learning_rate"], betas=betas)
+    g_opt_global = (adam(g_params, lr=s["global_learning_rate"], betas=betas)
                     if separate_global else g_opt)
     D_plus = None
     d_opt = None
     if D is not None:
         D_plus = copy.deepcopy(D).train()
         D_plus.requires_grad_(True)
-        d_opt = torch.optim.Adam(D_plus.parameters(), lr=s["d_learning_rate"], betas=betas)
+        d_opt = adam(D_plus.parameters(), lr=s["d_learning_rate"], betas=betas)
     reals = None
     if s["global_loss"] not in ("gan", "distillation"):
         raise ValueError(f"global_loss must be 'gan' or 'distillation', got {s['global_loss']!r}")

@@ -16,6 +16,7 @@ import torch
 from .objective import build_objective
 from ..models.stylegan2 import Generator
 from . import optimize
+from ..utils import adam
 from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 DEFAULTS = dict(
@@ -64,7 +65,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     G_tuned.requires_grad_(True)
     G_tuned.mapping.requires_grad_(False)  # only the synthesis network is tuned (as in PTI)
     params = [p for p in G_tuned.synthesis.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=s["learning_rate"])
+    optimizer = adam(params, lr=s["learning_rate"])
     loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(device)
     gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
     num_steps = int(s["num_steps"])

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..invert.encoder_net import Encoder, load_encoder, restyle, save_encoder
 from ..losses import build_reconstruction_loss, frozen_parameters
-from ..utils import atomic_path
+from ..utils import adam, atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "ganinv-encoder-train-checkpoint"
@@ -198,8 +198,8 @@ class EncoderTrainer:
             self.encoder = Encoder.for_generator(self.G, **config.architecture)
         self.encoder.train().requires_grad_(True)
         self.latent_d = LatentDiscriminator(G.w_dim).to(self.device)
-        self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
-        self.d_optimizer = torch.optim.Adam(self.latent_d.parameters(), lr=config.latent_d_learning_rate,
+        self.optimizer = adam(self.encoder.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
+        self.d_optimizer = adam(self.latent_d.parameters(), lr=config.latent_d_learning_rate,
                                             betas=(0.9, 0.99))
         self.lpips_weight, self.lpips_note = _resolve_lpips_weight(config, lpips_dir)
         weights = {"mse": config.mse_weight, "laplacian": config.laplacian_weight, "lpips": self.lpips_weight,

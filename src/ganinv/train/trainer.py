@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..data.io import save_grid
 from ..models.stylegan2 import Discriminator, Generator
-from ..utils import atomic_path
+from ..utils import adam, atomic_path
 from .augment import diff_augment, parse_policy
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -190,7 +190,7 @@ class Trainer:
     def _optimizer(self, net: torch.nn.Module, learning_rate: float, interval: int | None):
         ratio = interval / (interval + 1) if interval else 1.0
         betas = tuple(b ** ratio for b in self.config.betas)
-        return torch.optim.Adam(net.parameters(), lr=learning_rate * ratio, betas=betas, eps=1e-8)
+        return adam(net.parameters(), lr=learning_rate * ratio, betas=betas, eps=1e-8)
 
     # -- sampling -------------------------------------------------------------------------------
 
