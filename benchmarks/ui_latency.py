@@ -1,12 +1,14 @@
 """Web UI slider latency: from a slider change in the browser to the edited image shown there.
 
 Starts `ganinv serve` on localhost (CPU), drives headless Chromium with Playwright (Debian's
-/usr/bin/chromium, no browser download), uploads an image, inverts it (`optimize`, a few steps), then
-moves the edit sliders N times. Each move is timed inside the page: t0 is taken right before the slider's
-`input` event is dispatched, t1 when the new edited <img> has loaded and a frame has been painted with
-it (image `load` event, then two animation frames). Reported: the median (and mean, p90) over the moves,
-next to the pure render time of the same edit in-process (`EditorSession.render`: the generator call) and
-the server handler's time (render + upscale + PNG encode), at the server's thread count.
+/usr/bin/chromium, no browser download), uploads an image, inverts it with the UI's default method
+(`--steps` sets the step count when that method has one; `encoder`, the default for a model that ships
+an encoder, has none), then moves the edit sliders N times. Each move is timed inside the page: t0 is
+taken right before the slider's `input` event is dispatched, t1 when the new edited <img> has loaded
+and a frame has been painted with it (image `load` event, then two animation frames). Reported: the
+median (and mean, p90) over the moves, next to the pure render time of the same edit in-process
+(`EditorSession.render`: the generator call) and the server handler's time (render + upscale + PNG
+encode), at the server's thread count.
 
     python benchmarks/ui_latency.py                       # emoji64 if installed, else a 64 px native model
     python benchmarks/ui_latency.py --model PATH --moves 30 --threads 1 --json out/ui_latency.json
@@ -138,8 +140,10 @@ def measure_in_browser(url: str, image: Path, moves: int, steps: int, seed: int,
         page.wait_for_selector("#edit-0 input[type=range]")
         page.set_input_files("#upload input[type=file]", str(image))
         page.wait_for_selector("#preview img")
-        page.fill("#steps input[type=number]", str(steps))
-        page.press("#steps input[type=number]", "Enter")
+        if page.locator("#steps input[type=number]").is_visible():
+            page.fill("#steps input[type=number]", str(steps))
+            page.press("#steps input[type=number]", "Enter")
+        # else the UI's default method has no step count (e.g. `encoder` for a model that ships one)
         page.click("#invert")
         page.wait_for_selector("#progress [data-state=done]", timeout=600_000)
         page.wait_for_selector("#edited img")
