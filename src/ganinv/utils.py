@@ -186,4 +186,3 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     tensors = [t for group in params for t in (group["params"] if isinstance(group, dict) else [group])]
     fused = bool(tensors) and all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
     return torch.optim.Adam(params, fused=fused or None, **kwargs)
-

@@ -11,15 +11,15 @@ pre-trained GAN's own loss on real training images and prior samples (eq. 3), wh
 the manifold in place. Iteration stops when L_recon < epsilon (or a PSNR target is reached).
 
 Settings beyond the paper, measured in benchmarks/inversion.py: the global term can run every k-th
-iteration on a small batch (`global_every`, `global_batch`) and the local adversarial pair every k-th
-(`adv_every`), which is what makes CPU runs reach 35 dB in under a minute on 32 px; `preset="paper"` restores the paper's p = 1/8, lambda = 10 and a global step every
-iteration. Without real images (or without D) the global term falls back to distillation against the
-frozen original generator, which the result records. `locality_weight` > 0 adds, every
-`locality_every` steps, the mean squared change of G+(w) vs G(w) at `locality_batch` prior samples to
+iteration on a small batch (`global_every`, `global_batch`) and the local adversarial pair (the lambda
+term for G and D's update on x vs G(z)) every k-th (`adv_every`; the paper: 1), which is what makes CPU
+runs reach 35 dB in under a minute on 32 px; `preset="paper"` restores the paper's p = 1/8, lambda = 10
+and a global step every iteration. Without real images (or without D) the global term falls back to
+distillation against the frozen original generator, which the result records. `locality_weight` > 0
+adds, every `locality_every` steps, the mean squared change of G+(w) vs G(w) at `locality_batch` prior samples to
 the reconstruction update (PTI's locality regularizer, Roich et al. 2022): the GAN loss alone keeps G+
 realistic, not unchanged away from the target. `frozen_params` lists name parts of synthesis
-parameters left untouched (e.g. "const", "affine", "noise_strength"). `adv_every` = k applies the local
-adversarial pair (lambda term for G, and D's update on x vs G(z)) on every k-th step only (the paper: 1).
+parameters left untouched (e.g. "const", "affine", "noise_strength").
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ import torch.nn.functional as F
 
 from ..losses import laplacian_pyramid_loss
 from ..models.stylegan2 import Generator
-from . import optimize
 from ..utils import adam
+from . import optimize
 from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
-PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4, laplacian_weight=1.0,
-             mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
+PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4,
+             laplacian_weight=1.0, mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
              global_learning_rate=None, global_loss="gan", locality_weight=0.0,
              locality_every=2, locality_batch=2)
 
@@ -170,7 +170,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         # The local adversarial pair (a D forward/backward for G and a D update) on every
         # `adv_every`-th step only: at 64 px it costs about as much as the reconstruction step itself.
         adv_now = (local_active and D_plus is not None and s["adv_lambda"] > 0
-                   and step % max(1, int(s["adv_every"])) == 0)
+                   and step % int(s["adv_every"]) == 0)
         g_loss = torch.zeros([], device=device)
         g_global_loss = torch.zeros([], device=device)
         image = None
@@ -200,7 +200,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             local_change = (G_plus.synthesis(w_loc, noise_mode="const") - reference).square().mean()
             g_loss = g_loss + s["locality_weight"] * local_change
             record["locality"] = float(local_change.detach())
-        do_global = step % max(1, int(s["global_every"])) == 0
+        do_global = step % int(s["global_every"]) == 0
         if do_global:
             z, c = _prior_latents(G, int(s["global_batch"]), gen, device)
             with torch.no_grad():

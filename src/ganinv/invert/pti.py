@@ -15,8 +15,8 @@ import torch
 
 from .objective import build_objective
 from ..models.stylegan2 import Generator
-from . import optimize
 from ..utils import adam
+from . import optimize
 from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 DEFAULTS = dict(

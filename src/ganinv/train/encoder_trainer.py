@@ -200,7 +200,7 @@ class EncoderTrainer:
         self.latent_d = LatentDiscriminator(G.w_dim).to(self.device)
         self.optimizer = adam(self.encoder.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
         self.d_optimizer = adam(self.latent_d.parameters(), lr=config.latent_d_learning_rate,
-                                            betas=(0.9, 0.99))
+                                betas=(0.9, 0.99))
         self.lpips_weight, self.lpips_note = _resolve_lpips_weight(config, lpips_dir)
         weights = {"mse": config.mse_weight, "laplacian": config.laplacian_weight, "lpips": self.lpips_weight,
                    "discriminator_features": config.dfeat_weight if self.D is not None else 0.0}
