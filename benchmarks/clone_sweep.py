@@ -2,19 +2,42 @@
 
 Clone (Feng et al., "Near Perfect GAN Inversion") is run from the model's default start h(x) on
 held-out images, once per `--config` (a JSON object of clone settings over the defaults), each capped
-at `--max-seconds`. One JSON line per run on stdout, so runs can be compared or plotted.
+at `--max-seconds`. One JSON line per run on stdout, so runs can be compared or plotted; `psnr_at`
+is the time-vs-PSNR trade-off: the best PSNR the tuning had reached by each of `--marks` seconds
+(wall clock from the call, h(x) included; PSNR of the step's own reconstruction). With several
+images (or `--repeat`), a last line per config gives the medians; `ms_per_step` includes h(x), so
+compare it between configs at the same `num_steps`. `--fd-samples N` adds `fd`: the Fréchet distance
+between the shipped classifier's features of N prior samples of the tuned generator and of the model's
+real images (the same for the untouched generator is printed first): whether G+ still makes realistic
+images away from the target.
 
     python benchmarks/clone_sweep.py --model emoji64 --images 0 --config '{}' --config '{"adv_every": 4}'
+    python benchmarks/clone_sweep.py --model emoji64 --images 0,207,414 --config '{}' --config '{"preset": "paper"}'
+    python benchmarks/clone_sweep.py --model emoji64 --images 207 --repeat 3 --config '{"num_steps": 300}' \
+        --config '{"num_steps": 300, "adv_every": 8, "global_every": 16}'
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 
 import torch
 
 import ganinv
+
+
+def _frechet_to_real(model, num_samples: int, seed: int):
+    """G -> Fréchet distance of the classifier features of G's prior samples to the model's real images."""
+    from ganinv.train.quality import classifier_features, frechet_distance, generate_samples
+    real_features = classifier_features(model.classifier, model.real_images)
+
+    def fd_of(G) -> float:
+        samples = generate_samples(G, num_samples, seed=seed)
+        return round(frechet_distance(classifier_features(model.classifier, samples), real_features), 2)
+    return fd_of
 
 
 def main(argv=None) -> list[dict]:
@@ -26,6 +49,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--target-psnr", type=float, default=35.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fd-samples", type=int, default=0,
+                        help="prior samples for the Fréchet distance of G+ (needs the model's classifier and real images)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every config this many times per image, interleaved (for fair ms_per_step)")
+    parser.add_argument("--marks", default="10,20,30,45,60", help="comma list of seconds for psnr_at")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     configs = []
@@ -44,20 +72,70 @@ def main(argv=None) -> list[dict]:
     bad = [i for i in indices if not 0 <= i < len(model.heldout)]
     if bad:
         sys.exit(f"held-out indices {bad} out of range (the model has {len(model.heldout)})")
+    marks = sorted(float(m) for m in args.marks.split(","))
+    fd_of = None
+    if args.fd_samples:
+        if model.classifier is None or model.real_images is None:
+            sys.exit(f"--fd-samples needs {args.model}'s classifier and real images; it ships "
+                     f"{'no classifier' if model.classifier is None else 'no real images'}")
+        fd_of = _frechet_to_real(model, args.fd_samples, args.seed + 1)
+        print(json.dumps({"generator": "untouched", "fd": fd_of(model.G), "fd_samples": args.fd_samples}), flush=True)
     rows = []
     for index in indices:
         target = model.heldout[index:index + 1]
-        for config in configs:
+        for config in [c for _ in range(max(1, args.repeat)) for c in configs]:
             settings = {"target_psnr": args.target_psnr, "max_seconds": args.max_seconds, **config}
-            result = ganinv.invert(model, target, "clone", seed=args.seed, **settings)
+            best_at = {m: None for m in marks}
+            started = time.perf_counter()
+
+            def track(info, best_at=best_at, started=started):
+                if info.stage == "clone" and info.psnr is not None:
+                    elapsed = time.perf_counter() - started
+                    for m in marks:
+                        if elapsed <= m and (best_at[m] is None or info.psnr > best_at[m]):
+                            best_at[m] = info.psnr
+                return None
+
+            result = ganinv.invert(model, target, "clone", seed=args.seed, callback=track, **settings)
+            # The step that reaches the PSNR target ends the run before its callback: count it, and let a
+            # run that stopped early keep its last value at the later marks.
+            final = float(result.metrics["psnr"][0])
+            for m in marks:
+                if m >= result.seconds and result.stop_reason.startswith("PSNR"):
+                    best_at[m] = max(final, best_at[m] if best_at[m] is not None else final)
+            last = None
+            for m in marks:
+                if best_at[m] is not None and (last is None or best_at[m] > last):
+                    last = best_at[m]
+                best_at[m] = None if last is None else round(last, 2)
             locality = result.extras["locality"]
             row = {"image": index, "config": config, "psnr": round(float(result.metrics["psnr"][0]), 2),
+                   "psnr_at": {f"{m:g}s": best_at[m] for m in marks},
                    "steps": len(result.history), "seconds": round(result.seconds, 1),
+                   "ms_per_step": round(1000 * result.seconds / max(1, len(result.history)), 1),
                    "prior_change": round(locality["prior_mean_abs_change"], 4),
                    "locality_ratio": round(locality["locality_ratio"], 3), "stop_reason": result.stop_reason,
                    "threads": torch.get_num_threads()}
+            if fd_of is not None:
+                row["fd"] = fd_of(result.G_tuned)
             print(json.dumps(row), flush=True)
             rows.append(row)
+    if len(indices) > 1 or args.repeat > 1:
+        for config in configs:
+            mine = [r for r in rows if r["config"] == config]
+            summary = {"median_of": len(mine), "config": config,
+                       "psnr": statistics.median(r["psnr"] for r in mine),
+                       "psnr_at": {key: statistics.median(r["psnr_at"][key] for r in mine
+                                                          if r["psnr_at"][key] is not None)
+                                   if any(r["psnr_at"][key] is not None for r in mine) else None
+                                   for key in mine[0]["psnr_at"]},
+                       "steps": statistics.median(r["steps"] for r in mine),
+                       "ms_per_step": statistics.median(r["ms_per_step"] for r in mine),
+                       "prior_change": statistics.median(r["prior_change"] for r in mine),
+                       "locality_ratio": statistics.median(r["locality_ratio"] for r in mine)}
+            if fd_of is not None:
+                summary["fd"] = statistics.median(r["fd"] for r in mine)
+            print(json.dumps(summary), flush=True)
     return rows
 
 

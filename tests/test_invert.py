@@ -178,19 +178,47 @@ def test_nan_is_survived(model, monkeypatch):
         assert torch.isfinite(p).all()
 
 
-def test_clone_returns_the_best_generator_it_saw(model):
-    """With a step size that overshoots, L_recon goes up and down; the result must be the generator of the
-    best step (kept in buffers that later optimizer steps must not alias), not the last one."""
+@pytest.mark.parametrize("mse_weight", [0.0, 1.0])
+def test_clone_returns_the_best_generator_it_saw(model, mse_weight):
+    """With a step size that overshoots, the reconstruction objective goes up and down; the result must be
+    the generator of the best step (kept in buffers that later optimizer steps must not alias), not the
+    last one. The objective is what G is tuned on: L_recon alone (paper), or with the MSE term (default)."""
     from ganinv.losses import laplacian_pyramid_loss
     target = _foreign_target()
     result = invert(model, target, "clone", h_steps=5, num_steps=12, p=1.0, adv_lambda=0.0, global_every=100,
-                    learning_rate=0.3, mse_weight=0.0, seed=0)
-    recons = [h["recon"] for h in result.history if h.get("stage") == "clone" and "recon" in h]
+                    learning_rate=0.3, mse_weight=mse_weight, seed=0)
+    objectives = [h["objective"] for h in result.history if h.get("stage") == "clone" and "objective" in h]
     assert result.stop_reason.startswith("num_steps")
-    assert recons[-1] > min(recons) * 1.05  # the run did get worse after its best step
+    assert objectives[-1] > min(objectives) * 1.05  # the run did get worse after its best step
     with torch.no_grad():
-        final = laplacian_pyramid_loss(result.G_tuned.synthesis(result.ws, noise_mode="const"), target).item()
-    assert final == pytest.approx(min(recons), rel=1e-4)
+        image = result.G_tuned.synthesis(result.ws, noise_mode="const")
+        final = (0.1 * laplacian_pyramid_loss(image, target) + mse_weight * (image - target).square().mean()).item()
+    assert final == pytest.approx(min(objectives), rel=1e-4)
+
+
+def test_clone_keeps_the_best_step_of_its_objective_not_of_l_recon_alone(model, monkeypatch):
+    """With the default MSE term, the kept generator is the one with the lowest tuned objective. A stand-in
+    L_recon that falls every step (and carries no gradient) makes the last step best on L_recon alone,
+    while an overshooting step size makes the MSE, and so the objective, best earlier."""
+    import ganinv.invert.clone as clone_module
+    calls = []
+
+    def falling_recon(image, target, reduction="mean"):
+        calls.append(1)
+        return torch.full([image.shape[0]], 1.0 - 1e-4 * len(calls))
+
+    monkeypatch.setattr(clone_module, "laplacian_pyramid_loss", falling_recon)
+    target = _foreign_target()
+    result = invert(model, target, "clone", h_steps=5, num_steps=12, p=1.0, adv_lambda=0.0, global_every=100,
+                    learning_rate=0.3, seed=0)
+    steps = [h for h in result.history if h.get("stage") == "clone" and "objective" in h]
+    mses = [h["objective"] - 0.1 * h["recon"] for h in steps]
+    best = min(range(len(steps)), key=lambda i: steps[i]["objective"])
+    assert best < len(steps) - 1  # L_recon alone would have kept the last step
+    with torch.no_grad():
+        final_mse = (result.G_tuned.synthesis(result.ws, noise_mode="const") - target).square().mean().item()
+    assert final_mse == pytest.approx(mses[best], rel=1e-3)
+    assert final_mse < mses[-1]
 
 
 def test_callback_can_stop(model):
