@@ -50,7 +50,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fd-samples", type=int, default=0,
-                        help="prior samples for the Fréchet distance of G+ (needs the model's classifier and real images)")
+                        help="prior samples for the Fréchet distance of G+ (needs the model's classifier and "
+                             "real images)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every config this many times per image, interleaved (for fair ms_per_step)")
     parser.add_argument("--marks", default="10,20,30,45,60", help="comma list of seconds for psnr_at")

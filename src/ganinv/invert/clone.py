@@ -13,14 +13,15 @@ the manifold in place. Iteration stops when L_recon < epsilon (or a PSNR target 
 Settings beyond the paper, measured in benchmarks/inversion.py and benchmarks/clone_sweep.py: the
 global term can run every k-th iteration on a small batch (`global_every`, `global_batch`) and the local
 adversarial pair (the lambda term for G and D's update on x vs G(z)) every k-th (`adv_every`; the
-paper: 1). A step of the reconstruction alone costs about half of one with both GAN terms at 64 px, and
-a target needs many hundreds of steps, so the defaults space them (16 and 32) and tune at a higher rate
-than the GAN was trained with: that is what makes CPU runs reach 35 dB in under a minute on 32 px;
-`preset="paper"` restores the paper's p = 1/8, lambda = 10 and a global step every iteration. Without real images (or without D) the global term falls back to
-distillation against the frozen original generator, which the result records. `locality_weight` > 0
-adds, every `locality_every` steps, the mean squared change of G+(w) vs G(w) at `locality_batch` prior samples to
-the reconstruction update (PTI's locality regularizer, Roich et al. 2022): the GAN loss alone keeps G+
-realistic, not unchanged away from the target. `frozen_params` lists name parts of synthesis
+paper: 1). At 64 px the local adversarial pair alone costs more than the reconstruction step (D passes
+for G's gradient and for D's update), and a target needs many hundreds of steps, so the defaults space
+the two terms (every 16th and 32nd step) and tune at a higher rate than the GAN was trained with: that is what makes CPU runs reach 35 dB in under a minute on 32 px;
+`preset="paper"` restores the paper's p = 1/8, lambda = 10 and a global step every iteration. Without
+real images (or without D) the global term falls back to distillation against the frozen original
+generator, which the result records. `locality_weight` > 0 adds, every `locality_every` steps, the mean
+squared change of G+(w) vs G(w) at `locality_batch` prior samples to the reconstruction update (PTI's
+locality regularizer, Roich et al. 2022): the GAN loss is meant to keep G+ realistic, not unchanged away
+from the target. `frozen_params` lists name parts of synthesis
 parameters left untouched (e.g. "const", "affine", "noise_strength").
 """
 from __future__ import annotations
@@ -161,7 +162,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     num_steps = int(s["num_steps"])
     stop_reason = "num_steps"
     best_objective = float("inf")
-    # The best generator so far is kept in preallocated buffers: L_recon improves on most steps, and a
+    # The best generator so far is kept in preallocated buffers: the objective improves on most steps, and a
     # deepcopy of the state dict each time cost ~9 ms per step at 64 px (a tenth of the step).
     live_state = G_plus.synthesis.state_dict()
     best_state = {name: value.detach().clone() for name, value in live_state.items()}
