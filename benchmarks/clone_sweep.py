@@ -29,6 +29,16 @@ import torch
 import ganinv
 
 
+def _max_or_none(values):
+    values = list(values)
+    return round(max(values), 2) if values else None
+
+
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def _frechet_to_real(model, num_samples: int, seed: int):
     """G -> Fréchet distance of the classifier features of G's prior samples to the model's real images."""
     from ganinv.train.quality import classifier_features, frechet_distance, generate_samples
@@ -86,32 +96,21 @@ def main(argv=None) -> list[dict]:
         target = model.heldout[index:index + 1]
         for config in [c for _ in range(max(1, args.repeat)) for c in configs]:
             settings = {"target_psnr": args.target_psnr, "max_seconds": args.max_seconds, **config}
-            best_at = {m: None for m in marks}
+            samples = []  # (seconds since the call, PSNR) of each tuning step
             started = time.perf_counter()
 
-            def track(info, best_at=best_at, started=started):
+            def track(info, samples=samples, started=started):
                 if info.stage == "clone" and info.psnr is not None:
-                    elapsed = time.perf_counter() - started
-                    for m in marks:
-                        if elapsed <= m and (best_at[m] is None or info.psnr > best_at[m]):
-                            best_at[m] = info.psnr
+                    samples.append((time.perf_counter() - started, info.psnr))
                 return None
 
             result = ganinv.invert(model, target, "clone", seed=args.seed, callback=track, **settings)
-            # The step that reaches the PSNR target ends the run before its callback: count it, and let a
-            # run that stopped early keep its last value at the later marks.
             final = float(result.metrics["psnr"][0])
-            for m in marks:
-                if m >= result.seconds and result.stop_reason.startswith("PSNR"):
-                    best_at[m] = max(final, best_at[m] if best_at[m] is not None else final)
-            last = None
-            for m in marks:
-                if best_at[m] is not None and (last is None or best_at[m] > last):
-                    last = best_at[m]
-                best_at[m] = None if last is None else round(last, 2)
+            if result.stop_reason.startswith("PSNR"):
+                samples.append((result.seconds, final))  # the step that reached the target ends before its callback
+            psnr_at = {f"{m:g}s": _max_or_none(psnr for t, psnr in samples if t <= m) for m in marks}
             locality = result.extras["locality"]
-            row = {"image": index, "config": config, "psnr": round(float(result.metrics["psnr"][0]), 2),
-                   "psnr_at": {f"{m:g}s": best_at[m] for m in marks},
+            row = {"image": index, "config": config, "psnr": round(final, 2), "psnr_at": psnr_at,
                    "steps": len(result.history), "seconds": round(result.seconds, 1),
                    "ms_per_step": round(1000 * result.seconds / max(1, len(result.history)), 1),
                    "prior_change": round(locality["prior_mean_abs_change"], 4),
@@ -126,9 +125,7 @@ def main(argv=None) -> list[dict]:
             mine = [r for r in rows if r["config"] == config]
             summary = {"median_of": len(mine), "config": config,
                        "psnr": statistics.median(r["psnr"] for r in mine),
-                       "psnr_at": {key: statistics.median(r["psnr_at"][key] for r in mine
-                                                          if r["psnr_at"][key] is not None)
-                                   if any(r["psnr_at"][key] is not None for r in mine) else None
+                       "psnr_at": {key: _median_or_none(r["psnr_at"][key] for r in mine)
                                    for key in mine[0]["psnr_at"]},
                        "steps": statistics.median(r["steps"] for r in mine),
                        "ms_per_step": statistics.median(r["ms_per_step"] for r in mine),

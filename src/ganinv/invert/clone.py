@@ -15,14 +15,14 @@ global term can run every k-th iteration on a small batch (`global_every`, `glob
 adversarial pair (the lambda term for G and D's update on x vs G(z)) every k-th (`adv_every`; the
 paper: 1). At 64 px the local adversarial pair alone costs more than the reconstruction step (D passes
 for G's gradient and for D's update), and a target needs many hundreds of steps, so the defaults space
-the two terms (every 16th and 32nd step) and tune at a higher rate than the GAN was trained with: that is what makes CPU runs reach 35 dB in under a minute on 32 px;
-`preset="paper"` restores the paper's p = 1/8, lambda = 10 and a global step every iteration. Without
-real images (or without D) the global term falls back to distillation against the frozen original
-generator, which the result records. `locality_weight` > 0 adds, every `locality_every` steps, the mean
-squared change of G+(w) vs G(w) at `locality_batch` prior samples to the reconstruction update (PTI's
-locality regularizer, Roich et al. 2022): the GAN loss is meant to keep G+ realistic, not unchanged away
-from the target. `frozen_params` lists name parts of synthesis
-parameters left untouched (e.g. "const", "affine", "noise_strength").
+the two terms (every 16th and 32nd step) and tune at a higher rate than the GAN was trained with: that
+is what makes CPU runs reach 35 dB in under a minute on 32 px; `preset="paper"` restores the paper's
+p = 1/8, lambda = 10 and a global step every iteration. Without real images (or without D) the global
+term falls back to distillation against the frozen original generator, which the result records.
+`locality_weight` > 0 adds, every `locality_every` steps, the mean squared change of G+(w) vs G(w) at
+`locality_batch` prior samples to the reconstruction update (PTI's locality regularizer, Roich et al.
+2022): the GAN loss is meant to keep G+ realistic, not unchanged away from the target. `frozen_params`
+lists name parts of synthesis parameters left untouched (e.g. "const", "affine", "noise_strength").
 """
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         record: dict = {"step": step, "stage": "clone"}
         local_active = bool(torch.rand([], generator=gen) < s["p"]) or step == 0
         # The local adversarial pair (a D forward/backward for G and a D update) on every
-        # `adv_every`-th step only: at 64 px it costs about as much as the reconstruction step itself.
+        # `adv_every`-th step only: at 64 px it costs more than the reconstruction step itself.
         adv_now = (local_active and D_plus is not None and s["adv_lambda"] > 0
                    and step % int(s["adv_every"]) == 0)
         g_loss = torch.zeros([], device=device)
@@ -195,7 +195,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             record["objective"] = last_objective
             record["psnr"] = float(psnr_of(image.detach(), target).mean())
         if s["locality_weight"] > 0 and step % max(1, int(s["locality_every"])) == 0:
-            # Beyond the paper: the GAN loss keeps G+ realistic, not unchanged away from the target.
+            # Beyond the paper: the GAN loss is meant to keep G+ realistic, not unchanged away from the target.
             # PTI's locality idea (squared change of G+(w) vs G(w) at prior samples) in the same update
             # as the reconstruction, so the two gradients compete directly.
             z_loc, c_loc = _prior_latents(G, int(s["locality_batch"]), gen, device)
