@@ -9,7 +9,10 @@ images (or `--repeat`), a last line per config gives the medians; `ms_per_step` 
 compare it between configs at the same `num_steps`. `--fd-samples N` adds `fd`: the Fréchet distance
 between the shipped classifier's features of N prior samples of the tuned generator and of the model's
 real images (the same for the untouched generator is printed first): whether G+ still makes realistic
-images away from the target.
+images away from the target. With the locality gate on (the default), `fd` is the gated generator's
+and `fd_ungated` that of G+'s weights alone; `--band-samples N` looks at N latents half-way through
+the gate, where G and G+ are blended (change from G and, with `--fd-samples`, Fréchet distance of G,
+gated and ungated G+ there).
 
     python benchmarks/clone_sweep.py --model emoji64 --images 0 --config '{}' --config '{"adv_every": 4}'
     python benchmarks/clone_sweep.py --model emoji64 --images 0,207,414 --config '{}' --config '{"preset": "paper"}'
@@ -44,10 +47,35 @@ def _frechet_to_real(model, num_samples: int, seed: int):
     from ganinv.train.quality import classifier_features, frechet_distance, generate_samples
     real_features = classifier_features(model.classifier, model.real_images)
 
-    def fd_of(G) -> float:
-        samples = generate_samples(G, num_samples, seed=seed)
+    def fd_of(G, images=None) -> float:
+        samples = generate_samples(G, num_samples, seed=seed) if images is None else images
         return round(frechet_distance(classifier_features(model.classifier, samples), real_features), 2)
     return fd_of
+
+
+@torch.no_grad()
+def _band(model, result, fd_of, num_samples: int, seed: int) -> dict:
+    """Latents half-way through the locality gate (weight 0.5: on the segment from the pivot to each of
+    `num_samples` prior latents, where the gate blends G and G+), rendered by G, the gated G+ and the
+    ungated G+: mean |change| from G and the Fréchet distance to the real images of each."""
+    from ganinv.models.local import gate_distance
+    gated = result.G_tuned
+    G = model.G
+    z = torch.randn([num_samples, G.z_dim], generator=torch.Generator().manual_seed(seed))
+    prior = G.mapping(z, None, update_w_avg=False)
+    pivot = result.ws[:1]
+    halfway = (gated.synthesis.inner_radius + gated.synthesis.outer_radius) / 2
+    fraction = (halfway / gate_distance(prior, pivot)).clamp(max=1).float().view(-1, 1, 1)
+    ws = pivot + fraction * (prior - pivot)
+    images = {name: torch.cat([net.synthesis(ws[i:i + 50]).clamp(-1, 1) for i in range(0, num_samples, 50)])
+              for name, net in (("base", G), ("gated", gated), ("ungated", gated.tuned_generator))}
+    out = {"band_gate_median": round(float(gated.synthesis.gate(ws).median()), 3)}
+    for name in ("gated", "ungated"):
+        out[f"band_change_{name}"] = round(float((images[name] - images["base"]).abs().mean()), 4)
+    if fd_of is not None:
+        for name, value in images.items():
+            out[f"band_fd_{name}"] = fd_of(None, value)
+    return out
 
 
 def main(argv=None) -> list[dict]:
@@ -59,6 +87,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--target-psnr", type=float, default=35.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--band-samples", type=int, default=0,
+                        help="N latents half-way through the locality gate: change from G and (with --fd-samples) "
+                             "Fréchet distance, for G, the gated and the ungated G+")
     parser.add_argument("--fd-samples", type=int, default=0,
                         help="prior samples for the Fréchet distance of G+ (needs the model's classifier and "
                              "real images)")
@@ -110,14 +141,20 @@ def main(argv=None) -> list[dict]:
                 samples.append((result.seconds, final))  # the step that reached the target ends before its callback
             psnr_at = {f"{m:g}s": _max_or_none(psnr for t, psnr in samples if t <= m) for m in marks}
             locality = result.extras["locality"]
+            ungated = result.extras.get("locality_ungated", locality)
             row = {"image": index, "config": config, "psnr": round(final, 2), "psnr_at": psnr_at,
                    "steps": len(result.history), "seconds": round(result.seconds, 1),
                    "ms_per_step": round(1000 * result.seconds / max(1, len(result.history)), 1),
                    "prior_change": round(locality["prior_mean_abs_change"], 4),
-                   "locality_ratio": round(locality["locality_ratio"], 3), "stop_reason": result.stop_reason,
+                   "locality_ratio": round(locality["locality_ratio"], 3),
+                   "locality_ratio_ungated": round(ungated["locality_ratio"], 3), "stop_reason": result.stop_reason,
                    "threads": torch.get_num_threads()}
             if fd_of is not None:
                 row["fd"] = fd_of(result.G_tuned)
+                # G+ without the locality gate (ganinv.models.local): what the tuning did to the whole generator.
+                row["fd_ungated"] = fd_of(getattr(result.G_tuned, "tuned_generator", result.G_tuned))
+            if args.band_samples and hasattr(result.G_tuned, "tuned_generator"):
+                row.update(_band(model, result, fd_of, args.band_samples, args.seed + 2))
             print(json.dumps(row), flush=True)
             rows.append(row)
     if len(indices) > 1 or args.repeat > 1:
@@ -130,9 +167,11 @@ def main(argv=None) -> list[dict]:
                        "steps": statistics.median(r["steps"] for r in mine),
                        "ms_per_step": statistics.median(r["ms_per_step"] for r in mine),
                        "prior_change": statistics.median(r["prior_change"] for r in mine),
-                       "locality_ratio": statistics.median(r["locality_ratio"] for r in mine)}
+                       "locality_ratio": statistics.median(r["locality_ratio"] for r in mine),
+                       "locality_ratio_ungated": statistics.median(r["locality_ratio_ungated"] for r in mine)}
             if fd_of is not None:
                 summary["fd"] = statistics.median(r["fd"] for r in mine)
+                summary["fd_ungated"] = statistics.median(r["fd_ungated"] for r in mine)
             print(json.dumps(summary), flush=True)
     return rows
 

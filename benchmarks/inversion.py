@@ -3,7 +3,9 @@
 For each method (and named variants, e.g. Clone's paper settings) and each image: PSNR, SSIM, MSE on
 [-1, 1] at the generator's resolution, seconds per image at batch 1 (the method's own initialization
 included, model load excluded), stop reason, and for tuning methods the locality of the tuned generator
-(mean |G+(z) - G(z)| over 64 prior samples and its ratio to the change at the pivot). Tables give the
+(mean |G+(z) - G(z)| over 64 prior samples and its ratio to the change at the pivot; with PTI/Clone's
+locality gate on, the default, the ratio of the tuned weights alone is printed beside it as
+"(ungated)"). Tables give the
 median and mean over images with the count. LPIPS is printed only with genuine weights (--lpips-dir).
 
     python benchmarks/inversion.py --model fashion32 --num-heldout 8 --photos
@@ -125,12 +127,14 @@ def main(argv=None) -> None:
             if args.results_dir:
                 result.save(f"{args.results_dir}/{variant}/{name}")
             loc = result.extras.get("locality") or {}
+            ungated = result.extras.get("locality_ungated") or loc
             row = {"variant": variant, "method": method, "group": group, "image": name,
                    "psnr": result.metrics["psnr"][0], "ssim": (result.metrics.get("ssim") or [None])[0],
                    "mse": result.metrics["mse"][0], "seconds": result.seconds,
                    "psnr_const_noise": (result.metrics.get("psnr_const_noise") or [None])[0],
                    "lpips_alex": (result.metrics.get("lpips_alex") or [None])[0],
                    "prior_change": loc.get("prior_mean_abs_change"), "locality_ratio": loc.get("locality_ratio"),
+                   "locality_ratio_ungated": ungated.get("locality_ratio"),
                    "stop_reason": result.stop_reason, "settings": {k: v for k, v in result.settings.items()
                                                                      if k != "preview_every"}}
             rows.append(row)
@@ -139,7 +143,7 @@ def main(argv=None) -> None:
     print(f"model {model.name} ({G.img_resolution}px), device {args.device}, threads {args.threads}, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(f"{'variant':14} {'images':12} {'n':>2} {'PSNR med':>8} {'(mean)':>7} {'SSIM med':>8} {'MSE med':>9} "
-          f"{'s/img med':>9} {'prior chg':>9} {'loc ratio':>9} {'LPIPS':>6}")
+          f"{'s/img med':>9} {'prior chg':>9} {'loc ratio':>9} {'(ungated)':>9} {'LPIPS':>6}")
     table = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for group in dict.fromkeys(r["group"] for r in rows):
@@ -153,6 +157,7 @@ def main(argv=None) -> None:
                      "seconds_median": summarize([r["seconds"] for r in sel])[0],
                      "prior_change_median": summarize([r["prior_change"] for r in sel])[0],
                      "locality_ratio_median": summarize([r["locality_ratio"] for r in sel])[0],
+                     "locality_ratio_ungated_median": summarize([r["locality_ratio_ungated"] for r in sel])[0],
                      "lpips_median": summarize([r["lpips_alex"] for r in sel])[0],
                      "settings": sel[0]["settings"]}
             table.append(entry)
@@ -160,7 +165,8 @@ def main(argv=None) -> None:
                   f"{format_metric(psnr_mean, 2):>7} {format_metric(entry['ssim_median'], 4):>8} "
                   f"{format_metric(entry['mse_median'], 5):>9} {format_metric(entry['seconds_median'], 1):>9} "
                   f"{format_metric(entry['prior_change_median'], 4):>9} "
-                  f"{format_metric(entry['locality_ratio_median'], 3):>9} {format_metric(entry['lpips_median'], 3):>6}")
+                  f"{format_metric(entry['locality_ratio_median'], 3):>9} "
+                  f"{format_metric(entry['locality_ratio_ungated_median'], 3):>9} {format_metric(entry['lpips_median'], 3):>6}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": model.name, "device": args.device, "threads": args.threads, "rows": rows,

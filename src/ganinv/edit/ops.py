@@ -235,12 +235,14 @@ def interpolate(a: Latent, b: Latent, num_frames: int = 16, space: str = "w") ->
         if not same_noise:
             noise = {k: torch.cat([lerp(noise_a[k], noise_b[k].to(device), t) for t in weights]) for k in noise_a}
         return a.G.synthesis(ws_all, noise_mode="const", noise=noise).clamp(-1, 1).cpu()
-    blended = copy.deepcopy(a.G)
+    # A locally tuned generator (ganinv.models.local) blends as its G+: the weights at its own pivot.
+    G_a, G_b = (getattr(G, "tuned_generator", G) for G in (a.G, b.G))
+    blended = copy.deepcopy(G_a)
     frames = []
     for i, t in enumerate(weights):
         G = a.G if t == 0 else b.G if t == 1 else blended
         if G is blended:
-            _blend_generator(blended, a.G, b.G, t)
+            _blend_generator(blended, G_a, G_b, t)
         noise = {k: lerp(noise_a[k], noise_b[k].to(device), t) for k in noise_a}
         frames.append(G.synthesis(ws_all[i:i + 1].to(next(G.parameters()).device), noise_mode="const",
                                   noise=noise).clamp(-1, 1).cpu())

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.local import locally_tuned
 from ..models.registry import Model, load_model, resolve_device
 from . import clone, optimize, pti
 from .base import Callback, InversionResult, MethodOutput, MethodSpec, StepInfo, check_target, frozen_copy
@@ -129,6 +130,13 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         with torch.no_grad():
             const_rec = G.synthesis(output.ws.to(dev), noise_mode="const").clamp(-1, 1)
         metrics["psnr_const_noise"] = compute_metrics(const_rec, target)["psnr"]
+    gate = extras.pop("gate", None)
+    if result_G is not None and gate is not None:
+        # The tuning acts only near the pivots (ganinv.models.local); what G+ alone would do to prior
+        # samples is kept beside the gated figure.
+        extras["locality_ungated"] = _locality(G, result_G, output.ws.to(dev))
+        result_G = locally_tuned(G, result_G, output.ws.to(dev), inner=gate["inner"], outer=gate["outer"])
+        extras["gate"] = {**gate, **result_G.gate_settings}
     if result_G is not None:
         extras["locality"] = _locality(G, result_G, output.ws.to(dev))
     if init_note:

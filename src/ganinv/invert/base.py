@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..models.local import LocallyTunedGenerator
 from ..models.stylegan2 import Generator
 from ..utils import jsonable
 
@@ -179,7 +180,13 @@ class InversionResult:
             card = {"name": f"{self.model_name or 'model'}-{self.method}-tuned",
                     "base_model": {"name": self.model_name, "sha256": self.model_sha256},
                     "tuned_by": self.method}
-            save_native(outdir / "generator", self.G_tuned, None, card=card)
+            G_tuned, extra = self.G_tuned, None
+            if isinstance(G_tuned, LocallyTunedGenerator):
+                # G+ itself plus the gate; the base weights come from the base model on load.
+                card["locality_gate"] = G_tuned.gate_settings
+                extra = {"gate.pivots": G_tuned.synthesis.pivots}
+                G_tuned = G_tuned.tuned_generator
+            save_native(outdir / "generator", G_tuned, None, card=card, extra_tensors=extra)
         save_image(self.target[0], outdir / "target.png")
         save_image(self.reconstruction[0], outdir / "reconstruction.png")
         write_json(outdir / "report.json", self.report())
@@ -242,8 +249,14 @@ class InversionResult:
             noise = load_file(str(path / "noise.safetensors"))
         G_tuned = None
         if (path / "generator").is_dir():
-            G_tuned, _, _, _ = load_native(path / "generator")
+            G_tuned, _, card, extra = load_native(path / "generator")
             G_tuned.to(next(G.parameters()).device)
+            gate = card.get("locality_gate")
+            if gate is not None:
+                if "gate.pivots" not in extra:
+                    raise ValueError(f"{path / 'generator'}: the card names a locality gate but the pivots are missing")
+                G_tuned = LocallyTunedGenerator(G, G_tuned, extra["gate.pivots"].float().to(next(G.parameters()).device),
+                                                float(gate["inner_radius"]), float(gate["outer_radius"]))
         target = _read_saved_png(path / "target.png", G.img_channels)
         result = cls(method=report.get("method", "?"), space=report.get("space", "w+"), target=target, ws=ws,
                      reconstruction=target, noise=noise, G_tuned=G_tuned, G_base=G,

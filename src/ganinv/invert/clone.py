@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import laplacian_pyramid_loss
+from ..models.local import gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
 from . import optimize
@@ -41,7 +42,7 @@ from .base import Callback, MethodOutput, StepInfo, psnr_of
 PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4,
              laplacian_weight=1.0, mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
              global_learning_rate=None, global_loss="gan", locality_weight=0.0,
-             locality_every=2, locality_batch=2)
+             locality_every=2, locality_batch=2, adam_eps=1e-8, gate=False)
 
 DEFAULTS = dict(
     preset="fast",
@@ -63,12 +64,16 @@ DEFAULTS = dict(
     locality_every=2,
     locality_batch=2,
     frozen_params=(),
+    gate=True,
+    gate_inner=0.3,
+    gate_outer=0.6,
     laplacian_weight=0.1,
     mse_weight=1.0,
     learning_rate=1e-2,
     d_learning_rate=1e-3,
     beta1=0.9,
     beta2=0.999,
+    adam_eps=1e-8,
     max_seconds=None,
     preview_every=10,
 )
@@ -93,6 +98,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     if preset not in PRESETS:
         raise ValueError(f"unknown clone preset {preset!r}; expected one of {sorted(PRESETS)}")
     s = {**DEFAULTS, **PRESETS[preset], **settings}
+    gate = gate_request(s)
     for name in ("adv_every", "global_every"):
         if int(s[name]) < 1:
             raise ValueError(f"clone {name} must be >= 1, got {s[name]}")
@@ -131,12 +137,12 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             param.requires_grad_(False)  # e.g. "const" (the input every image shares), "noise_strength"
     g_params = [p for p in G_plus.synthesis.parameters() if p.requires_grad]
     betas = (float(s["beta1"]), float(s["beta2"]))
-    g_opt = adam(g_params, lr=s["learning_rate"], betas=betas)
+    g_opt = adam(g_params, lr=s["learning_rate"], betas=betas, eps=float(s["adam_eps"]))
     # Separate optimizer state for the global term (when asked for): under Adam's per-parameter
     # normalization, the large and noisy GAN gradients would otherwise set the step of every weight
     # and swamp the reconstruction gradient; with two states each term moves G by its own rate.
     separate_global = s["global_learning_rate"] is not None
-    g_opt_global = (adam(g_params, lr=s["global_learning_rate"], betas=betas)
+    g_opt_global = (adam(g_params, lr=s["global_learning_rate"], betas=betas, eps=float(s["adam_eps"]))
                     if separate_global else g_opt)
     D_plus = None
     d_opt = None
@@ -282,4 +288,4 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     return MethodOutput(ws=ws.detach(), space=s["h_space"] if init_ws is None else "w+", noise=noise, G=G_plus,
                         history=history, stop_reason=stop_reason,
                         extras={"h": h_name, "global_mode": global_mode, "global_note": global_note,
-                                "preset": preset})
+                                "preset": preset, "gate": gate})

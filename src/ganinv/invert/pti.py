@@ -14,6 +14,7 @@ import copy
 import torch
 
 from .objective import build_objective
+from ..models.local import gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
 from . import optimize
@@ -33,6 +34,9 @@ DEFAULTS = dict(
     locality_alpha=30.0,
     locality_batch=4,
     target_psnr=None,
+    gate=True,
+    gate_inner=0.3,
+    gate_outer=0.6,
     preview_every=10,
 )
 
@@ -41,6 +45,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         callback: Callback | None = None, init_ws: torch.Tensor | None = None,
         lpips_dir: str | None = None, **settings) -> MethodOutput:
     s = {**DEFAULTS, **settings}
+    gate = gate_request(s)
     device = target.device
     history: list[dict] = []
     if init_ws is None:
@@ -123,4 +128,4 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     G_tuned.load_state_dict(best[1])
     G_tuned.eval().requires_grad_(False)
     return MethodOutput(ws=pivot_ws.detach(), space="w" if init_ws is None and s["pivot_space"] == "w" else "w+",
-                        G=G_tuned, history=history, stop_reason=stop_reason)
+                        G=G_tuned, history=history, stop_reason=stop_reason, extras={"gate": gate})
