@@ -60,8 +60,12 @@ def _locality(G_base, G_tuned, ws: torch.Tensor, num_samples: int = 64, seed: in
         w = G_base.mapping(z, c, update_w_avg=False)
         prior_change = (G_tuned.synthesis(w) - G_base.synthesis(w)).abs().mean().item()
         pivot_change = (G_tuned.synthesis(ws) - G_base.synthesis(ws)).abs().mean().item()
-    return {"prior_mean_abs_change": prior_change, "pivot_mean_abs_change": pivot_change,
-            "locality_ratio": prior_change / max(pivot_change, 1e-12)}
+    out = {"prior_mean_abs_change": prior_change, "pivot_mean_abs_change": pivot_change,
+           "locality_ratio": prior_change / max(pivot_change, 1e-12)}
+    if hasattr(G_tuned.synthesis, "gate"):
+        # How many of the prior samples the locality gate lets the tuning reach at all.
+        out["prior_share_in_gate"] = float((G_tuned.synthesis.gate(w) > 0).float().mean())
+    return out
 
 
 def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, method: str = "optimize", *,

@@ -23,6 +23,12 @@ term falls back to distillation against the frozen original generator, which the
 `locality_batch` prior samples to the reconstruction update (PTI's locality regularizer, Roich et al.
 2022): the GAN loss is meant to keep G+ realistic, not unchanged away from the target. `frozen_params`
 lists name parts of synthesis parameters left untouched (e.g. "const", "affine", "noise_strength").
+
+Neither term keeps the rest of the manifold in place at CPU-minute budgets (benchmarks/clone_sweep.py:
+prior samples move more than the pivot). With `gate` on (the default; off in the paper preset) the
+result's generator is wrapped by ganinv.models.local: G+'s weights render latents within `gate_inner`
+of the pivot (fractions of the median distance between two prior latents: edits of a few prior
+standard deviations), G's own from `gate_outer` on, a blend between.
 """
 from __future__ import annotations
 

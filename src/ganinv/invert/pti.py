@@ -5,7 +5,9 @@ Roich, Mokady, Bermano and Cohen-Or, "Pivotal Tuning for Latent-based Editing of
 space); the generator's weights are then tuned so that the pivot reproduces the target, while a
 locality regularizer keeps the tuned generator close to the original at latents interpolated from
 the pivot toward prior samples (their Eq. 4-5). The caller's generator is never modified: the result
-holds a tuned copy.
+holds a tuned copy. The regularizer leaves prior samples changed by a third to two thirds of the
+pivot's change here (benchmarks/inversion.py); with `gate` on (the default) the tuned copy is wrapped
+by ganinv.models.local so that it acts only within `gate_inner`/`gate_outer` of the pivot.
 """
 from __future__ import annotations
 
