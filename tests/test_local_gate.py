@@ -130,3 +130,16 @@ def test_tuning_results_are_local_by_the_gate_and_save_with_it(model, method, se
     ws = torch.cat([result.ws, model.G.mapping(torch.randn(4, model.G.z_dim), None)])
     with torch.no_grad():
         assert torch.allclose(loaded.G_tuned.synthesis(ws), result.G_tuned.synthesis(ws), atol=1e-5)
+
+
+def test_a_batch_tuned_together_keeps_every_pivot(model, tmp_path):
+    targets = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    result = invert(model, targets, "clone", seed=0, h_steps=10, num_steps=30)
+    gated = result.G_tuned
+    assert gated.synthesis.pivots.shape[0] == 2
+    with torch.no_grad():
+        assert torch.equal(gated.synthesis.gate(result.ws), torch.ones(2, dtype=torch.float64))
+        assert torch.equal(gated.synthesis(result.ws), gated.tuned_generator.synthesis(result.ws))
+    second = InversionResult.load(result.save(tmp_path / "batch")[1], model=model.folder)
+    assert second.G_tuned.synthesis.pivots.shape[0] == 2
+    assert torch.allclose(second.reconstruction, result[1].reconstruction, atol=2 / 255)
