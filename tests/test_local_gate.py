@@ -96,7 +96,7 @@ def test_gate_settings_are_checked(pair):
     with pytest.raises(ValueError, match="gate_inner"):
         gate_request({"gate": True, "gate_inner": 0.6, "gate_outer": 0.3})
     with pytest.raises(ValueError, match="radius"):
-        LocallyTunedGenerator(G, tuned, pivot.repeat(1, G.num_ws, 1), 2.0, 1.0)
+        LocallyTunedGenerator(G, tuned, pivot, 2.0, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,18 @@ def test_a_batch_tuned_together_keeps_every_pivot(model, tmp_path):
     second = InversionResult.load(result.save(tmp_path / "batch")[1], model=model.folder)
     assert second.G_tuned.synthesis.pivots.shape[0] == 2
     assert torch.allclose(second.reconstruction, result[1].reconstruction, atol=2 / 255)
+
+
+def test_a_damaged_gate_in_a_saved_result_is_a_clear_error(model, tmp_path):
+    import json
+    target = torch.rand(1, 3, 16, 16) * 2 - 1
+    folder = invert(model, target, "pti", seed=0, pivot_steps=5, num_steps=5).save(tmp_path / "r")[0]
+    card_path = folder / "generator" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["locality_gate"] = {"inner_radius": 5.0, "outer_radius": 1.0}
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="invalid locality gate"):
+        InversionResult.load(folder, model=model.folder)
+    with pytest.raises(ValueError, match="pivots must have shape"):
+        G = model.G
+        LocallyTunedGenerator(G, copy.deepcopy(G), torch.zeros(1, G.num_ws + 1, G.w_dim), 1.0, 2.0)

@@ -253,10 +253,12 @@ class InversionResult:
             G_tuned.to(next(G.parameters()).device)
             gate = card.get("locality_gate")
             if gate is not None:
-                if "gate.pivots" not in extra:
-                    raise ValueError(f"{path / 'generator'}: the card names a locality gate but the pivots are missing")
-                G_tuned = LocallyTunedGenerator(G, G_tuned, extra["gate.pivots"].float().to(next(G.parameters()).device),
-                                                float(gate["inner_radius"]), float(gate["outer_radius"]))
+                try:
+                    pivots = extra["gate.pivots"].float().to(next(G.parameters()).device)
+                    G_tuned = LocallyTunedGenerator(G, G_tuned, pivots, float(gate["inner_radius"]),
+                                                    float(gate["outer_radius"]))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ValueError(f"{path / 'generator'}: invalid locality gate ({e!r})") from None
         target = _read_saved_png(path / "target.png", G.img_channels)
         result = cls(method=report.get("method", "?"), space=report.get("space", "w+"), target=target, ws=ws,
                      reconstruction=target, noise=noise, G_tuned=G_tuned, G_base=G,

@@ -159,6 +159,8 @@ class LocallyTunedGenerator(nn.Module):
                 raise ValueError(f"base and tuned generators differ in {name}")
         self.z_dim, self.c_dim, self.w_dim = tuned.z_dim, tuned.c_dim, tuned.w_dim
         self.img_resolution, self.img_channels, self.num_ws = tuned.img_resolution, tuned.img_channels, tuned.num_ws
+        if pivots.ndim != 3 or tuple(pivots.shape[1:]) != (tuned.num_ws, tuned.w_dim):
+            raise ValueError(f"pivots must have shape [P, {tuned.num_ws}, {tuned.w_dim}], got {tuple(pivots.shape)}")
         self.mapping = tuned.mapping  # PTI and Clone tune the synthesis network only
         self.synthesis = LocallyTunedSynthesis(copy.deepcopy(base.synthesis).requires_grad_(False),
                                                tuned.synthesis, pivots, inner_radius, outer_radius)
