@@ -30,6 +30,7 @@ import time
 import torch
 
 import ganinv
+from ganinv.models.local import ungated
 
 
 def _max_or_none(values):
@@ -47,7 +48,7 @@ def _frechet_to_real(model, num_samples: int, seed: int):
     from ganinv.train.quality import classifier_features, frechet_distance, generate_samples
     real_features = classifier_features(model.classifier, model.real_images)
 
-    def fd_of(G, images=None) -> float:
+    def fd_of(G=None, images=None) -> float:
         samples = generate_samples(G, num_samples, seed=seed) if images is None else images
         return round(frechet_distance(classifier_features(model.classifier, samples), real_features), 2)
     return fd_of
@@ -74,7 +75,7 @@ def _band(model, result, fd_of, num_samples: int, seed: int) -> dict:
         out[f"band_change_{name}"] = round(float((images[name] - images["base"]).abs().mean()), 4)
     if fd_of is not None:
         for name, value in images.items():
-            out[f"band_fd_{name}"] = fd_of(None, value)
+            out[f"band_fd_{name}"] = fd_of(images=value)
     return out
 
 
@@ -141,19 +142,20 @@ def main(argv=None) -> list[dict]:
                 samples.append((result.seconds, final))  # the step that reached the target ends before its callback
             psnr_at = {f"{m:g}s": _max_or_none(psnr for t, psnr in samples if t <= m) for m in marks}
             locality = result.extras["locality"]
-            ungated = result.extras.get("locality_ungated", locality)
+            locality_ungated = result.extras.get("locality_ungated", locality)
             row = {"image": index, "config": config, "psnr": round(final, 2), "psnr_at": psnr_at,
                    "steps": len(result.history), "seconds": round(result.seconds, 1),
                    "ms_per_step": round(1000 * result.seconds / max(1, len(result.history)), 1),
                    "prior_change": round(locality["prior_mean_abs_change"], 4),
                    "locality_ratio": round(locality["locality_ratio"], 3),
-                   "locality_ratio_ungated": round(ungated["locality_ratio"], 3), "stop_reason": result.stop_reason,
+                   "locality_ratio_ungated": round(locality_ungated["locality_ratio"], 3),
+                   "stop_reason": result.stop_reason,
                    "threads": torch.get_num_threads()}
             if fd_of is not None:
                 row["fd"] = fd_of(result.G_tuned)
                 # G+ without the locality gate (ganinv.models.local): what the tuning did to the whole generator.
-                row["fd_ungated"] = fd_of(getattr(result.G_tuned, "tuned_generator", result.G_tuned))
-            if args.band_samples and hasattr(result.G_tuned, "tuned_generator"):
+                row["fd_ungated"] = fd_of(ungated(result.G_tuned))
+            if args.band_samples and ungated(result.G_tuned) is not result.G_tuned:
                 row.update(_band(model, result, fd_of, args.band_samples, args.seed + 2))
             print(json.dumps(row), flush=True)
             rows.append(row)

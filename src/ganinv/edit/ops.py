@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from ..models.local import ungated
 from ..utils import parse_layers, z_from_seed
 
 INTERPOLATION_SPACES = ("w", "z")
@@ -236,7 +237,7 @@ def interpolate(a: Latent, b: Latent, num_frames: int = 16, space: str = "w") ->
             noise = {k: torch.cat([lerp(noise_a[k], noise_b[k].to(device), t) for t in weights]) for k in noise_a}
         return a.G.synthesis(ws_all, noise_mode="const", noise=noise).clamp(-1, 1).cpu()
     # A locally tuned generator (ganinv.models.local) blends as its G+: the weights at its own pivot.
-    G_a, G_b = (getattr(G, "tuned_generator", G) for G in (a.G, b.G))
+    G_a, G_b = ungated(a.G), ungated(b.G)
     blended = copy.deepcopy(G_a)
     frames = []
     for i, t in enumerate(weights):

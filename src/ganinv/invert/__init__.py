@@ -49,23 +49,28 @@ def list_methods() -> dict[str, MethodSpec]:
     return dict(METHODS)
 
 
-def _locality(G_base, G_tuned, ws: torch.Tensor, num_samples: int = 64, seed: int = 0) -> dict:
-    """Mean |G+(w) - G(w)| over seeded prior samples, relative to the same change at the pivot."""
+def _locality(G_base, tuned: list, ws: torch.Tensor, num_samples: int = 64, seed: int = 0) -> list[dict]:
+    """For each tuned generator: mean |G+(w) - G(w)| over seeded prior samples, relative to the same
+    change at the pivot (G's own images are rendered once for all of them)."""
     device = next(G_base.parameters()).device
     z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G_base.z_dim).astype(np.float32)).to(device)
     c = None
     if G_base.c_dim:
         c = torch.nn.functional.one_hot(torch.arange(num_samples) % G_base.c_dim, G_base.c_dim).float().to(device)
+    reports = []
     with torch.no_grad():
         w = G_base.mapping(z, c, update_w_avg=False)
-        prior_change = (G_tuned.synthesis(w) - G_base.synthesis(w)).abs().mean().item()
-        pivot_change = (G_tuned.synthesis(ws) - G_base.synthesis(ws)).abs().mean().item()
-    out = {"prior_mean_abs_change": prior_change, "pivot_mean_abs_change": pivot_change,
-           "locality_ratio": prior_change / max(pivot_change, 1e-12)}
-    if hasattr(G_tuned.synthesis, "gate"):
-        # How many of the prior samples the locality gate lets the tuning reach at all.
-        out["prior_share_in_gate"] = float((G_tuned.synthesis.gate(w) > 0).float().mean())
-    return out
+        base_prior, base_pivot = G_base.synthesis(w), G_base.synthesis(ws)
+        for G_tuned in tuned:
+            prior_change = (G_tuned.synthesis(w) - base_prior).abs().mean().item()
+            pivot_change = (G_tuned.synthesis(ws) - base_pivot).abs().mean().item()
+            out = {"prior_mean_abs_change": prior_change, "pivot_mean_abs_change": pivot_change,
+                   "locality_ratio": prior_change / max(pivot_change, 1e-12)}
+            if hasattr(G_tuned.synthesis, "gate"):
+                # How many of the prior samples the locality gate lets the tuning reach at all.
+                out["prior_share_in_gate"] = float((G_tuned.synthesis.gate(w) > 0).float().mean())
+            reports.append(out)
+    return reports
 
 
 def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, method: str = "optimize", *,
@@ -138,11 +143,12 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
     if result_G is not None and gate is not None:
         # The tuning acts only near the pivots (ganinv.models.local); what G+ alone would do to prior
         # samples is kept beside the gated figure.
-        extras["locality_ungated"] = _locality(G, result_G, output.ws.to(dev))
-        result_G = locally_tuned(G, result_G, output.ws.to(dev), inner=gate["inner"], outer=gate["outer"])
-        extras["gate"] = {**gate, **result_G.gate_settings}
-    if result_G is not None:
-        extras["locality"] = _locality(G, result_G, output.ws.to(dev))
+        gated = locally_tuned(G, result_G, output.ws.to(dev), inner=gate["inner"], outer=gate["outer"])
+        extras["locality"], extras["locality_ungated"] = _locality(G, [gated, result_G], output.ws.to(dev))
+        extras["gate"] = {**gate, **gated.gate_settings}
+        result_G = gated
+    elif result_G is not None:
+        extras["locality"], = _locality(G, [result_G], output.ws.to(dev))
     if init_note:
         extras["init"] = init_note
     return InversionResult(

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import laplacian_pyramid_loss
-from ..models.local import gate_request
+from ..models.local import GATE_DEFAULTS, gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
 from . import optimize
@@ -70,9 +70,7 @@ DEFAULTS = dict(
     locality_every=2,
     locality_batch=2,
     frozen_params=(),
-    gate=True,
-    gate_inner=0.3,
-    gate_outer=0.6,
+    **GATE_DEFAULTS,
     laplacian_weight=0.1,
     mse_weight=1.0,
     learning_rate=1e-2,
@@ -143,12 +141,13 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             param.requires_grad_(False)  # e.g. "const" (the input every image shares), "noise_strength"
     g_params = [p for p in G_plus.synthesis.parameters() if p.requires_grad]
     betas = (float(s["beta1"]), float(s["beta2"]))
-    g_opt = adam(g_params, lr=s["learning_rate"], betas=betas, eps=float(s["adam_eps"]))
+    g_adam = dict(betas=betas, eps=float(s["adam_eps"]))
+    g_opt = adam(g_params, lr=s["learning_rate"], **g_adam)
     # Separate optimizer state for the global term (when asked for): under Adam's per-parameter
     # normalization, the large and noisy GAN gradients would otherwise set the step of every weight
     # and swamp the reconstruction gradient; with two states each term moves G by its own rate.
     separate_global = s["global_learning_rate"] is not None
-    g_opt_global = (adam(g_params, lr=s["global_learning_rate"], betas=betas, eps=float(s["adam_eps"]))
+    g_opt_global = (adam(g_params, lr=s["global_learning_rate"], **g_adam)
                     if separate_global else g_opt)
     D_plus = None
     d_opt = None

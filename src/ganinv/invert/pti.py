@@ -16,7 +16,7 @@ import copy
 import torch
 
 from .objective import build_objective
-from ..models.local import gate_request
+from ..models.local import GATE_DEFAULTS, gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
 from . import optimize
@@ -36,9 +36,7 @@ DEFAULTS = dict(
     locality_alpha=30.0,
     locality_batch=4,
     target_psnr=None,
-    gate=True,
-    gate_inner=0.3,
-    gate_outer=0.6,
+    **GATE_DEFAULTS,
     preview_every=10,
 )
 

@@ -25,6 +25,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+# The gate settings PTI and Clone share (fractions of `prior_scale`; see `gate_request`).
+GATE_DEFAULTS = dict(gate=True, gate_inner=0.3, gate_outer=0.6)
+
 # Per-sample keyword arguments of SynthesisNetwork.forward: noise maps [N, 1, H, W] (shared ones are
 # [H, W]) and style offsets [N, C] (shared ones are [C]). Anything else is passed through unchanged.
 _PER_SAMPLE_NDIM = {"noise": 4, "style_offsets": 2}
@@ -77,8 +80,10 @@ class LocallyTunedSynthesis(nn.Module):
         super().__init__()
         if not 0 <= inner_radius < outer_radius:
             raise ValueError(f"locality gate needs 0 <= inner < outer radius, got {inner_radius}, {outer_radius}")
-        if pivots.ndim != 3 or pivots.shape[0] < 1:
-            raise ValueError(f"pivots must be [P, num_ws, w_dim], got {tuple(pivots.shape)}")
+        expected = (tuned.num_ws, tuned.w_dim)
+        if pivots.ndim != 3 or pivots.shape[0] < 1 or tuple(pivots.shape[1:]) != expected:
+            raise ValueError(f"pivots must have shape [P, {expected[0]}, {expected[1]}] with P >= 1, "
+                             f"got {tuple(pivots.shape)}")
         self.base = base
         self.tuned = tuned
         self.register_buffer("pivots", pivots.detach().clone().float())
@@ -159,8 +164,6 @@ class LocallyTunedGenerator(nn.Module):
                 raise ValueError(f"base and tuned generators differ in {name}")
         self.z_dim, self.c_dim, self.w_dim = tuned.z_dim, tuned.c_dim, tuned.w_dim
         self.img_resolution, self.img_channels, self.num_ws = tuned.img_resolution, tuned.img_channels, tuned.num_ws
-        if pivots.ndim != 3 or tuple(pivots.shape[1:]) != (tuned.num_ws, tuned.w_dim):
-            raise ValueError(f"pivots must have shape [P, {tuned.num_ws}, {tuned.w_dim}], got {tuple(pivots.shape)}")
         self.mapping = tuned.mapping  # PTI and Clone tune the synthesis network only
         self.synthesis = LocallyTunedSynthesis(copy.deepcopy(base.synthesis).requires_grad_(False),
                                                tuned.synthesis, pivots, inner_radius, outer_radius)
@@ -181,6 +184,11 @@ class LocallyTunedGenerator(nn.Module):
         return self.synthesis(ws, **synthesis_kwargs)
 
 
+def ungated(G: nn.Module) -> nn.Module:
+    """G+'s own weights for a locally tuned generator; any other generator as it is."""
+    return G.tuned_generator if isinstance(G, LocallyTunedGenerator) else G
+
+
 def gate_request(settings: dict) -> dict | None:
     """The gate a tuning method asks for ({"inner": .., "outer": ..} in prior-scale fractions), or None
     when its `gate` setting is off; checked here so a bad setting fails before the result is built."""
@@ -192,8 +200,9 @@ def gate_request(settings: dict) -> dict | None:
     return {"inner": inner, "outer": outer}
 
 
-def locally_tuned(base: nn.Module, tuned: nn.Module, pivots: torch.Tensor, inner: float = 0.3,
-                  outer: float = 0.6, scale: float | None = None) -> LocallyTunedGenerator:
+def locally_tuned(base: nn.Module, tuned: nn.Module, pivots: torch.Tensor,
+                  inner: float = GATE_DEFAULTS["gate_inner"], outer: float = GATE_DEFAULTS["gate_outer"],
+                  scale: float | None = None) -> LocallyTunedGenerator:
     """Gate `tuned` around `pivots` [P, num_ws, w_dim]; `inner`/`outer` are fractions of `scale`
     (default: `prior_scale(base)`, the median distance between two prior latents)."""
     if scale is None:
