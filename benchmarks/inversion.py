@@ -43,6 +43,7 @@ VARIANTS = {
     "clone-spaced": ("clone", dict(target_psnr=35.0, learning_rate=5e-3, adv_every=4, global_every=8)),  # 2nd defaults
     "clone-before": ("clone", dict(target_psnr=35.0, learning_rate=5e-3, adv_every=1, global_every=4)),  # 1st defaults
     "clone-dense": ("clone", dict(target_psnr=35.0, adv_every=8, global_every=16)),  # 3rd defaults (session 6)
+    "clone-s7": ("clone", dict(target_psnr=35.0, learning_rate=1e-2, laplacian_weight=0.1)),  # 4th defaults (session 7)
     "pti-before": ("pti", dict(learning_rate=1e-3)),  # PTI's learning rate before 2026-11-23 (session 6)
     "clone-paper": ("clone", dict(preset="paper", target_psnr=35.0, max_seconds=120.0)),
     "clone-untimed": ("clone", dict()),

@@ -138,6 +138,8 @@ def test_clone_adv_every_spaces_the_local_adversarial_pair(model):
     assert spaced.settings["adv_every"] == 3 and not torch.equal(spaced.reconstruction, every.reconstruction)
     with pytest.raises(ValueError, match="adv_every"):
         invert(model, target, "clone", adv_every=0, **common)
+    with pytest.raises(ValueError, match="reconstruction objective"):
+        invert(model, target, "clone", laplacian_weight=0.0, mse_weight=0.0, band_weights=(), **common)
 
 
 def _nan_after(fn, calls):
@@ -188,7 +190,7 @@ def test_clone_returns_the_best_generator_it_saw(model, mse_weight):
     from ganinv.losses import laplacian_pyramid_loss
     target = _foreign_target()
     result = invert(model, target, "clone", h_steps=5, num_steps=12, p=1.0, adv_lambda=0.0, global_every=100,
-                    learning_rate=0.3, mse_weight=mse_weight, seed=0)
+                    learning_rate=0.3, mse_weight=mse_weight, laplacian_weight=0.1, band_weights=(), seed=0)
     objectives = [h["objective"] for h in result.history if h.get("stage") == "clone" and "objective" in h]
     assert result.stop_reason.startswith("num_steps")
     assert objectives[-1] > min(objectives) * 1.05  # the run did get worse after its best step
@@ -196,6 +198,31 @@ def test_clone_returns_the_best_generator_it_saw(model, mse_weight):
         image = result.G_tuned.synthesis(result.ws, noise_mode="const")
         final = (0.1 * laplacian_pyramid_loss(image, target) + mse_weight * (image - target).square().mean()).item()
     assert final == pytest.approx(min(objectives), rel=1e-4)
+
+
+def test_clone_objective_includes_the_laplacian_band_terms(model):
+    """The default objective is MSE plus the Laplacian-band MSE (fine bands weighted up); the generator kept
+    is the best on that sum, recomputed here from the result."""
+    from ganinv.losses import laplacian_band_mse, laplacian_pyramid
+    target = _foreign_target()
+    common = dict(h_steps=5, num_steps=8, p=1.0, adv_lambda=0.0, global_every=100, seed=0)
+    result = invert(model, target, "clone", **common)
+    weights = result.settings["band_weights"]
+    assert len(weights) >= 2 and weights[0] > weights[1] > 0
+    weights = weights[:len(laplacian_pyramid(target))]  # a small image's pyramid has fewer levels
+    objectives = [h["objective"] for h in result.history if h.get("stage") == "clone" and "objective" in h]
+    with torch.no_grad():
+        image = result.G_tuned.synthesis(result.ws, noise_mode="const")
+        mse = (image - target).square().mean().item()
+        band = laplacian_band_mse(image, target, weights).item()
+    assert band > 0.1 * mse
+    assert mse + band == pytest.approx(min(objectives), rel=1e-4)
+    plain = invert(model, target, "clone", band_weights=(), **common)
+    assert not torch.equal(plain.reconstruction, result.reconstruction)
+    with pytest.raises(ValueError, match="band_weights"):
+        invert(model, target, "clone", band_weights=3, **common)
+    with pytest.raises(ValueError, match="reconstruction objective"):
+        invert(model, target, "clone", band_weights=(1.0, -1.0), **common)
 
 
 def test_clone_keeps_the_best_step_of_its_objective_not_of_l_recon_alone(model, monkeypatch):
@@ -212,7 +239,7 @@ def test_clone_keeps_the_best_step_of_its_objective_not_of_l_recon_alone(model, 
     monkeypatch.setattr(clone_module, "laplacian_pyramid_loss", falling_recon)
     target = _foreign_target()
     result = invert(model, target, "clone", h_steps=5, num_steps=12, p=1.0, adv_lambda=0.0, global_every=100,
-                    learning_rate=0.3, seed=0)
+                    learning_rate=0.3, laplacian_weight=0.1, band_weights=(), seed=0)
     steps = [h for h in result.history if h.get("stage") == "clone" and "objective" in h]
     mses = [h["objective"] - 0.1 * h["recon"] for h in steps]
     best = min(range(len(steps)), key=lambda i: steps[i]["objective"])

@@ -91,6 +91,29 @@ def test_laplacian_loss_is_sum_of_level_mean_absolute_differences():
     assert losses.laplacian_pyramid_loss(a, b).item() == pytest.approx(expected.mean().item(), abs=1e-6)
 
 
+def test_laplacian_band_mse_weights_each_band_of_the_difference():
+    a, b = _images(2, 3, 32, seed=1), _images(2, 3, 32, seed=2)
+    bands = losses.laplacian_pyramid(a - b)  # 3 band-pass levels + the 4x4 residual
+    energy = [band.square().mean(dim=(1, 2, 3)) for band in bands]
+    weights = [5.0, 0.0, 2.0]  # the coarsest levels get no weight
+    expected = 5.0 * energy[0] + 2.0 * energy[2]
+    got = losses.laplacian_band_mse(a, b, weights, reduction="none")
+    assert got.shape == (2,) and torch.allclose(got, expected, rtol=1e-5)
+    assert losses.laplacian_band_mse(a, b, weights).item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert losses.laplacian_band_mse(a, a, weights).item() == 0.0
+    # A constant offset lives in the residual only; a pixel checkerboard mostly in the finest band.
+    assert losses.laplacian_band_mse(a + 0.5, a, [1, 1, 1]).item() == pytest.approx(0.0, abs=1e-10)
+    assert losses.laplacian_band_mse(a + 0.5, a, [0, 0, 0, 1]).item() == pytest.approx(0.25, rel=1e-4)
+    checker = 0.1 * (torch.arange(32)[:, None] + torch.arange(32)[None, :]).remainder(2).float().expand(2, 3, 32, 32)
+    fine = losses.laplacian_band_mse(a + checker, a, [1]).item()
+    coarse = losses.laplacian_band_mse(a + checker, a, [0, 1, 1]).item()
+    assert fine > 20 * coarse > 0
+    with pytest.raises(ValueError, match=">= 0"):
+        losses.laplacian_band_mse(a, b, [1.0, -1.0])
+    with pytest.raises(ValueError, match="5 weights for a pyramid of 4 levels"):
+        losses.laplacian_band_mse(a, b, [1, 1, 1, 1, 1])
+
+
 def test_laplacian_loss_basic_properties():
     _check_image_loss(losses.LaplacianPyramidLoss(), _images(2, 3, 16), _images(2, 3, 16, seed=5))
     with pytest.raises(ValueError, match="too many"):

@@ -37,7 +37,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..losses import laplacian_pyramid_loss
+from ..losses import default_levels, laplacian_band_mse, laplacian_pyramid_loss
 from ..models.local import GATE_DEFAULTS, gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
@@ -46,7 +46,7 @@ from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
 PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4,
-             laplacian_weight=1.0, mse_weight=0.0, learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
+             laplacian_weight=1.0, mse_weight=0.0, band_weights=(), learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
              global_learning_rate=None, global_loss="gan", locality_weight=0.0,
              locality_every=2, locality_batch=2, adam_eps=1e-8, gate=False)
 
@@ -71,9 +71,10 @@ DEFAULTS = dict(
     locality_batch=2,
     frozen_params=(),
     **GATE_DEFAULTS,
-    laplacian_weight=0.1,
+    laplacian_weight=0.0,
     mse_weight=1.0,
-    learning_rate=1e-2,
+    band_weights=(30.0, 10.0, 3.0, 1.0),
+    learning_rate=2e-2,
     d_learning_rate=1e-3,
     beta1=0.9,
     beta2=0.999,
@@ -106,6 +107,15 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     for name in ("adv_every", "global_every"):
         if int(s[name]) < 1:
             raise ValueError(f"clone {name} must be >= 1, got {s[name]}")
+    if isinstance(s["band_weights"], (str, int, float)):
+        raise ValueError(f"clone band_weights must be a list of weights (finest band first), got {s['band_weights']!r}")
+    # Finest band first; weights for levels coarser than a small image's pyramid has are dropped.
+    band_weights = tuple(float(w) for w in (s["band_weights"] or ()))[:default_levels(*target.shape[-2:]) + 1]
+    if (s["laplacian_weight"] < 0 or s["mse_weight"] < 0 or min(band_weights, default=0.0) < 0
+            or s["laplacian_weight"] + s["mse_weight"] + sum(band_weights) <= 0):
+        raise ValueError("clone needs a reconstruction objective: laplacian_weight, mse_weight and band_weights "
+                         f"must be >= 0 and not all 0, got {s['laplacian_weight']}, {s['mse_weight']} and "
+                         f"{list(band_weights)}")
     device = target.device
     history: list[dict] = []
     started = time.perf_counter()
@@ -190,10 +200,16 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         image = None
         if local_active:
             image = G_plus.synthesis(ws, noise_mode="const")
-            recon = laplacian_pyramid_loss(image, target, reduction="none")  # per image [N]: L_recon
+            # L_recon (per image [N]) is always computed: it is what epsilon stops on. Without a weight in
+            # the objective it needs no graph.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and s["laplacian_weight"] != 0):
+                recon = laplacian_pyramid_loss(image, target, reduction="none")
             # MSE drives PSNR directly; L1 gradients stall near the target (benchmarks/inversion.py).
-            objective = (s["laplacian_weight"] * recon
-                         + s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1))
+            objective = s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1)
+            if s["laplacian_weight"] != 0:
+                objective = objective + s["laplacian_weight"] * recon
+            if any(band_weights):
+                objective = objective + laplacian_band_mse(image, target, band_weights, reduction="none")
             g_loss = g_loss + objective.sum()
             if adv_now:
                 D_plus.requires_grad_(False)
@@ -234,7 +250,8 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             record["global_g"] = float(g_global.detach())
         if not separate_global:
             g_loss, g_global_loss = g_loss + g_global_loss, torch.zeros([], device=device)
-        if not (torch.isfinite(g_loss) and torch.isfinite(g_global_loss)):
+        if not (torch.isfinite(g_loss) and torch.isfinite(g_global_loss)
+                and (not local_active or bool(torch.isfinite(recon).all()))):
             stop_reason = f"non-finite loss at step {step}; kept the best generator so far"
             break
         if local_active and last_objective < best_objective:

@@ -7,6 +7,13 @@ Definition used here (DESIGN.md, "Evaluation protocol"): a separable 5-tap binom
 level is the image minus the upsampled (zero-insert, blur with gain 4) low-pass; log2(res) - 2
 band-pass levels (the last low-pass is 4x4 for a power-of-two image) plus the low-pass residual.
 The loss is the sum over levels of each level's mean absolute difference.
+
+`laplacian_band_mse` is a second use of the same pyramid: squared error per band, weighted finest first.
+A network fitted to one image learns its low frequencies first and its finest detail last (the spectral
+bias: Rahaman et al., "On the Spectral Bias of Neural Networks", ICML 2019; Ulyanov et al., "Deep Image
+Prior", CVPR 2018), so weighting the fine bands of the residual above plain MSE counteracts it, in the
+spirit of the focal frequency loss (Jiang et al., ICCV 2021) but with fixed weights. Clone uses it
+(benchmarks/clone_sweep.py measures the gain).
 """
 from __future__ import annotations
 
@@ -92,6 +99,27 @@ def laplacian_pyramid_loss(reconstruction: torch.Tensor, target: torch.Tensor, l
     for level_reconstruction, level_target in zip(pyramid_reconstruction, pyramid_target):
         level = (level_reconstruction - level_target).abs().flatten(1).mean(dim=1)
         per_image = level if per_image is None else per_image + level
+    return reduce_batch(per_image, reduction)
+
+
+def laplacian_band_mse(reconstruction: torch.Tensor, target: torch.Tensor, weights, levels: int | None = None,
+                       reduction: str = "mean") -> torch.Tensor:
+    """sum_k weights[k] * mean((band_k of reconstruction - target)^2), bands finest first (the last level
+    is the low-pass residual); levels without a weight count 0. The pyramid is linear, so it is taken once,
+    of the difference."""
+    check_pair(reconstruction, target, "laplacian_band_mse")
+    weights = [float(w) for w in weights]
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"laplacian_band_mse: weights must be finite and >= 0, got {weights}")
+    if levels is None:
+        levels = default_levels(*reconstruction.shape[-2:])
+    if len(weights) > levels + 1:
+        raise ValueError(f"laplacian_band_mse: {len(weights)} weights for a pyramid of {levels + 1} levels "
+                         f"({reconstruction.shape[-2]}x{reconstruction.shape[-1]} images)")
+    per_image = reconstruction.new_zeros(reconstruction.shape[0])
+    for weight, band in zip(weights, laplacian_pyramid(reconstruction - target, levels)):
+        if weight:
+            per_image = per_image + weight * band.square().flatten(1).mean(dim=1)
     return reduce_batch(per_image, reduction)
 
 
