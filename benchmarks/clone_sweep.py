@@ -1,7 +1,7 @@
 """Clone settings sweep: PSNR, steps and locality reached within a time cap, per setting and image.
 
 Clone (Feng et al., "Near Perfect GAN Inversion") is run from the model's default start h(x) on
-held-out images, once per `--config` (a JSON object of clone settings over the defaults), each capped
+held-out images (or the inversion benchmark's photos), once per `--config` (a JSON object of clone settings over the defaults), each capped
 at `--max-seconds`. One JSON line per run on stdout, so runs can be compared or plotted; `psnr_at`
 is the time-vs-PSNR trade-off: the best PSNR the tuning had reached by each of `--marks` seconds
 (wall clock from the call, h(x) included; PSNR of the step's own reconstruction). With several
@@ -26,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -82,7 +83,8 @@ def _band(model, result, fd_of, num_samples: int, seed: int) -> dict:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name or folder (its held-out images are used)")
-    parser.add_argument("--images", default="0", help="comma list of held-out indices")
+    parser.add_argument("--images", default="0",
+                        help="comma list of held-out indices and scikit-image photo names (astronaut, coffee, chelsea)")
     parser.add_argument("--config", action="append", default=[], help="JSON object of clone settings (repeatable)")
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--target-psnr", type=float, default=35.0)
@@ -109,12 +111,24 @@ def main(argv=None) -> list[dict]:
             sys.exit(f"--config {text!r} must be a JSON object of clone settings")
         configs.append(config)
     model = ganinv.load_model(args.model)
-    if model.heldout is None:
+    indices = [int(i) if i.strip().isdigit() else i.strip() for i in args.images.split(",")]
+    targets = {}
+    photo_names = [i for i in indices if isinstance(i, str)]
+    if photo_names:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from inversion import natural_photos  # the inversion benchmark's photos, resized the same way
+        photos = dict(natural_photos(model.G.img_resolution, model.G.img_channels))
+        unknown = [name for name in photo_names if name not in photos]
+        if unknown:
+            sys.exit(f"unknown images {unknown}: expected held-out indices or one of {sorted(photos)}")
+        targets.update({name: photos[name] for name in photo_names})
+    held = [i for i in indices if isinstance(i, int)]
+    if held and model.heldout is None:
         sys.exit(f"{args.model} ships no held-out images")
-    indices = [int(i) for i in args.images.split(",")]
-    bad = [i for i in indices if not 0 <= i < len(model.heldout)]
+    bad = [i for i in held if not 0 <= i < len(model.heldout)]
     if bad:
         sys.exit(f"held-out indices {bad} out of range (the model has {len(model.heldout)})")
+    targets.update({i: model.heldout[i:i + 1] for i in held})
     marks = sorted(float(m) for m in args.marks.split(","))
     fd_of = None
     if args.fd_samples:
@@ -125,7 +139,7 @@ def main(argv=None) -> list[dict]:
         print(json.dumps({"generator": "untouched", "fd": fd_of(model.G), "fd_samples": args.fd_samples}), flush=True)
     rows = []
     for index in indices:
-        target = model.heldout[index:index + 1]
+        target = targets[index]
         for config in [c for _ in range(max(1, args.repeat)) for c in configs]:
             settings = {"target_psnr": args.target_psnr, "max_seconds": args.max_seconds, **config}
             samples = []  # (seconds since the call, PSNR) of each tuning step

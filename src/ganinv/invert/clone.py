@@ -19,6 +19,13 @@ the two terms (every 16th and 32nd step) and tune at a higher rate than the GAN 
 is what makes CPU runs reach 35 dB in under a minute on 32 px; `preset="paper"` restores the paper's
 p = 1/8, lambda = 10 and a global step every iteration. Without real images (or without D) the global
 term falls back to distillation against the frozen original generator, which the result records.
+The objective G is tuned on is also ours by default: plain MSE plus a Laplacian-band MSE with the finest
+bands weighted up (`band_weights`, finest first; ganinv.losses.laplacian_band_mse). Tuning a network on
+one image fits its coarse structure in a few hundred steps and its finest detail last (the spectral bias
+of Rahaman et al. 2019, as in Deep Image Prior); weighting the fine bands counters that and, measured on
+emoji64 at equal steps, gains several dB (README, "Clone's objective"). L_recon is still computed every
+local step, for the epsilon stop; `laplacian_weight` > 0 adds it to the objective (the paper preset
+tunes on L_recon alone).
 `locality_weight` > 0 adds, every `locality_every` steps, the mean squared change of G+(w) vs G(w) at
 `locality_batch` prior samples to the reconstruction update (PTI's locality regularizer, Roich et al.
 2022): the GAN loss is meant to keep G+ realistic, not unchanged away from the target. `frozen_params`
