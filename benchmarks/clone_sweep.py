@@ -1,8 +1,8 @@
 """Clone settings sweep: PSNR, steps and locality reached within a time cap, per setting and image.
 
 Clone (Feng et al., "Near Perfect GAN Inversion") is run from the model's default start h(x) on
-held-out images (or the inversion benchmark's photos), once per `--config` (a JSON object of clone settings over the defaults), each capped
-at `--max-seconds`. One JSON line per run on stdout, so runs can be compared or plotted; `psnr_at`
+held-out images (or the inversion benchmark's photos), once per `--config` (a JSON object of clone
+settings over the defaults), each capped at `--max-seconds`. One JSON line per run on stdout, so runs can be compared or plotted; `psnr_at`
 is the time-vs-PSNR trade-off: the best PSNR the tuning had reached by each of `--marks` seconds
 (wall clock from the call, h(x) included; PSNR of the step's own reconstruction). With several
 images (or `--repeat`), a last line per config gives the medians; `ms_per_step` includes h(x), so

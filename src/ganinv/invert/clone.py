@@ -53,7 +53,8 @@ from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
 PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4,
-             laplacian_weight=1.0, mse_weight=0.0, band_weights=(), learning_rate=2.5e-3, d_learning_rate=2.5e-3, beta1=0.0, beta2=0.99,
+             laplacian_weight=1.0, mse_weight=0.0, band_weights=(), learning_rate=2.5e-3, d_learning_rate=2.5e-3,
+             beta1=0.0, beta2=0.99,
              global_learning_rate=None, global_loss="gan", locality_weight=0.0,
              locality_every=2, locality_batch=2, adam_eps=1e-8, gate=False)
 

@@ -115,5 +115,5 @@ def build_reconstruction_loss(weights: Mapping[str, float], D: nn.Module | None 
 
 __all__ = ["LOSSES", "DiscriminatorFeatureLoss", "LPIPSLoss", "LaplacianPyramidLoss", "NoiseRegularization",
            "PixelMSELoss", "ReconstructionLoss", "WeightsUnavailable", "build_reconstruction_loss",
-           "collapse_laplacian_pyramid", "default_levels", "frozen_parameters", "laplacian_band_mse", "laplacian_pyramid",
-           "laplacian_pyramid_loss", "noise_autocorrelation_penalty", "normalize_noise_"]
+           "collapse_laplacian_pyramid", "default_levels", "frozen_parameters", "laplacian_band_mse",
+           "laplacian_pyramid", "laplacian_pyramid_loss", "noise_autocorrelation_penalty", "normalize_noise_"]
