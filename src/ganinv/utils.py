@@ -181,8 +181,25 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     """torch.optim.Adam, with the fused implementation where PyTorch has one for these tensors (CPU and
     CUDA floating point): one kernel for all parameters instead of a Python loop of small operations
     (measured 8 ms -> 1.4 ms per step for the emoji64 synthesis network on one CPU thread, where a Clone
-    step takes ~80 ms). Same update rule; rounding may differ in the last bits from the looped form."""
+    step takes ~80 ms). Same update rule; rounding may differ in the last bits from the looped form.
+
+    The fused CPU kernel (torch 2.13) reads a gradient's memory as if it had its parameter's layout: a
+    gradient with other strides is applied to the wrong elements. `backward()` lays gradients out like
+    their parameters, but `torch.autograd.grad` need not: the transposed convolution of an upsampling
+    layer returns its weight gradient with the in/out channels swapped in memory. A step pre-hook copies
+    any such gradient into the parameter's layout first (tests/test_utils.py)."""
     params = list(params)
     tensors = [t for group in params for t in (group["params"] if isinstance(group, dict) else [group])]
     fused = bool(tensors) and all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
-    return torch.optim.Adam(params, fused=fused or None, **kwargs)
+    optimizer = torch.optim.Adam(params, fused=fused or None, **kwargs)
+    if fused:
+        optimizer.register_step_pre_hook(_grads_in_parameter_layout)
+    return optimizer
+
+
+def _grads_in_parameter_layout(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            grad = param.grad
+            if grad is not None and grad.stride() != param.stride():
+                param.grad = torch.empty_like(param).copy_(grad)
