@@ -174,7 +174,7 @@ def test_nan_is_survived(model, monkeypatch):
     assert torch.isfinite(result.ws).all() and torch.isfinite(result.reconstruction).all()
     assert len(result.history) == 9
     monkeypatch.undo()
-    monkeypatch.setattr(clone_module, "laplacian_pyramid_loss", _nan_after(clone_module.laplacian_pyramid_loss, 5))
+    monkeypatch.setattr(clone_module, "laplacian_residual_terms", _nan_after(clone_module.laplacian_residual_terms, 5))
     clone = invert(model, target, "clone", h_steps=5, num_steps=40, p=1.0, seed=0)
     assert "non-finite" in clone.stop_reason
     assert torch.isfinite(clone.reconstruction).all()
@@ -232,11 +232,14 @@ def test_clone_keeps_the_best_step_of_its_objective_not_of_l_recon_alone(model, 
     import ganinv.invert.clone as clone_module
     calls = []
 
-    def falling_recon(image, target, reduction="mean"):
-        calls.append(1)
-        return torch.full([image.shape[0]], 1.0 - 1e-4 * len(calls))
+    real_terms = clone_module.laplacian_residual_terms
 
-    monkeypatch.setattr(clone_module, "laplacian_pyramid_loss", falling_recon)
+    def falling_recon(image, target, weights=(), reduction="mean"):
+        calls.append(1)
+        band_mse = real_terms(image, target, weights, reduction=reduction)[1]
+        return torch.full([image.shape[0]], 1.0 - 1e-4 * len(calls)), band_mse
+
+    monkeypatch.setattr(clone_module, "laplacian_residual_terms", falling_recon)
     target = _foreign_target()
     result = invert(model, target, "clone", h_steps=5, num_steps=12, p=1.0, adv_lambda=0.0, global_every=100,
                     learning_rate=0.3, laplacian_weight=0.1, band_weights=(), seed=0)

@@ -44,7 +44,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..losses import default_levels, laplacian_band_mse, laplacian_pyramid_loss
+from ..losses import default_levels, laplacian_residual_terms
 from ..models.local import GATE_DEFAULTS, gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
@@ -208,16 +208,16 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         image = None
         if local_active:
             image = G_plus.synthesis(ws, noise_mode="const")
-            # L_recon (per image [N]) is always computed: it is what epsilon stops on. Without a weight in
-            # the objective it needs no graph.
-            with torch.set_grad_enabled(torch.is_grad_enabled() and s["laplacian_weight"] != 0):
-                recon = laplacian_pyramid_loss(image, target, reduction="none")
+            # L_recon (per image [N]) is always computed: it is what epsilon stops on. It and the band MSE come
+            # from one pyramid of the residual, which needs a graph only when a term of the objective uses it.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (s["laplacian_weight"] != 0 or any(band_weights))):
+                recon, band_mse = laplacian_residual_terms(image, target, band_weights, reduction="none")
             # MSE drives PSNR directly; L1 gradients stall near the target (benchmarks/inversion.py).
             objective = s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1)
             if s["laplacian_weight"] != 0:
                 objective = objective + s["laplacian_weight"] * recon
             if any(band_weights):
-                objective = objective + laplacian_band_mse(image, target, band_weights, reduction="none")
+                objective = objective + band_mse
             g_loss = g_loss + objective.sum()
             if adv_now:
                 D_plus.requires_grad_(False)

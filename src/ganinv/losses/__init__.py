@@ -20,7 +20,7 @@ from ..metrics.lpips import WeightsUnavailable
 from ._reduce import check_reduction
 from .discriminator_features import DiscriminatorFeatureLoss, frozen_parameters
 from .laplacian import (LaplacianPyramidLoss, collapse_laplacian_pyramid, default_levels, laplacian_band_mse,
-                        laplacian_pyramid, laplacian_pyramid_loss)
+                        laplacian_pyramid, laplacian_pyramid_loss, laplacian_residual_terms)
 from .lpips import LPIPSLoss
 from .noise_regularization import NoiseRegularization, noise_autocorrelation_penalty, normalize_noise_
 from .pixel import PixelMSELoss
@@ -116,4 +116,5 @@ def build_reconstruction_loss(weights: Mapping[str, float], D: nn.Module | None 
 __all__ = ["LOSSES", "DiscriminatorFeatureLoss", "LPIPSLoss", "LaplacianPyramidLoss", "NoiseRegularization",
            "PixelMSELoss", "ReconstructionLoss", "WeightsUnavailable", "build_reconstruction_loss",
            "collapse_laplacian_pyramid", "default_levels", "frozen_parameters", "laplacian_band_mse",
-           "laplacian_pyramid", "laplacian_pyramid_loss", "noise_autocorrelation_penalty", "normalize_noise_"]
+           "laplacian_pyramid", "laplacian_pyramid_loss", "laplacian_residual_terms",
+           "noise_autocorrelation_penalty", "normalize_noise_"]
