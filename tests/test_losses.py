@@ -280,3 +280,27 @@ def test_reconstruction_loss_drives_optimization_down(D):
         optimizer.step()
     assert total.item() < 0.5 * first
     assert all(p.grad is None for p in D.parameters())
+
+
+def test_pyramid_blur_is_the_reflect_padded_binomial_filter():
+    # The blur is written as shifted slices for speed; it must equal the definition (DESIGN.md): a
+    # separable [1, 4, 6, 4, 1] / 16 filter with reflect padding, here as a depthwise convolution.
+    from ganinv.losses.laplacian import _blur
+    image = _images(2, 3, 12, seed=4)[:, :, :, :9]  # not square, not a power of two
+    kernel = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    kernel2d = (kernel[:, None] * kernel[None, :]).expand(3, 1, 5, 5)
+    reference = torch.nn.functional.conv2d(torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect"),
+                                           kernel2d, groups=3)
+    assert torch.allclose(_blur(image), reference, atol=1e-6)
+    assert torch.allclose(_blur(image, gain=4.0), 4 * reference, atol=1e-5)
+
+
+def test_laplacian_residual_terms_match_the_two_losses():
+    a, b = _images(2, 3, 32, seed=1), _images(2, 3, 32, seed=2)
+    l1, band = losses.laplacian_residual_terms(a, b, [3.0, 1.0], reduction="none")
+    assert torch.allclose(l1, losses.laplacian_pyramid_loss(a, b, reduction="none"), atol=1e-6)
+    assert torch.allclose(band, losses.laplacian_band_mse(a, b, [3.0, 1.0], reduction="none"), rtol=1e-6)
+    l1_only, zero = losses.laplacian_residual_terms(a, b)
+    assert l1_only.item() == pytest.approx(l1.mean().item(), rel=1e-6) and zero.item() == 0.0
+    with pytest.raises(ValueError, match="weights"):
+        losses.laplacian_residual_terms(a, b, [1.0] * 5)

@@ -16,8 +16,8 @@ adversarial pair (the lambda term for G and D's update on x vs G(z)) every k-th 
 paper: 1). At 64 px the local adversarial pair alone costs more than the reconstruction step (D passes
 for G's gradient and for D's update), and a target needs many hundreds of steps, so the defaults space
 the two terms (every 16th and 32nd step) and tune at a higher rate than the GAN was trained with: that
-is what makes CPU runs reach 35 dB in under a minute on 32 px; `preset="paper"` restores the paper's
-p = 1/8, lambda = 10 and a global step every iteration. Without real images (or without D) the global
+is what makes CPU runs reach 35 dB in under a minute at 32 and 64 px (README); `preset="paper"` restores
+the paper's p = 1/8, lambda = 10 and a global step every iteration. Without real images (or without D) the global
 term falls back to distillation against the frozen original generator, which the result records.
 The objective G is tuned on is also ours by default: plain MSE plus a Laplacian-band MSE with the finest
 bands weighted up (`band_weights`, finest first; ganinv.losses.laplacian_band_mse). Tuning a network on
