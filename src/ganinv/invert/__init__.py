@@ -27,8 +27,10 @@ METHODS: dict[str, MethodSpec] = {
                       "W pivot, then tune the synthesis weights with a locality regularizer",
                       tunes_generator=True, paper="Roich et al. 2022 (Pivotal Tuning)"),
     "clone": MethodSpec("clone", clone.run, clone.DEFAULTS,
-                        "tune G and D locally: Laplacian L1 + adversarial local loss with probability p, "
-                        "GAN loss as global term, stop at epsilon", tunes_generator=True,
+                        "tune G and D locally: reconstruction (default MSE + fine-weighted Laplacian bands; "
+                        "paper: Laplacian L1) + adversarial local loss with probability p, GAN loss as global "
+                        "term, stop at epsilon or target_psnr; --preset paper for the paper's settings",
+                        tunes_generator=True,
                         paper="Feng et al. (Near Perfect GAN Inversion)"),
 }
 
