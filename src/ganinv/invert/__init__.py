@@ -141,6 +141,8 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         with torch.no_grad():
             const_rec = G.synthesis(output.ws.to(dev), noise_mode="const").clamp(-1, 1)
         metrics["psnr_const_noise"] = compute_metrics(const_rec, target)["psnr"]
+    # A method whose presets change its defaults (clone's "paper") reports the settings it really used.
+    effective = extras.pop("settings", {})
     gate = extras.pop("gate", None)
     if result_G is not None and gate is not None:
         # The tuning acts only near the pivots (ganinv.models.local); what G+ alone would do to prior
@@ -159,7 +161,7 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         noise=None if output.noise is None else {k: v.detach().cpu() for k, v in output.noise.items()},
         G_tuned=result_G.cpu() if result_G is not None else None, G_base=bundle.G, model_name=bundle.name,
         model_sha256=bundle.sha256, z=None if output.z is None else output.z.detach().cpu(), metrics=metrics,
-        history=output.history, seconds=seconds, settings={**spec.defaults, **settings, "seed": seed},
+        history=output.history, seconds=seconds, settings={**spec.defaults, **settings, **effective, "seed": seed},
         stop_reason=output.stop_reason, device=str(dev), threads=torch.get_num_threads(), extras=extras)
 
 
