@@ -128,6 +128,17 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         raise ValueError("clone needs a reconstruction objective: laplacian_weight, mse_weight and band_weights "
                          f"must be >= 0 and not all 0, got {s['laplacian_weight']}, {s['mse_weight']} and "
                          f"{list(band_weights)}")
+    if isinstance(s["frozen_params"], str):
+        raise ValueError(f"clone frozen_params must be a list of name parts, got {s['frozen_params']!r}")
+
+    def frozen(name: str) -> bool:
+        return any(part in name for part in s["frozen_params"])
+
+    if all(frozen(name) for name, _ in G.synthesis.named_parameters()):
+        raise ValueError(f"clone frozen_params {list(s['frozen_params'])} leave no synthesis weight to tune")
+    # L_recon and the band MSE come from one pyramid of the residual; it needs a graph only when a term of
+    # the objective uses it (L_recon alone is the epsilon stop).
+    pyramid_in_objective = s["laplacian_weight"] != 0 or any(band_weights)
     device = target.device
     history: list[dict] = []
     started = time.perf_counter()
@@ -158,14 +169,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     G_plus = copy.deepcopy(G).train()
     G_plus.requires_grad_(False)
     G_plus.synthesis.requires_grad_(True)
-    if isinstance(s["frozen_params"], str):
-        raise ValueError(f"clone frozen_params must be a list of name parts, got {s['frozen_params']!r}")
     for name, param in G_plus.synthesis.named_parameters():
-        if any(part in name for part in s["frozen_params"]):
+        if frozen(name):
             param.requires_grad_(False)  # e.g. "b4." (a block), "const", "affine", "noise_strength"
     g_params = [p for p in G_plus.synthesis.parameters() if p.requires_grad]
-    if not g_params:
-        raise ValueError(f"clone frozen_params {list(s['frozen_params'])} leave no synthesis weight to tune")
     betas = (float(s["beta1"]), float(s["beta2"]))
     g_adam = dict(betas=betas, eps=float(s["adam_eps"]))
     g_opt = adam(g_params, lr=s["learning_rate"], **g_adam)
@@ -216,9 +223,8 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         image = None
         if local_active:
             image = G_plus.synthesis(ws, noise_mode="const")
-            # L_recon (per image [N]) is always computed: it is what epsilon stops on. It and the band MSE come
-            # from one pyramid of the residual, which needs a graph only when a term of the objective uses it.
-            with torch.set_grad_enabled(torch.is_grad_enabled() and (s["laplacian_weight"] != 0 or any(band_weights))):
+            # L_recon (per image [N]) is always computed: it is what epsilon stops on.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and pyramid_in_objective):
                 recon, band_mse = laplacian_residual_terms(image, target, band_weights, reduction="none")
             # MSE drives PSNR directly; L1 gradients stall near the target (benchmarks/inversion.py).
             objective = s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1)

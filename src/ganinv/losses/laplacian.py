@@ -98,22 +98,7 @@ def laplacian_pyramid_loss(reconstruction: torch.Tensor, target: torch.Tensor, l
                            reduction: str = "mean") -> torch.Tensor:
     """Sum over pyramid levels of the mean absolute difference per image; reduced over the batch. The
     pyramid is linear, so the levels' differences are the pyramid of the difference: one pyramid, not two."""
-    check_pair(reconstruction, target, "laplacian_pyramid_loss")
-    per_image = None
-    for band in laplacian_pyramid(reconstruction - target, levels):
-        level = band.abs().flatten(1).mean(dim=1)
-        per_image = level if per_image is None else per_image + level
-    return reduce_batch(per_image, reduction)
-
-
-def _band_weights(weights, levels: int, shape) -> list[float]:
-    weights = [float(w) for w in weights]
-    if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(f"laplacian_band_mse: weights must be finite and >= 0, got {weights}")
-    if len(weights) > levels + 1:
-        raise ValueError(f"laplacian_band_mse: {len(weights)} weights for a pyramid of {levels + 1} levels "
-                         f"({shape[-2]}x{shape[-1]} images)")
-    return weights
+    return _residual_terms(reconstruction, target, (), levels, reduction, "laplacian_pyramid_loss")[0]
 
 
 def laplacian_band_mse(reconstruction: torch.Tensor, target: torch.Tensor, weights, levels: int | None = None,
@@ -121,17 +106,28 @@ def laplacian_band_mse(reconstruction: torch.Tensor, target: torch.Tensor, weigh
     """sum_k weights[k] * mean((band_k of reconstruction - target)^2), bands finest first (the last level
     is the low-pass residual); levels without a weight count 0. The pyramid is linear, so it is taken once,
     of the difference."""
-    return laplacian_residual_terms(reconstruction, target, weights, levels, reduction)[1]
+    return _residual_terms(reconstruction, target, weights, levels, reduction, "laplacian_band_mse")[1]
 
 
 def laplacian_residual_terms(reconstruction: torch.Tensor, target: torch.Tensor, weights=(),
                              levels: int | None = None, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """(laplacian_pyramid_loss, laplacian_band_mse) of one pair from a single pyramid of the difference:
     Clone needs both every step (L_recon for its epsilon stop, the band MSE in its objective)."""
-    check_pair(reconstruction, target, "laplacian_residual_terms")
+    return _residual_terms(reconstruction, target, weights, levels, reduction, "laplacian_residual_terms")
+
+
+def _residual_terms(reconstruction: torch.Tensor, target: torch.Tensor, weights, levels: int | None,
+                    reduction: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The three functions above: per-level L1 sum and weighted band MSE of the residual's pyramid."""
+    check_pair(reconstruction, target, name)
     if levels is None:
         levels = default_levels(*reconstruction.shape[-2:])
-    weights = _band_weights(weights, levels, reconstruction.shape)
+    weights = [float(w) for w in weights]
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"{name}: weights must be finite and >= 0, got {weights}")
+    if len(weights) > levels + 1:
+        raise ValueError(f"{name}: {len(weights)} weights for a pyramid of {levels + 1} levels "
+                         f"({reconstruction.shape[-2]}x{reconstruction.shape[-1]} images)")
     l1 = reconstruction.new_zeros(reconstruction.shape[0])
     band_mse = reconstruction.new_zeros(reconstruction.shape[0])
     for k, band in enumerate(laplacian_pyramid(reconstruction - target, levels)):
