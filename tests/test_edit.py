@@ -406,6 +406,8 @@ def test_bad_direction_files_give_clear_errors(G, found, tmp_path):
     path = found["sefa"].save(tmp_path / "good.json")
     tensors = tmp_path / "good.safetensors"
     meta = json.loads(path.read_text())
+    # The cases below change the vectors on purpose: without the recorded sha256 they reach the content checks.
+    recorded_sha256 = meta.pop("sha256")
 
     def write(name: str, data, vectors: torch.Tensor | None = torch.zeros(4, 32)):
         from safetensors.torch import save_file
@@ -425,6 +427,8 @@ def test_bad_direction_files_give_clear_errors(G, found, tmp_path):
         (write("layers", {**meta, "layers": [0, 9], "vectors_file": "layers.safetensors"}), "out of range"),
         (write("newer", {**meta, "format_version": 99, "vectors_file": "newer.safetensors"}), "newer"),
         (write("nofields", {"format": "ganinv-direction", "name": "x"}), "missing fields"),
+        (write("tampered", {**meta, "sha256": recorded_sha256, "vectors_file": "tampered.safetensors"}),
+         "tampered.safetensors: sha256 does not match"),
     ]
     (tmp_path / "corrupt.json").write_text(json.dumps({**meta, "vectors_file": "corrupt.safetensors"}))
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00garbage")

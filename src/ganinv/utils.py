@@ -1,4 +1,4 @@
-"""Small shared helpers: seed and layer-range parsing, seeded latents, atomic file writes."""
+"""Small shared helpers: seed and layer-range parsing, seeded latents, atomic file writes, JSON."""
 from __future__ import annotations
 
 import json
@@ -73,9 +73,11 @@ def parse_layers(text: str | Sequence[int] | None, num_ws: int) -> list[int]:
     return layers
 
 
-def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
-    """NVIDIA gen_images convention: np.random.RandomState(seed).randn(1, z_dim)."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim).astype(np.float32))
+def z_from_seed(seed: int, z_dim: int, num: int = 1) -> torch.Tensor:
+    """NVIDIA gen_images convention: np.random.RandomState(seed).randn(num, z_dim) as float32 [num, z_dim].
+
+    The one place ganinv turns a seed into prior z; for num=1 it is exactly gen_images' z for `seed`."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(num, z_dim).astype(np.float32))
 
 
 def z_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
@@ -114,27 +116,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_json(path: str | os.PathLike, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def read_format_json(path: Path, fmt: str, version: int, what: str, error: type[Exception] = ValueError) -> dict:
-    """A ganinv JSON file (card, direction metadata) with "format" == fmt and "format_version" <= version.
-
-    Raises FileNotFoundError when absent (callers word that themselves), `error` naming the file and the
-    problem when it is not JSON, not this format, or newer than this ganinv."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        raise error(f"{path}: not a ganinv {what} (format field missing or not {fmt!r})")
-    try:
-        found = int(data.get("format_version", 0))
-    except (TypeError, ValueError):
-        raise error(f"{path}: format_version {data.get('format_version')!r} is not a number") from None
-    if found > version:
-        raise error(f"{path}: {what} format_version {found} is newer than this ganinv understands ({version}); "
-                    "upgrade ganinv")
-    return data
 
 
 def jsonable(obj):

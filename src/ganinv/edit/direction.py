@@ -13,8 +13,9 @@ Strength is measured in units of the standard deviation of prior latents along t
 (``std``, computed at find time from seeded prior samples), so a strength of +/-3 is a large but
 in-distribution edit whichever finder made the direction.
 
-Files: ``NAME.json`` (everything but the vectors) + ``NAME.safetensors`` (key ``vectors``); a
-specification ``NAME:i`` selects component i.
+Files: ``NAME.json`` (everything but the vectors, plus the sha256 of the tensor file) +
+``NAME.safetensors`` (key ``vectors``), read and written through `ganinv.models.storage` like every
+other saved file; a specification ``NAME:i`` selects component i.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..utils import jsonable, read_format_json
+from ..models import storage
+from ..models.prior import sample_prior
+from ..utils import jsonable
 
 FORMAT = "ganinv-direction"
 FORMAT_VERSION = 1
@@ -235,10 +238,6 @@ class Direction:
     def save(self, path: str | os.PathLike) -> Path:
         """Write NAME.json + NAME.safetensors. `path` is a folder (files named after the direction),
         or a file path ending in .json/.safetensors (its stem names both files). Returns the .json path."""
-        from safetensors.torch import save_file
-
-        from ..utils import atomic_path, write_json
-
         path = Path(path)
         if path.suffix in (".json", ".safetensors"):
             folder, stem = path.parent, path.stem
@@ -247,11 +246,9 @@ class Direction:
         folder.mkdir(parents=True, exist_ok=True)
         meta = self.metadata()
         meta["vectors_file"] = f"{stem}.safetensors"
-        with atomic_path(folder / f"{stem}.safetensors") as tmp:
-            save_file({"vectors": self.vectors.contiguous()}, str(tmp),
-                      metadata={"format": FORMAT, "name": self.name})
-        write_json(folder / f"{stem}.json", meta)
-        return folder / f"{stem}.json"
+        meta["sha256"] = storage.save_tensors(folder / meta["vectors_file"], {"vectors": self.vectors},
+                                              metadata={"format": FORMAT, "name": self.name})
+        return storage.write_card(folder / f"{stem}.json", meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Direction":
@@ -264,25 +261,8 @@ class Direction:
 
 def sample_prior_ws(G, num_samples: int, seed: int = 0, truncation_psi: float = 1.0,
                     batch_size: int = 4096) -> torch.Tensor:
-    """Seeded prior latents: mapping of z ~ N(0, I) (random one-hot labels for conditional models).
-
-    Returns ws [num_samples, num_ws, w_dim] on G's device."""
-    if num_samples < 1:
-        raise ValueError("num_samples must be at least 1")
-    device = next(G.parameters()).device
-    gen = torch.Generator().manual_seed(int(seed))
-    z = torch.randn([num_samples, G.z_dim], generator=gen)
-    c = None
-    if G.c_dim:
-        labels = torch.randint(0, G.c_dim, [num_samples], generator=gen)
-        c = torch.nn.functional.one_hot(labels, G.c_dim).float()
-    out = []
-    with torch.no_grad():
-        for start in range(0, num_samples, batch_size):
-            zc = z[start:start + batch_size].to(device)
-            cc = None if c is None else c[start:start + batch_size].to(device)
-            out.append(G.mapping(zc, cc, truncation_psi=truncation_psi, update_w_avg=False))
-    return torch.cat(out)
+    """Prior ws [num_samples, num_ws, w_dim]: `ganinv.models.prior.sample_prior` under its earlier name."""
+    return sample_prior(G, num_samples, seed=seed, truncation_psi=truncation_psi, batch_size=batch_size)
 
 
 def prior_std(G, space: str, vectors: torch.Tensor, layers: Sequence[int], num_samples: int = 10_000,
@@ -374,9 +354,6 @@ def load_direction(spec: str | os.PathLike | Direction, model: Any = None) -> tu
 
 
 def _load_direction_files(path: Path) -> Direction:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if path.is_dir():
         raise DirectionError(f"{path}: is a folder; name a direction file (NAME.json) inside it")
     stem_path = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
@@ -384,19 +361,17 @@ def _load_direction_files(path: Path) -> Direction:
     if not json_path.is_file():
         raise DirectionError(f"{json_path}: direction metadata file not found (a direction is NAME.json + "
                              "NAME.safetensors)")
-    meta = read_format_json(json_path, FORMAT, FORMAT_VERSION, "direction file", error=DirectionError)
+    meta = storage.read_card(json_path, FORMAT, FORMAT_VERSION, "direction file", error=DirectionError)
     missing = [k for k in ("name", "method", "space", "layers", "num_ws", "w_dim", "std") if k not in meta]
     if missing:
         raise DirectionError(f"{json_path}: missing fields {missing}")
     tensor_path = json_path.parent / meta.get("vectors_file", f"{stem_path.name}.safetensors")
     if not tensor_path.is_file():
         raise DirectionError(f"{tensor_path}: direction vectors file not found (expected beside {json_path.name})")
-    try:
-        tensors = load_file(str(tensor_path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DirectionError(f"{tensor_path}: cannot read safetensors ({e})") from None
-    if "vectors" not in tensors:
-        raise DirectionError(f"{tensor_path}: no 'vectors' tensor (found {sorted(tensors) or 'none'})")
+    tensors = storage.load_tensors(tensor_path, sha256=meta.get("sha256"), what="direction vectors file",
+                                   error=DirectionError)
+    # The shape of `vectors` depends on the space; Direction.validate checks it with a precise message.
+    storage.check_state_dict(tensors, {"vectors": None}, tensor_path, "direction file", error=DirectionError)
     vectors = tensors["vectors"]
     expected_k = meta.get("num_components")
     if expected_k is not None and (vectors.ndim == 0 or vectors.shape[0] != int(expected_k)):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..models.local import locally_tuned
+from ..models.prior import sample_prior
 from ..models.registry import Model, load_model, resolve_device
 from . import clone, optimize, pti
 from .base import Callback, InversionResult, MethodOutput, MethodSpec, StepInfo, check_target, frozen_copy
@@ -54,14 +54,9 @@ def list_methods() -> dict[str, MethodSpec]:
 def _locality(G_base, tuned: list, ws: torch.Tensor, num_samples: int = 64, seed: int = 0) -> list[dict]:
     """For each tuned generator: mean |G+(w) - G(w)| over seeded prior samples, relative to the same
     change at the pivot (G's own images are rendered once for all of them)."""
-    device = next(G_base.parameters()).device
-    z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G_base.z_dim).astype(np.float32)).to(device)
-    c = None
-    if G_base.c_dim:
-        c = torch.nn.functional.one_hot(torch.arange(num_samples) % G_base.c_dim, G_base.c_dim).float().to(device)
     reports = []
     with torch.no_grad():
-        w = G_base.mapping(z, c, update_w_avg=False)
+        w = sample_prior(G_base, num_samples, seed=seed)
         base_prior, base_pivot = G_base.synthesis(w), G_base.synthesis(ws)
         for G_tuned in tuned:
             prior_change = (G_tuned.synthesis(w) - base_prior).abs().mean().item()

@@ -318,20 +318,7 @@ def check_target(G: Generator, target: torch.Tensor) -> torch.Tensor:
     return target.float()
 
 
-def w_stats(G: Generator, num_samples: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, float]:
-    """Mean w and the scalar std of w around it (as the StyleGAN2 projector)."""
-    device = next(G.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn([num_samples, G.z_dim], generator=gen).to(device)
-    c = None
-    if G.c_dim:
-        labels = torch.randint(0, G.c_dim, [num_samples], generator=gen)
-        c = torch.nn.functional.one_hot(labels, G.c_dim).float().to(device)
-    with torch.no_grad():
-        w = G.mapping(z, c, update_w_avg=False)[:, 0]
-    mean = w.mean(dim=0)
-    std = float(((w - mean).square().sum() / num_samples) ** 0.5)
-    return mean, std
+from ..models.prior import w_stats  # noqa: E402,F401  (moved to models.prior)
 
 
 def psnr_of(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,9 @@ import torch
 
 from ..losses import NoiseRegularization, normalize_noise_
 from .objective import build_objective
+from ..models.prior import w_stats
 from ..models.stylegan2 import Generator
-from .base import Callback, MethodOutput, StepInfo, psnr_of, w_stats
+from .base import Callback, MethodOutput, StepInfo, psnr_of
 
 SPACES = ("z", "w", "w+")
 

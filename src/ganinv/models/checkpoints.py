@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import io
-import json
 import math
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import read_format_json
+from . import storage
+from .prior import compute_w_avg
+from .storage import CARD_FILE, WEIGHTS_FILE, CheckpointError, sha256_file
 from .stylegan2 import Discriminator, Generator
 
 CARD_FORMAT = "ganinv-model"
 CARD_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "card.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be read: names the file and the problem."""
 
 
 class UnsafeCheckpoint(CheckpointError):
@@ -228,21 +221,8 @@ def _build_from_record(record: PersistentRecord, path: Path, role: str):
 
 
 def _load_state(net: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-        if wrong:
-            parts.append("shape mismatch " + ", ".join(
-                f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:5]))
-        raise CheckpointError(f"{path}: tensors do not match the network: " + "; ".join(parts))
-    net.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
+    """Load foreign or native tensors into one of our networks (exact keys and shapes, as float32)."""
+    storage.load_state(net, tensors, path, what="network", error=CheckpointError, dtype=torch.float32)
 
 
 def load_nvidia_pickle(path: str | os.PathLike) -> tuple[Generator, Discriminator | None, dict]:
@@ -411,98 +391,54 @@ def load_rosinality(path: str | os.PathLike) -> tuple[Generator, Discriminator |
     return G, D, info
 
 
-@torch.no_grad()
-def compute_w_avg(G: Generator, num_samples: int = 10_000, seed: int = 0) -> torch.Tensor:
-    """Mean of mapping(z) over seeded prior samples (for files that store no w_avg)."""
-    z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G.z_dim).astype(np.float32))
-    c = torch.zeros([num_samples, G.c_dim]) if G.c_dim else None
-    device = next(G.parameters()).device
-    ws = G.mapping(z.to(device), None if c is None else c.to(device), update_w_avg=False)
-    return ws[:, 0].mean(dim=0)
-
-
 # ---------------------------------------------------------------------------------------------
 # Native format
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_native(out_dir: str | os.PathLike, G: Generator, D: Discriminator | None = None, *,
                 card: dict | None = None, dtype: torch.dtype = torch.float32,
                 extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write `model.safetensors` + `card.json` into out_dir (created; files replaced atomically)."""
-    from safetensors.torch import save
+    """Write `model.safetensors` + `card.json` into out_dir (created; files replaced atomically).
 
-    out = Path(out_dir)
-    tensors = {f"G.{k}": v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in G.state_dict().items()}
+    Tensors are stored as `G.<name>`, `D.<name>` and the `extra_tensors` keys as given; floating-point
+    weights of G and D in `dtype`. The card gets the architecture, the sizes and the weights' sha256."""
+    def cast(v: torch.Tensor) -> torch.Tensor:
+        return v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
+
+    tensors = {f"G.{k}": cast(v) for k, v in G.state_dict().items()}
     if D is not None:
-        tensors.update({f"D.{k}": v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                        for k, v in D.state_dict().items()})
-    for k, v in (extra_tensors or {}).items():
-        tensors[k] = v.detach().cpu().contiguous()
-    blob = save(tensors, metadata={"format": CARD_FORMAT})
+        tensors.update({f"D.{k}": cast(v) for k, v in D.state_dict().items()})
+    tensors.update(extra_tensors or {})
     full_card = dict(card or {})
     full_card.update({
-        "format": CARD_FORMAT, "format_version": CARD_VERSION, "architecture": "stylegan2",
+        "architecture": "stylegan2",
         "generator": G.kwargs_with_channels(),
         "discriminator": D.kwargs_with_channels() if D is not None else None,
         "img_resolution": G.img_resolution, "img_channels": G.img_channels, "z_dim": G.z_dim,
         "w_dim": G.w_dim, "num_ws": G.num_ws, "c_dim": G.c_dim,
         "weights_dtype": str(dtype).replace("torch.", ""),
-        "sha256": hashlib.sha256(blob).hexdigest(),
     })
-    _atomic_write_bytes(out / WEIGHTS_FILE, blob)
-    _atomic_write_bytes(out / CARD_FILE, (json.dumps(full_card, indent=2, sort_keys=False) + "\n").encode())
-    return out
+    return storage.save_folder(out_dir, tensors, full_card, CARD_FORMAT, CARD_VERSION)
 
 
 def read_card(path: str | os.PathLike) -> dict:
+    """The card of a native model (its folder or its card.json)."""
     path = Path(path)
     card_path = path / CARD_FILE if path.is_dir() else path
-    try:
-        return read_format_json(card_path, CARD_FORMAT, CARD_VERSION, "model card", error=CheckpointError)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {CARD_FILE} (a native model is a folder with {WEIGHTS_FILE} "
-                              f"and {CARD_FILE})") from None
+    if not card_path.is_file():
+        raise storage.MissingFileError(f"{path}: no {CARD_FILE} (a native model is a folder with {WEIGHTS_FILE} "
+                                       f"and {CARD_FILE})")
+    return storage.read_card(card_path, CARD_FORMAT, CARD_VERSION, "model card")
 
 
 def load_native(path: str | os.PathLike, verify_hash: bool = True
                 ) -> tuple[Generator, Discriminator | None, dict, dict[str, torch.Tensor]]:
     """(G, D or None, card, extra tensors) from a native model folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     card = read_card(path)
     weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{path}: {WEIGHTS_FILE} is missing")
-    if verify_hash and card.get("sha256") and sha256_file(weights) != card["sha256"]:
-        raise CheckpointError(f"{weights}: sha256 does not match the card (file changed or corrupt)")
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise CheckpointError(f"{weights}: cannot read safetensors ({e})") from None
+    tensors = storage.load_tensors(weights, sha256=card.get("sha256") if verify_hash else None,
+                                   what="model weights file")
     g_t = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}
     d_t = {k[2:]: v for k, v in tensors.items() if k.startswith("D.")}
     extra = {k: v for k, v in tensors.items() if not (k.startswith("G.") or k.startswith("D."))}

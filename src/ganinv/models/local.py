@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from .prior import sample_prior
 
 # The gate settings PTI and Clone share (fractions of `prior_scale`; see `gate_request`).
 GATE_DEFAULTS = dict(gate=True, gate_inner=0.3, gate_outer=0.6)
@@ -35,15 +36,7 @@ _PER_SAMPLE_NDIM = {"noise": 4, "style_offsets": 2}
 
 def prior_scale(G: nn.Module, num_samples: int = 256, seed: int = 0) -> float:
     """Median distance between two of G's prior latents (seeded), in the units of `gate_distance`."""
-    device = next(G.parameters()).device
-    rng = np.random.RandomState(seed)
-    z = torch.from_numpy(rng.randn(num_samples, G.z_dim).astype(np.float32)).to(device)
-    c = None
-    if G.c_dim:
-        labels = torch.from_numpy(rng.randint(0, G.c_dim, num_samples))
-        c = nn.functional.one_hot(labels, G.c_dim).float().to(device)
-    with torch.no_grad():
-        w = G.mapping(z, c, update_w_avg=False)[:, 0]
+    w = sample_prior(G, num_samples, seed=seed)[:, 0]
     distances = torch.cdist(w.double(), w.double())
     upper = torch.triu(torch.ones_like(distances, dtype=torch.bool), diagonal=1)
     return float(distances[upper].median())

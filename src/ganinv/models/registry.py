@@ -7,6 +7,7 @@ The registry is an explicit table, not a directory scan, so a model is listed on
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoints import CheckpointError, load_checkpoint
+from .checkpoints import CheckpointError, load_checkpoint, read_card
+from .classifier import load_classifier
+from .encoder import load_encoder
 from .stylegan2 import Discriminator, Generator
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -44,10 +47,8 @@ def default_model_name() -> str:
     if not names:
         raise CheckpointError("no embedded model is installed (ganinv/assets is empty); pass --model PATH")
     # A card may mark itself as not ready to be the default (e.g. undertrained).
-    import json
     for name in names:
-        card = json.loads((ASSETS / EMBEDDED_MODELS[name].folder / "card.json").read_text())
-        if card.get("default", True):
+        if read_card(ASSETS / EMBEDDED_MODELS[name].folder).get("default", True):
             return name
     return names[0]
 
@@ -108,7 +109,6 @@ def _images_from_npz(path: Path) -> tuple[torch.Tensor, list | None]:
         images = data["images"]
         labels = None
         if "labels_json" in data:
-            import json
             labels = json.loads(str(data["labels_json"]))
     if images.ndim == 3:
         images = images[..., None]
@@ -138,14 +138,12 @@ def load_model(name_or_path: str | os.PathLike | Model | Generator | None = None
 
 
 def _attach_optional_parts(model: Model) -> None:
-    """Encoder, classifier and directions, when their modules and files exist."""
+    """Encoder, classifier and directions, when the folder has them."""
     folder = model.folder
     assert folder is not None
     if (folder / "classifier").is_dir():
-        from ..train.classifier import load_classifier  # noqa: WPS433 (optional part)
         model.classifier = load_classifier(folder / "classifier")
     if (folder / "encoder").is_dir():
-        from ..invert.encoder_net import load_encoder
         model.encoder = load_encoder(folder / "encoder")
     if (folder / "directions").is_dir():
         model.directions = {p.stem: p for p in sorted((folder / "directions").glob("*.json"))}

@@ -21,7 +21,7 @@ import torch
 
 from ..data.io import save_grid
 from ..models.checkpoints import save_native
-from .classifier import load_classifier
+from ..models.classifier import load_classifier
 from .quality import generate_samples, measure_quality, save_nearest_neighbors
 from .trainer import CHECKPOINT_FILE, networks_from_checkpoint
 
@@ -131,7 +131,7 @@ def export_model(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, cla
                        "heldout_accuracy": classifier_card.get("heldout_accuracy")},
         "weights_storage": {"dtype": str(dtype).replace("torch.", ""), "float16_check": half,
                             "rule": f"float16 only when no 8-bit pixel changes by more than {VISIBLE_LEVELS} level"},
-        "files": {"samples.png": "64 samples, seeds from torch.Generator(seed), truncation_psi=1, const noise",
+        "files": {"samples.png": "64 prior samples of the seed (ganinv.models.prior.sample_prior), truncation_psi=1, const noise",
                   "nearest_neighbors.png": neighbors["layout"],
                   "real_images.npz": f"{len(real_index)} training images (uint8 'images', their 'indices')",
                   "heldout.npz": f"the first {held_count} of {len(heldout_images)} held-out images (uint8 "

@@ -18,26 +18,19 @@ import numpy as np
 import torch
 
 from ..data.io import save_grid
+from ..models.prior import sample_prior
 
 
 @torch.no_grad()
 def generate_samples(G, num_samples: int, seed: int = 0, batch_size: int = 100, truncation_psi: float = 1.0,
                      noise_mode: str = "const", device: str | torch.device = "cpu") -> torch.Tensor:
-    """`num_samples` images from G (float [-1, 1] NCHW on CPU) for z drawn from a seeded generator.
+    """`num_samples` images from G (float [-1, 1] NCHW on CPU) of the prior samples of `seed`
+    (`ganinv.models.prior.sample_prior`: NVIDIA gen_images' z, classes cycled for a conditional G).
 
-    A conditional G gets classes cycled in order 0, 1, ..., c_dim - 1.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    z_all = torch.randn([num_samples, G.z_dim], generator=generator)
-    out = []
-    for start in range(0, num_samples, batch_size):
-        z = z_all[start:start + batch_size].to(device)
-        c = None
-        if G.c_dim:
-            labels = torch.arange(start, start + len(z)) % G.c_dim
-            c = torch.nn.functional.one_hot(labels, G.c_dim).float().to(device)
-        out.append(G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode).clamp(-1, 1).cpu())
-    return torch.cat(out)
+    Rendering runs on G's device (`device` must be that device; it is accepted for older callers)."""
+    ws = sample_prior(G, num_samples, seed=seed, truncation_psi=truncation_psi)
+    return torch.cat([G.synthesis(ws[start:start + batch_size], noise_mode=noise_mode).clamp(-1, 1).cpu()
+                      for start in range(0, num_samples, batch_size)])
 
 
 @torch.no_grad()
