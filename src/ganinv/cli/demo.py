@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from .common import UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option, set_threads
+from .common import UserError, common_options, load_model_or_fail, model_option, output_options, set_threads
 
 # Documented presets: fewer steps than the benchmark, so the demo stays quick on a CPU.
 DEMO_METHODS = {
@@ -43,12 +43,9 @@ def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_label
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Your photo(s); default: a bundled held-out sample and a natural photo.")
 @click.option("--methods", default="optimize,pti,clone", show_default=True, help="Inversion methods to compare.")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("ganinv-demo"),
-              show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an existing demo output.")
-@device_option
-@seed_option
-@quiet_option
+@output_options(required=False, default=Path("ganinv-demo"), help=None,
+                overwrite_help="Replace an existing demo output.")
+@common_options
 def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
     """Invert example images with several methods, edit the result, write demo.png + report.json."""
     from tqdm import tqdm

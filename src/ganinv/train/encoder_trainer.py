@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,7 @@ from torch import nn
 from ..invert.encoder_net import Encoder, load_encoder, restyle, save_encoder
 from ..losses import build_reconstruction_loss, frozen_parameters
 from ..utils import adam
-from .loop import CHECKPOINT_FILE, TrainingLoop, read_state, save_state
+from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
 
 CHECKPOINT_FORMAT = "ganinv-encoder-train-checkpoint"
 SIMILARITY_NOTE = ("e4e's similarity loss uses MoCo-v2 (or ArcFace) features, whose weights are not available "
@@ -46,8 +46,10 @@ SIMILARITY_NOTE = ("e4e's similarity loss uses MoCo-v2 (or ArcFace) features, wh
 
 
 @dataclass
-class EncoderTrainConfig:
+class EncoderTrainConfig(RunConfig):
     """Every setting of an encoder training run (stored in the checkpoint and on the encoder card)."""
+
+    settings_name = "encoder training settings"
 
     seed: int = 0
     batch_real: int = 8
@@ -73,17 +75,6 @@ class EncoderTrainConfig:
     snapshot_every: int = 250
     num_eval: int = 64
     architecture: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EncoderTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder training settings {unknown}")
-        return cls(**data)
 
     def validate(self) -> None:
         if self.batch_real < 0 or self.batch_generated < 0 or self.batch_real + self.batch_generated < 1:
@@ -530,5 +521,5 @@ def trainer_for_model(config: EncoderTrainConfig, model, dataset_dir: str | Path
                           eval_images=eval_images, device=device, init_encoder=initial, lpips_dir=lpips_dir)
 
 
-__all__ = ["EncoderTrainConfig", "EncoderTrainer", "LatentDiscriminator", "SIMILARITY_NOTE", "train_encoder",
-           "trainer_for_model"]
+__all__ = ["CHECKPOINT_FILE", "EncoderTrainConfig", "EncoderTrainer", "LatentDiscriminator", "SIMILARITY_NOTE",
+           "train_encoder", "trainer_for_model"]

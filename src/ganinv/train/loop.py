@@ -19,8 +19,10 @@ import json
 import signal
 import time
 from contextlib import contextmanager
+import dataclasses
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 
 import torch
 
@@ -30,6 +32,44 @@ CHECKPOINT_FILE = "checkpoint.pt"
 STATS_FILE = "stats.jsonl"
 CONFIG_FILE = "config.json"
 RATE_WINDOW_SECONDS = 10.0
+
+
+class RunConfig:
+    """Base of a trainer's settings dataclass: the JSON form stored in its checkpoint and config.json."""
+
+    settings_name = "training settings"  # for errors
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown {cls.settings_name} {unknown}")
+        # JSON has no tuples: restore the fields whose default is one.
+        data = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in data.items()}
+        return cls(**data)
+
+
+Config = TypeVar("Config", bound=RunConfig)
+
+
+def config_for_run(config: Config, run_dir: str | Path, *, resume: bool, schedule: Sequence[str]) -> Config:
+    """The settings a run goes on with: `config` for a new run; for a run with a checkpoint (and
+    `resume`), the checkpoint's own settings, of which only the `schedule` fields (when to stop, how
+    often to snapshot) come from `config`. Raises FileExistsError when a checkpoint exists and
+    `resume` is off."""
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        return config
+    if not resume:
+        raise FileExistsError(17, "a training checkpoint exists", str(checkpoint))
+    saved = type(config).from_dict(json.loads(read_state(checkpoint)["config"]))
+    for name in schedule:
+        setattr(saved, name, getattr(config, name))
+    return saved
 
 
 class Trainable(Protocol):
@@ -100,6 +140,7 @@ def append_stats(run_dir: str | Path, line: dict) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+@dataclass
 class TrainingLoop:
     """Runs `trainer.step()` until done, with resume, stop flag, signals, snapshots and stats.
 
@@ -118,34 +159,33 @@ class TrainingLoop:
             checkpoint); returns fields that close the stats line.
         artifacts: `artifacts(stats, evaluation)` writes the trainer's own snapshot files after the
             checkpoint (sample grids, an exported network).
+        stop: the stop flag; `stop.request()` ends `run()` after the current step.
     """
 
-    def __init__(self, trainer: Trainable, run_dir: str | Path, *, count: Callable[[], int], total: int,
-                 snapshot_every: int, unit: str = "step", unit_scale: bool = False, progress: bool = True,
-                 handle_signals: bool = False,
-                 postfix: Callable[[dict[str, float], float], dict] | None = None,
-                 stats_head: Callable[[float], dict] | None = None,
-                 evaluate: Callable[[], dict] | None = None,
-                 artifacts: Callable[[dict[str, float], dict], None] | None = None):
-        if snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
-        self.trainer = trainer
-        self.run_dir = Path(run_dir)
+    trainer: Trainable
+    run_dir: Path
+    _: KW_ONLY
+    count: Callable[[], int]
+    total: int
+    snapshot_every: int
+    unit: str = "step"
+    unit_scale: bool = False
+    progress: bool = True
+    handle_signals: bool = False
+    postfix: Callable[[dict[str, float], float], dict] | None = None
+    stats_head: Callable[[float], dict] | None = None
+    evaluate: Callable[[], dict] | None = None
+    artifacts: Callable[[dict[str, float], dict], None] | None = None
+    stop: StopFlag = field(default_factory=StopFlag)
+    rate: float = field(default=0.0, init=False)  # count units per second
+    steps_done: int = field(default=0, init=False)  # in the latest run()
+    stats: dict[str, float] = field(default_factory=dict, init=False)  # of the latest step
+
+    def __post_init__(self) -> None:
+        if self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
+        self.run_dir = Path(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.count = count
-        self.total = int(total)
-        self.snapshot_every = int(snapshot_every)
-        self.unit, self.unit_scale = unit, unit_scale
-        self.progress = progress
-        self.handle_signals = handle_signals
-        self.postfix = postfix
-        self.stats_head = stats_head
-        self.evaluate = evaluate
-        self.artifacts = artifacts
-        self.stop = StopFlag()
-        self.rate = 0.0  # count units per second
-        self.steps_done = 0  # in the latest run()
-        self.stats: dict[str, float] = {}
 
     @property
     def checkpoint(self) -> Path:
@@ -176,7 +216,7 @@ class TrainingLoop:
         from tqdm import tqdm
 
         trainer = self.trainer
-        start_count = count = self.count()
+        start_count = count = int(self.count())
         next_snapshot = (count // self.snapshot_every + 1) * self.snapshot_every
         last_snapshot = None
         self.steps_done = 0
@@ -205,7 +245,7 @@ class TrainingLoop:
                     self.stats = trainer.step()
                     trainer.training_seconds += time.perf_counter() - step_started
                     self.steps_done += 1
-                    previous, count = count, self.count()
+                    previous, count = count, int(self.count())
                     window_count += count - previous
                     now = time.perf_counter()
                     if now - window_start >= RATE_WINDOW_SECONDS:
@@ -228,5 +268,5 @@ class TrainingLoop:
         return reason
 
 
-__all__ = ["CHECKPOINT_FILE", "STATS_FILE", "StopFlag", "Trainable", "TrainingLoop", "append_stats", "read_state",
-           "save_state", "stop_on_signals", "stats_line"]
+__all__ = ["CHECKPOINT_FILE", "RunConfig", "STATS_FILE", "StopFlag", "Trainable", "TrainingLoop", "append_stats",
+           "config_for_run", "read_state", "save_state", "stop_on_signals", "stats_line"]

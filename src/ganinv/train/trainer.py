@@ -20,7 +20,6 @@ continues bit-exactly on the same device and thread count.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -35,14 +34,14 @@ from ..data.io import save_grid
 from ..models.stylegan2 import Discriminator, Generator
 from ..utils import adam
 from .augment import diff_augment, parse_policy
-from .loop import CHECKPOINT_FILE, TrainingLoop, read_state, save_state
+from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
 
 CHECKPOINT_FORMAT = "ganinv-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Every setting of a training run; stored in the checkpoint and on the exported card."""
 
     # networks
@@ -76,22 +75,6 @@ class TrainConfig:
     snapshot_kimg: float = 10.0
     seed: int = 0
     grid_size: int = 64
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
 
 
 @dataclass
