@@ -150,3 +150,27 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]
     with pytest.raises(FileNotFoundError, match="no training checkpoint"):
         read_state(tmp_path / "missing.pt")
+
+
+def test_config_for_run_keeps_a_runs_settings_except_the_schedule(tmp_path):
+    from dataclasses import dataclass
+
+    from ganinv.train.loop import RunConfig, config_for_run
+
+    @dataclass
+    class Settings(RunConfig):
+        width: int = 8
+        betas: tuple[float, float] = (0.0, 0.99)
+        total: int = 10
+
+    assert Settings.from_dict(Settings(betas=(0.5, 0.9)).to_dict()) == Settings(betas=(0.5, 0.9))
+    with pytest.raises(ValueError, match="unknown training settings"):
+        Settings.from_dict({"height": 3})
+    asked = Settings(width=16, total=50)
+    assert config_for_run(asked, tmp_path, resume=True, schedule=["total"]) is asked  # no checkpoint yet
+    save_state({"config": json.dumps(Settings(width=4, betas=(0.1, 0.2)).to_dict())}, tmp_path / CHECKPOINT_FILE)
+    resumed = config_for_run(asked, tmp_path, resume=True, schedule=["total"])
+    assert resumed == Settings(width=4, betas=(0.1, 0.2), total=50)
+    with pytest.raises(FileExistsError) as error:
+        config_for_run(asked, tmp_path, resume=False, schedule=["total"])
+    assert error.value.filename == str(tmp_path / CHECKPOINT_FILE)

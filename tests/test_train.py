@@ -256,3 +256,19 @@ def test_cli_train_classifier_export_and_load(tmp_path):
     restart = runner.invoke(main, ["train", "--data", str(data), "--outdir", str(tmp_path / "run"), "--no-resume",
                                    "--quiet"])
     assert restart.exit_code != 0 and "exists" in restart.output
+
+
+@pytest.mark.parametrize("command", [["train"], ["train-classifier"], ["train-encoder"], ["data", "emoji"],
+                                     ["data", "fashion-mnist"], ["generate"], ["demo"], ["serve"]])
+def test_shared_option_groups_are_listed_in_help(command):
+    from ganinv.cli import main
+
+    result = CliRunner().invoke(main, command + ["--help"])
+    assert result.exit_code == 0, result.output
+    for flag in ("--device [auto|cpu|cuda]", "--seed INTEGER RANGE", "--quiet", "Seed for every random choice."):
+        assert flag in result.output, (command, flag)
+    if command[0] not in ("serve",):
+        assert "--outdir" in result.output
+    if command[0] in ("train", "train-encoder"):
+        for flag in ("--resume / --no-resume", "--max-steps", "--threads", "--learning-rate, --lr"):
+            assert flag in result.output, (command, flag)

@@ -17,10 +17,22 @@ DEMO_METHODS = {
 }
 
 
+def label_font():
+    """Pillow's bitmap font: 6 px per character, 11 px high, with a full-width space.
+
+    Pillow 10.1 and later make a FreeType font the default; at its 10 px size the space is hardly
+    wider than the gap between two letters, so a label like "held-out sample" reads "held-outsample".
+    """
+    from PIL import ImageFont
+    load_bitmap = getattr(ImageFont, "load_default_imagefont", None)  # Pillow >= 10.1
+    return load_bitmap() if load_bitmap is not None else ImageFont.load_default()
+
+
 def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_labels: list[str], scale: int):
     from PIL import Image, ImageDraw
 
     from ..data.io import to_pil
+    font = label_font()
     cell = rows[0][0].shape[-1] * scale
     pad, top, left = 4, 18, 0
     width = left + len(header) * (cell + pad) + pad
@@ -28,13 +40,13 @@ def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_label
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     for j, text in enumerate(header):
-        draw.text((left + pad + j * (cell + pad), 3), text[: max(4, cell // 6)], fill="black")
+        draw.text((left + pad + j * (cell + pad), 3), text[: max(4, cell // 6)], fill="black", font=font)
     for i, row in enumerate(rows):
         y = top + i * (cell + pad + 12)
         for j, image in enumerate(row):
             pil = to_pil(image).convert("RGB").resize((cell, cell), Image.NEAREST)
             sheet.paste(pil, (left + pad + j * (cell + pad), y))
-        draw.text((left + pad, y + cell + 1), row_labels[i], fill="black")
+        draw.text((left + pad, y + cell + 1), row_labels[i], fill="black", font=font)
     return sheet
 
 
