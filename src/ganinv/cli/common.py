@@ -11,6 +11,7 @@ import click
 import torch
 
 from ..models.checkpoints import CheckpointError
+from ..train.loop import config_for_run
 
 
 DATASET_HELP = "Dataset folder built by `ganinv data ...` (dataset.json, labels.json, images/)."
@@ -118,7 +119,6 @@ def load_model_or_fail(model, device: str):
 def config_for_run_or_fail(config, outdir: Path, resume: bool, schedule: tuple[str, ...]):
     """The settings a training run goes on with (`ganinv.train.loop.config_for_run`): a resumed run keeps
     its own settings except the schedule; an existing run is never restarted silently."""
-    from ..train.loop import config_for_run
     try:
         return config_for_run(config, outdir, resume=resume, schedule=schedule)
     except FileExistsError as e:

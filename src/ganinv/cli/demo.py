@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from .common import UserError, common_options, load_model_or_fail, model_option, output_options, set_threads
 
@@ -23,14 +24,11 @@ def label_font():
     Pillow 10.1 and later make a FreeType font the default; at its 10 px size the space is hardly
     wider than the gap between two letters, so a label like "held-out sample" reads "held-outsample".
     """
-    from PIL import ImageFont
     load_bitmap = getattr(ImageFont, "load_default_imagefont", None)  # Pillow >= 10.1
     return load_bitmap() if load_bitmap is not None else ImageFont.load_default()
 
 
 def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_labels: list[str], scale: int):
-    from PIL import Image, ImageDraw
-
     from ..data.io import to_pil
     font = label_font()
     cell = rows[0][0].shape[-1] * scale

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 
 import torch
+from tqdm import tqdm
 
 from ..utils import atomic_path
 
@@ -213,8 +214,6 @@ class TrainingLoop:
     def run(self, max_steps: int | None = None, max_seconds: float | None = None) -> str:
         """Train until a stop condition; returns why it stopped: "total", "max_steps", "max_seconds"
         or "stop_requested". Writes a final snapshot when steps ran since the last one."""
-        from tqdm import tqdm
-
         trainer = self.trainer
         start_count = count = int(self.count())
         next_snapshot = (count // self.snapshot_every + 1) * self.snapshot_every
