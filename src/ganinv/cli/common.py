@@ -45,8 +45,9 @@ def quiet_option(f):
     return click.option("--quiet", is_flag=True, help="No progress bars or summaries.")(f)
 
 
-common_options = options(device_option, seed_option, quiet_option)
-common_options.__doc__ = "--device, --seed and --quiet, which every computing subcommand takes."
+def common_options(f):
+    """--device, --seed and --quiet, which every subcommand that computes takes."""
+    return options(device_option, seed_option, quiet_option)(f)
 
 
 def model_option(f):

@@ -23,8 +23,7 @@ LOSS_WEIGHTS = [
 ]
 
 loss_weight_options = options(*(
-    click.option(flag, default=default, show_default=True, type=click.FloatRange(min=0),
-                 help=text)
+    click.option(flag, default=default, show_default=True, type=click.FloatRange(min=0), help=text)
     for flag, default, text in LOSS_WEIGHTS))
 
 
