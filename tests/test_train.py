@@ -256,3 +256,46 @@ def test_cli_train_classifier_export_and_load(tmp_path):
     restart = runner.invoke(main, ["train", "--data", str(data), "--outdir", str(tmp_path / "run"), "--no-resume",
                                    "--quiet"])
     assert restart.exit_code != 0 and "exists" in restart.output
+
+
+@pytest.mark.parametrize("command", [["train"], ["train-classifier"], ["train-encoder"], ["data", "emoji"],
+                                     ["data", "fashion-mnist"], ["generate"], ["demo"], ["serve"]])
+def test_shared_option_groups_are_listed_in_help(command):
+    from ganinv.cli import main
+
+    result = CliRunner().invoke(main, command + ["--help"])
+    assert result.exit_code == 0, result.output
+    for flag in ("--device [auto|cpu|cuda]", "--seed INTEGER RANGE", "--quiet", "Seed for every random choice."):
+        assert flag in result.output, (command, flag)
+    if command[0] not in ("serve",):
+        assert "--outdir" in result.output
+    if command[0] in ("train", "train-encoder"):
+        for flag in ("--resume / --no-resume", "--max-steps", "--threads", "--learning-rate, --lr"):
+            assert flag in result.output, (command, flag)
+
+
+def test_sigterm_stops_after_the_step_and_the_run_resumes_bit_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    config = TrainConfig(**TINY, augment="none")
+    data = TrainingData(_images(16))
+    straight = train(config, data, tmp_path / "straight", progress=False, max_steps=4)
+    step = Trainer.step
+
+    def step_then_signal(self):
+        stats = step(self)
+        if self.step_index == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stats
+
+    monkeypatch.setattr(Trainer, "step", step_then_signal)
+    stopped = train(config, data, tmp_path / "run", progress=False, max_steps=10, handle_signals=True)
+    assert stopped.step_index == 2
+    monkeypatch.setattr(Trainer, "step", step)
+    _, _, info = networks_from_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert info["step"] == 2
+    resumed = train(config, data, tmp_path / "run", progress=False, max_steps=2)
+    assert resumed.step_index == 4
+    for name, value in resumed.G_ema.state_dict().items():
+        assert torch.equal(value, straight.G_ema.state_dict()[name]), name

@@ -1,4 +1,7 @@
-"""Options and error handling shared by every subcommand."""
+"""Options and error handling shared by every subcommand.
+
+Option groups are decorators (`common_options`, `output_options`, `training_options`, ...), so a flag
+means the same thing, with the same default and help, wherever it appears."""
 from __future__ import annotations
 
 import os
@@ -8,10 +11,23 @@ import click
 import torch
 
 from ..models.checkpoints import CheckpointError
+from ..train.loop import config_for_run
+
+
+DATASET_HELP = "Dataset folder built by `ganinv data ...` (dataset.json, labels.json, images/)."
 
 
 class UserError(click.ClickException):
     """A mistake in the command line or input files: one line, non-zero exit, no traceback."""
+
+
+def options(*decorators):
+    """Several click options as one decorator, listed in `--help` in the order given."""
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
 
 
 def device_option(f):
@@ -29,18 +45,58 @@ def quiet_option(f):
     return click.option("--quiet", is_flag=True, help="No progress bars or summaries.")(f)
 
 
+def common_options(f):
+    """--device, --seed and --quiet, which every subcommand that computes takes."""
+    return options(device_option, seed_option, quiet_option)(f)
+
+
 def model_option(f):
     return click.option("--model", "model", default=None,
                         help="Embedded model name (emoji64, fashion32) or a checkpoint path "
                              "(native folder, NVIDIA .pkl, rosinality .pt). Default: the embedded default.")(f)
 
 
-def outdir_option(required: bool = True):
-    def deco(f):
-        f = click.option("--overwrite", is_flag=True, help="Replace existing outputs in --outdir.")(f)
-        return click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=required,
-                            help="Folder for outputs.")(f)
-    return deco
+def output_options(required: bool = True, *, default: Path | None = None, help: str | None = "Folder for outputs.",
+                   overwrite_help: str = "Replace existing outputs in --outdir."):
+    """--outdir (a folder, as a Path) and --overwrite (see `prepare_outdir`)."""
+    extra = {} if default is None else {"default": default}
+    return options(
+        click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=required, help=help,
+                     **extra),
+        click.option("--overwrite", is_flag=True, help=overwrite_help))
+
+
+outdir_option = output_options  # the earlier name
+
+
+def threads_option(f):
+    return click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")(f)
+
+
+def apply_threads(threads: int | None) -> None:
+    """Apply --threads when given."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def learning_rate_option(default: float, help: str | None = None):
+    return click.option("--learning-rate", "--lr", "learning_rate", default=default, show_default=True,
+                        type=click.FloatRange(min=0, min_open=True), help=help)
+
+
+def dataset_option(required: bool = True, help: str = DATASET_HELP):
+    return click.option("--data", "data_dir", required=required,
+                        type=click.Path(exists=True, file_okay=False, path_type=Path), help=help)
+
+
+def training_options(*, outdir_help: str, resume_help: str, max_steps_help: str):
+    """The run-folder options of every trainer: --outdir (the run folder), --resume/--no-resume,
+    --max-steps and --threads (see `ganinv.train.loop`)."""
+    return options(
+        click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path), help=outdir_help),
+        click.option("--resume/--no-resume", default=True, show_default=True, help=resume_help),
+        click.option("--max-steps", default=None, type=click.IntRange(min=1), help=max_steps_help),
+        threads_option)
 
 
 def prepare_outdir(outdir: Path, overwrite: bool, names: list[str] | None = None) -> Path:
@@ -59,6 +115,15 @@ def load_model_or_fail(model, device: str):
         return load_model(model, device=resolve_device(device))
     except (CheckpointError, ValueError) as e:
         raise UserError(str(e)) from None
+
+
+def config_for_run_or_fail(config, outdir: Path, resume: bool, schedule: tuple[str, ...]):
+    """The settings a training run goes on with (`ganinv.train.loop.config_for_run`): a resumed run keeps
+    its own settings except the schedule; an existing run is never restarted silently."""
+    try:
+        return config_for_run(config, outdir, resume=resume, schedule=schedule)
+    except FileExistsError as e:
+        raise UserError(f"{e.filename} exists; pass --resume to continue it or choose another --outdir") from None
 
 
 def set_threads() -> None:

@@ -8,7 +8,7 @@ import click
 from tqdm import tqdm
 
 from ..data.dataset import DatasetError
-from .common import UserError, device_option, outdir_option, prepare_outdir, quiet_option, seed_option
+from .common import UserError, common_options, output_options, prepare_outdir
 
 DATASET_OUTPUTS = ["dataset.json", "labels.json", "images"]
 
@@ -47,18 +47,33 @@ def _summary(outdir: Path, seconds: float) -> str:
             f"{info['resolution']}x{info['resolution']}x{info['channels']}, in {seconds:.1f} s -> {outdir}")
 
 
+def _build(builder, outdir: Path, overwrite: bool, quiet: bool, **kwargs) -> float:
+    """Run a dataset builder into outdir with a progress bar; its error is one line. Returns seconds."""
+    prepare_outdir(outdir, overwrite, DATASET_OUTPUTS)
+    progress = _Progress(quiet)
+    started = time.perf_counter()
+    try:
+        builder(outdir, progress=progress, **kwargs)
+    except DatasetError as e:
+        raise UserError(str(e)) from None
+    finally:
+        progress.close()
+    return time.perf_counter() - started
+
+
+def _limit_option(help: str):
+    return click.option("--limit", type=click.IntRange(min=1), default=None, help=help)
+
+
 @click.group(name="data")
 def data_group() -> None:
     """Build the datasets the embedded models are trained on (from Debian packages)."""
 
 
 @data_group.command(name="emoji")
-@outdir_option()
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Build only N emoji, spread evenly over the list (quick tests).")
-@device_option
-@seed_option
-@quiet_option
+@output_options()
+@_limit_option("Build only N emoji, spread evenly over the list (quick tests).")
+@common_options
 def emoji_command(outdir: Path, overwrite: bool, limit: int | None, device: str, seed: int, quiet: bool) -> None:
     """Render every fully-qualified emoji of Noto Color Emoji at 64x64 RGB, split by base design.
 
@@ -66,29 +81,18 @@ def emoji_command(outdir: Path, overwrite: bool, limit: int | None, device: str,
     runs on the CPU; --device and --seed are accepted for uniformity and not used.
     """
     from ..data.emoji import EmojiBuildReport, build_emoji
-    prepare_outdir(outdir, overwrite, DATASET_OUTPUTS)
-    progress = _Progress(quiet)
     report = EmojiBuildReport(outdir, {})
-    started = time.perf_counter()
-    try:
-        build_emoji(outdir, limit=limit, progress=progress, report=report)
-    except DatasetError as e:
-        raise UserError(str(e)) from None
-    finally:
-        progress.close()
+    seconds = _build(build_emoji, outdir, overwrite, quiet, limit=limit, report=report)
     if not quiet:
-        click.echo(_summary(outdir, time.perf_counter() - started))
+        click.echo(_summary(outdir, seconds))
         click.echo(f"  held-out designs: {report.heldout_designs}; emoji the font cannot render "
                    f"(skipped): {len(report.skipped)}")
 
 
 @data_group.command(name="fashion-mnist")
-@outdir_option()
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Keep only the first N images of each split (quick tests).")
-@device_option
-@seed_option
-@quiet_option
+@output_options()
+@_limit_option("Keep only the first N images of each split (quick tests).")
+@common_options
 def fashion_mnist_command(outdir: Path, overwrite: bool, limit: int | None, device: str, seed: int,
                           quiet: bool) -> None:
     """Fashion-MNIST padded to 32x32, one channel; train = 60,000, heldout = the 10,000 test images.
@@ -97,17 +101,9 @@ def fashion_mnist_command(outdir: Path, overwrite: bool, limit: int | None, devi
     --device and --seed are accepted for uniformity and not used.
     """
     from ..data.fashion_mnist import build_fashion_mnist
-    prepare_outdir(outdir, overwrite, DATASET_OUTPUTS)
-    progress = _Progress(quiet)
-    started = time.perf_counter()
-    try:
-        build_fashion_mnist(outdir, limit=limit, progress=progress)
-    except DatasetError as e:
-        raise UserError(str(e)) from None
-    finally:
-        progress.close()
+    seconds = _build(build_fashion_mnist, outdir, overwrite, quiet, limit=limit)
     if not quiet:
-        click.echo(_summary(outdir, time.perf_counter() - started))
+        click.echo(_summary(outdir, seconds))
 
 
 COMMANDS = [data_group]

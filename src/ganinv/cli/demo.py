@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
-from .common import UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option, set_threads
+from .common import UserError, common_options, load_model_or_fail, model_option, output_options, set_threads
 
 # Documented presets: fewer steps than the benchmark, so the demo stays quick on a CPU.
 DEMO_METHODS = {
@@ -17,10 +18,19 @@ DEMO_METHODS = {
 }
 
 
-def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_labels: list[str], scale: int):
-    from PIL import Image, ImageDraw
+def label_font():
+    """Pillow's bitmap font: 6 px per character, 11 px high, with a full-width space.
 
+    Pillow 10.1 and later make a FreeType font the default; at its 10 px size the space is hardly
+    wider than the gap between two letters, so a label like "held-out sample" reads "held-outsample".
+    """
+    load_bitmap = getattr(ImageFont, "load_default_imagefont", None)  # Pillow >= 10.1
+    return load_bitmap() if load_bitmap is not None else ImageFont.load_default()
+
+
+def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_labels: list[str], scale: int):
     from ..data.io import to_pil
+    font = label_font()
     cell = rows[0][0].shape[-1] * scale
     pad, top, left = 4, 18, 0
     width = left + len(header) * (cell + pad) + pad
@@ -28,13 +38,13 @@ def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_label
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     for j, text in enumerate(header):
-        draw.text((left + pad + j * (cell + pad), 3), text[: max(4, cell // 6)], fill="black")
+        draw.text((left + pad + j * (cell + pad), 3), text[: max(4, cell // 6)], fill="black", font=font)
     for i, row in enumerate(rows):
         y = top + i * (cell + pad + 12)
         for j, image in enumerate(row):
             pil = to_pil(image).convert("RGB").resize((cell, cell), Image.NEAREST)
             sheet.paste(pil, (left + pad + j * (cell + pad), y))
-        draw.text((left + pad, y + cell + 1), row_labels[i], fill="black")
+        draw.text((left + pad, y + cell + 1), row_labels[i], fill="black", font=font)
     return sheet
 
 
@@ -43,12 +53,9 @@ def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_label
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Your photo(s); default: a bundled held-out sample and a natural photo.")
 @click.option("--methods", default="optimize,pti,clone", show_default=True, help="Inversion methods to compare.")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("ganinv-demo"),
-              show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an existing demo output.")
-@device_option
-@seed_option
-@quiet_option
+@output_options(required=False, default=Path("ganinv-demo"), help=None,
+                overwrite_help="Replace an existing demo output.")
+@common_options
 def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
     """Invert example images with several methods, edit the result, write demo.png + report.json."""
     from tqdm import tqdm

@@ -1,29 +1,46 @@
 """`ganinv train-encoder` (e4e/ReStyle encoder for a model) and `ganinv export-encoder` (into a model folder)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import torch
 
-from .common import UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option
+from .common import (UserError, apply_threads, common_options, config_for_run_or_fail, dataset_option,
+                     learning_rate_option, load_model_or_fail, model_option, options, quiet_option, training_options)
+
+# The encoder's loss weights: (flag, default, help); each a float >= 0.
+LOSS_WEIGHTS = [
+    ("--mse-weight", 1.0, None),
+    ("--laplacian-weight", 1.0, None),
+    ("--dfeat-weight", 0.1, "Perceptual loss in the discriminator's feature space."),
+    ("--lpips-weight", None, "LPIPS (VGG) weight. Default: 0.8 when genuine weights are found, else off."),
+    ("--similarity-weight", 0.1,
+     "1 - cosine similarity of the model's classifier features (stands in for e4e's MoCo/ArcFace)."),
+    ("--delta-weight", 2e-3, "e4e delta regularization on the per-layer offsets."),
+    ("--adversarial-weight", 0.05, "e4e latent discriminator loss (0 turns the latent discriminator off)."),
+    ("--w-weight", 0.25, "w-space loss on generated pairs."),
+]
+
+loss_weight_options = options(*(
+    click.option(flag, default=default, show_default=True, type=click.FloatRange(min=0), help=text)
+    for flag, default, text in LOSS_WEIGHTS))
 
 
 @click.command("train-encoder")
 @model_option
-@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Dataset folder the model was trained on (`ganinv data ...`): real images from its train split, "
-                   "the periodic check on its held-out split. Required unless --batch-real 0.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: checkpoint.pt (rolling), encoder/ (latest export), stats.jsonl, config.json.")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from OUTDIR/checkpoint.pt when it exists (its settings win, except the schedule).")
+@dataset_option(required=False,
+                help="Dataset folder the model was trained on (`ganinv data ...`): real images from its train split, "
+                     "the periodic check on its held-out split. Required unless --batch-real 0.")
+@training_options(outdir_help="Run folder: checkpoint.pt (rolling), encoder/ (latest export), stats.jsonl, "
+                              "config.json.",
+                  resume_help="Continue from OUTDIR/checkpoint.pt when it exists (its settings win, except the "
+                              "schedule).",
+                  max_steps_help="Stop this session after this many steps.")
 @click.option("--steps", "total_steps", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Stop when the run reaches this many steps.")
 @click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Stop this session after this many minutes (a checkpoint is written).")
-@click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop this session after this many steps.")
 @click.option("--snapshot-every", default=250, show_default=True, type=click.IntRange(min=1),
               help="Write checkpoint, encoder/ and stats every this many steps.")
 @click.option("--batch-real", default=8, show_default=True, type=click.IntRange(min=0),
@@ -32,22 +49,8 @@ from .common import UserError, device_option, load_model_or_fail, model_option, 
               help="Generated pairs (w, G(w)) per step.")
 @click.option("--iterations", default=2, show_default=True, type=click.IntRange(min=1),
               help="ReStyle passes trained for (the encoder method's default iterations).")
-@click.option("--learning-rate", "--lr", "learning_rate", default=5e-4, show_default=True,
-              type=click.FloatRange(min=0, min_open=True))
-@click.option("--mse-weight", default=1.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--laplacian-weight", default=1.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--dfeat-weight", default=0.1, show_default=True, type=click.FloatRange(min=0),
-              help="Perceptual loss in the discriminator's feature space.")
-@click.option("--lpips-weight", default=None, type=click.FloatRange(min=0),
-              help="LPIPS (VGG) weight. Default: 0.8 when genuine weights are found, else off.")
-@click.option("--similarity-weight", default=0.1, show_default=True, type=click.FloatRange(min=0),
-              help="1 - cosine similarity of the model's classifier features (stands in for e4e's MoCo/ArcFace).")
-@click.option("--delta-weight", default=2e-3, show_default=True, type=click.FloatRange(min=0),
-              help="e4e delta regularization on the per-layer offsets.")
-@click.option("--adversarial-weight", default=0.05, show_default=True, type=click.FloatRange(min=0),
-              help="e4e latent discriminator loss (0 turns the latent discriminator off).")
-@click.option("--w-weight", default=0.25, show_default=True, type=click.FloatRange(min=0),
-              help="w-space loss on generated pairs.")
+@learning_rate_option(5e-4)
+@loss_weight_options
 @click.option("--progressive-start", default=300, show_default=True, type=click.IntRange(min=0),
               help="Steps with the base latent only before the first offset unlocks.")
 @click.option("--progressive-every", default=100, show_default=True, type=click.IntRange(min=1),
@@ -58,14 +61,11 @@ from .common import UserError, device_option, load_model_or_fail, model_option, 
 @click.option("--init-encoder", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Start from this encoder folder (e.g. to adapt it to a newer generator).")
 @click.option("--lpips-dir", default=None, help="Extra folder searched for LPIPS weights.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")
-@seed_option
-@device_option
-@quiet_option
-def train_encoder(model, data_dir, outdir, resume, total_steps, max_minutes, max_steps, snapshot_every, batch_real,
-                  batch_generated, iterations, learning_rate, mse_weight, laplacian_weight, dfeat_weight, lpips_weight,
-                  similarity_weight, delta_weight, adversarial_weight, w_weight, progressive_start, progressive_every,
-                  classifier_dir, init_encoder, lpips_dir, threads, seed, device, quiet):
+@common_options
+def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_steps, max_minutes, snapshot_every,
+                  batch_real, batch_generated, iterations, learning_rate, mse_weight, laplacian_weight, dfeat_weight,
+                  lpips_weight, similarity_weight, delta_weight, adversarial_weight, w_weight, progressive_start,
+                  progressive_every, classifier_dir, init_encoder, lpips_dir, device, seed, quiet):
     """Train an e4e/ReStyle inversion encoder for a model (resumable; Ctrl-C or SIGTERM saves and stops).
 
     The latest encoder is written to OUTDIR/encoder at every snapshot; put it into a model folder with
@@ -75,8 +75,7 @@ def train_encoder(model, data_dir, outdir, resume, total_steps, max_minutes, max
     from ..train.encoder_trainer import (CHECKPOINT_FILE, EncoderTrainConfig, train_encoder as run_training,
                                          trainer_for_model)
 
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     try:
         device = resolve_device(device)
     except ValueError as e:
@@ -89,13 +88,7 @@ def train_encoder(model, data_dir, outdir, resume, total_steps, max_minutes, max
         progressive_start=progressive_start, progressive_every=progressive_every, total_steps=total_steps,
         snapshot_every=snapshot_every)
     checkpoint = outdir / CHECKPOINT_FILE
-    if checkpoint.is_file():
-        if not resume:
-            raise UserError(f"{checkpoint} exists; pass --resume to continue it or choose another --outdir")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        saved = EncoderTrainConfig.from_dict(json.loads(state["config"]))
-        saved.total_steps, saved.snapshot_every = total_steps, snapshot_every
-        config = saved
+    config = config_for_run_or_fail(config, outdir, resume, ("total_steps", "snapshot_every"))
     if data_dir is None and config.batch_real > 0:
         raise UserError("--data is required (or pass --batch-real 0 to train on generated pairs only)")
     bundle = load_model_or_fail(model, str(device))

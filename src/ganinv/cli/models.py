@@ -9,8 +9,8 @@ import torch
 
 from ..models.checkpoints import CheckpointError, load_checkpoint, save_native
 from ..utils import one_hot, parse_seeds, z_from_seeds
-from .common import (UserError, device_option, load_model_or_fail, outdir_option, prepare_outdir,
-                     quiet_option, seed_option, set_threads)
+from .common import (UserError, common_options, load_model_or_fail, output_options, prepare_outdir,
+                     set_threads)
 
 
 @click.command()
@@ -82,10 +82,8 @@ def convert(source, out, name, fp16, overwrite):
 @click.option("--class", "class_idx", default=None, type=click.IntRange(0), help="Class label (conditional models).")
 @click.option("--noise-mode", default="const", type=click.Choice(["const", "random", "none"]))
 @click.option("--upscale", default=1, type=click.IntRange(1, 16), help="Nearest-neighbour upscale for PNGs.")
-@outdir_option()
-@device_option
-@seed_option
-@quiet_option
+@output_options()
+@common_options
 def generate(model, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, upscale, outdir,
              overwrite, device, seed, quiet):
     """Generate one PNG per seed plus a grid (seeds follow NVIDIA's gen_images)."""

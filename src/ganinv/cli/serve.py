@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import UserError, device_option, model_option, quiet_option, seed_option, set_threads
+from .common import UserError, common_options, model_option, set_threads
 
 
 @click.command("serve")
@@ -11,7 +11,6 @@ from .common import UserError, device_option, model_option, quiet_option, seed_o
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on (0.0.0.0 exposes the app to your network).")
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
-@device_option
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.01, 500),
               help="Largest accepted upload, in megabytes.")
 @click.option("--max-concurrent-inversions", default=1, show_default=True, type=click.IntRange(1, 64),
@@ -19,8 +18,7 @@ from .common import UserError, device_option, model_option, quiet_option, seed_o
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Parent folder of the app's temporary workspace (default: the system temp folder); "
                    "the workspace is removed on exit.")
-@seed_option
-@quiet_option
+@common_options
 def serve(model, host, port, device, max_upload_mb, max_concurrent_inversions, workdir, seed, quiet):
     """Start the web UI for a model and serve it until Ctrl-C. --seed seeds every inversion."""
     try:

@@ -1,34 +1,25 @@
 """`ganinv train` (StyleGAN2 training), `ganinv train-classifier`, `ganinv export-model`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import torch
 
-from .common import UserError, device_option, quiet_option, seed_option
-
-_DATA_HELP = "Dataset folder built by `ganinv data ...` (dataset.json, labels.json, images/)."
-
-
-def _threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
+from .common import (UserError, apply_threads, common_options, config_for_run_or_fail, dataset_option,
+                     learning_rate_option, output_options, quiet_option, seed_option, threads_option,
+                     training_options)
 
 
 @click.command("train")
-@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=_DATA_HELP)
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: checkpoint.pt (rolling), samples/, stats.jsonl, config.json.")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from OUTDIR/checkpoint.pt when it exists (its network settings win).")
+@dataset_option()
+@training_options(outdir_help="Run folder: checkpoint.pt (rolling), samples/, stats.jsonl, config.json.",
+                  resume_help="Continue from OUTDIR/checkpoint.pt when it exists (its network settings win).",
+                  max_steps_help="Stop after this many steps (smoke tests).")
 @click.option("--kimg", "total_kimg", default=100_000.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Stop after this many thousand training images shown.")
 @click.option("--snapshot-kimg", default=10.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Write checkpoint, sample grid and stats every this many kimg.")
-@click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop after this many steps (smoke tests).")
 @click.option("--batch", "batch_size", default=32, show_default=True, type=click.IntRange(min=2))
 @click.option("--z-dim", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--w-dim", default=128, show_default=True, type=click.IntRange(min=1))
@@ -37,8 +28,7 @@ def _threads(threads: int | None) -> None:
 @click.option("--channel-max", default=64, show_default=True, type=click.IntRange(min=4))
 @click.option("--d-channel-base", default=None, type=click.IntRange(min=16), help="Default: --channel-base.")
 @click.option("--d-channel-max", default=None, type=click.IntRange(min=4), help="Default: --channel-max.")
-@click.option("--learning-rate", "--lr", "learning_rate", default=0.0025, show_default=True,
-              type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of G and D.")
+@learning_rate_option(0.0025, help="Adam learning rate of G and D.")
 @click.option("--gamma", "r1_gamma", default=None, type=click.FloatRange(min=0),
               help="R1 weight; default 0.0002 * resolution^2 / batch.")
 @click.option("--pl-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),
@@ -51,20 +41,17 @@ def _threads(threads: int | None) -> None:
 @click.option("--cond", "label_key", default=None, help="Condition G and D on this label field (e.g. class).")
 @click.option("--mixed-precision/--no-mixed-precision", default=True, show_default=True,
               help="fp16 in the highest-resolution blocks (CUDA only; ignored on CPU).")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")
-@seed_option
-@device_option
-@quiet_option
-def train_command(data_dir, outdir, resume, total_kimg, snapshot_kimg, max_steps, batch_size, z_dim, w_dim,
+@common_options
+def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snapshot_kimg, batch_size, z_dim, w_dim,
                   mapping_layers, channel_base, channel_max, d_channel_base, d_channel_max, learning_rate,
                   r1_gamma, pl_weight, style_mixing_prob, ema_kimg, augment, mirror, label_key,
-                  mixed_precision, threads, seed, device, quiet):
+                  mixed_precision, device, seed, quiet):
     """Train a StyleGAN2 generator on a dataset folder (resumable; Ctrl-C or SIGTERM saves and stops)."""
     from ..models.registry import resolve_device
     from ..train.augment import parse_policy
-    from ..train.trainer import CHECKPOINT_FILE, TrainConfig, load_training_data, read_checkpoint, train
+    from ..train.trainer import CHECKPOINT_FILE, TrainConfig, load_training_data, train
 
-    _threads(threads)
+    apply_threads(threads)
     try:
         parse_policy(augment)
         device = resolve_device(device)
@@ -77,14 +64,8 @@ def train_command(data_dir, outdir, resume, total_kimg, snapshot_kimg, max_steps
                          ema_kimg=ema_kimg, augment=augment, mirror=mirror, label_key=label_key,
                          mixed_precision=mixed_precision, total_kimg=total_kimg, snapshot_kimg=snapshot_kimg,
                          seed=seed)
+    config = config_for_run_or_fail(config, outdir, resume, ("total_kimg", "snapshot_kimg"))
     checkpoint = outdir / CHECKPOINT_FILE
-    if resume and checkpoint.is_file():
-        # The run's own settings win; only the schedule may change on resume.
-        saved = TrainConfig.from_dict(json.loads(read_checkpoint(checkpoint)["config"]))
-        saved.total_kimg, saved.snapshot_kimg = total_kimg, snapshot_kimg
-        config = saved
-    elif checkpoint.is_file():
-        raise UserError(f"{checkpoint} exists; pass --resume to continue it or choose another --outdir")
     try:
         data = load_training_data(data_dir, config.label_key)
     except (ValueError, FileNotFoundError) as e:
@@ -100,33 +81,28 @@ def train_command(data_dir, outdir, resume, total_kimg, snapshot_kimg, max_steps
 
 
 @click.command("train-classifier")
-@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=_DATA_HELP)
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the classifier (model.safetensors + card.json).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing classifier in --outdir.")
+@dataset_option()
+@output_options(help="Folder for the classifier (model.safetensors + card.json).",
+                overwrite_help="Replace an existing classifier in --outdir.")
 @click.option("--heads", default="class", show_default=True,
               help="Comma-separated label fields, one head each (emoji: group,subgroup,skin_tone,gender).")
 @click.option("--epochs", default=1.0, show_default=True, type=click.FloatRange(min=0.01))
 @click.option("--batch", "batch_size", default=64, show_default=True, type=click.IntRange(min=2))
-@click.option("--learning-rate", "--lr", "learning_rate", default=2e-3, show_default=True,
-              type=click.FloatRange(min=0, min_open=True))
+@learning_rate_option(2e-3)
 @click.option("--width", "base_width", default=16, show_default=True, type=click.IntRange(min=4),
               help="Channels of the first conv block (doubling per block up to 128).")
 @click.option("--mirror", is_flag=True, help="Random horizontal flips while training.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")
-@seed_option
-@device_option
-@quiet_option
+@threads_option
+@common_options
 def train_classifier_command(data_dir, outdir, overwrite, heads, epochs, batch_size, learning_rate, base_width,
-                             mirror, threads, seed, device, quiet):
+                             mirror, threads, device, seed, quiet):
     """Train the small multi-head label classifier (Fréchet features, InterFaceGAN labels)."""
     from tqdm import tqdm
 
     from ..models.registry import resolve_device
     from ..train.classifier import train_classifier_on_dataset
 
-    _threads(threads)
+    apply_threads(threads)
     if (outdir / "card.json").exists() and not overwrite:
         raise UserError(f"{outdir} already holds a classifier; pass --overwrite to replace it")
     head_list = [h.strip() for h in heads.split(",") if h.strip()]
@@ -157,13 +133,11 @@ def train_classifier_command(data_dir, outdir, overwrite, heads, epochs, batch_s
 @click.command("export-model")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Training run folder (with checkpoint.pt).")
-@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=_DATA_HELP)
+@dataset_option()
 @click.option("--classifier", "classifier_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="Classifier folder for that dataset.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model folder to write, e.g. src/ganinv/assets/fashion32.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@output_options(help="Model folder to write, e.g. src/ganinv/assets/fashion32.",
+                overwrite_help="Replace an existing model folder.")
 @click.option("--name", required=True, help="Model name on the card (emoji64, fashion32).")
 @click.option("--description", default="", help="One-line description for the card.")
 @click.option("--default/--no-default", "is_default", default=False, show_default=True,
@@ -188,7 +162,7 @@ def export_model_command(run_dir, data_dir, classifier_dir, outdir, overwrite, n
     """Build an embedded model folder (weights, card, samples, classifier, real/held-out images)."""
     from ..train.export import export_model
 
-    _threads(threads)
+    apply_threads(threads)
     if (outdir / "card.json").exists() and not overwrite:
         raise UserError(f"{outdir} already holds a model; pass --overwrite to replace it")
     try:

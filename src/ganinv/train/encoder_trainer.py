@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,17 +37,19 @@ from torch import nn
 
 from ..invert.encoder_net import Encoder, load_encoder, restyle, save_encoder
 from ..losses import build_reconstruction_loss, frozen_parameters
-from ..utils import adam, atomic_path
+from ..utils import adam
+from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
 
-CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "ganinv-encoder-train-checkpoint"
 SIMILARITY_NOTE = ("e4e's similarity loss uses MoCo-v2 (or ArcFace) features, whose weights are not available "
                    "offline; this encoder uses the feature space of the model's own dataset classifier instead")
 
 
 @dataclass
-class EncoderTrainConfig:
+class EncoderTrainConfig(RunConfig):
     """Every setting of an encoder training run (stored in the checkpoint and on the encoder card)."""
+
+    settings_name = "encoder training settings"
 
     seed: int = 0
     batch_real: int = 8
@@ -75,17 +75,6 @@ class EncoderTrainConfig:
     snapshot_every: int = 250
     num_eval: int = 64
     architecture: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EncoderTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder training settings {unknown}")
-        return cls(**data)
 
     def validate(self) -> None:
         if self.batch_real < 0 or self.batch_generated < 0 or self.batch_real + self.batch_generated < 1:
@@ -443,16 +432,10 @@ class EncoderTrainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the one rolling resume checkpoint atomically."""
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
-        return path
+        return save_state(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no encoder training checkpoint")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        self.load_state_dict(read_state(path, self.device, "encoder training checkpoint"))
 
 
 def _init_note(card: dict) -> str:
@@ -477,83 +460,38 @@ def _architecture(init_kwargs: dict) -> dict:
     return {k: v for k, v in init_kwargs.items() if k not in ("img_resolution", "img_channels", "num_ws", "w_dim")}
 
 
-class _StopFlag:
-    """Set by SIGTERM/SIGINT so the loop ends after the current step and writes a checkpoint."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum, frame) -> None:
-        self.requested = True
-
-
 def train_encoder(trainer: EncoderTrainer, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
                   max_steps: int | None = None, max_seconds: float | None = None, handle_signals: bool = False,
                   card_extra: dict | None = None, log: Callable[[str], None] | None = None) -> EncoderTrainer:
     """Run (or resume) `trainer` in `run_dir` until config.total_steps, `max_steps` more steps,
     `max_seconds` or a signal. At every snapshot: `checkpoint.pt` (rolling, atomic), `encoder/` (the
-    exportable encoder with its card) and a line of `stats.jsonl`."""
-    from tqdm import tqdm
-
+    exportable encoder with its card) and a line of `stats.jsonl` (see `ganinv.train.loop`)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = run_dir / CHECKPOINT_FILE
-    if resume and checkpoint.is_file():
-        trainer.load_checkpoint(checkpoint)
-        if log:
-            log(f"resumed from {checkpoint} at step {trainer.step_index}")
-    (run_dir / "config.json").write_text(json.dumps(trainer.config.to_dict(), indent=2) + "\n")
-    stop = _StopFlag()
-    previous = {}
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, stop)
     config = trainer.config
-    bar = tqdm(total=config.total_steps, initial=trainer.step_index, unit="step", disable=not progress,
-               mininterval=2.0, dynamic_ncols=True)
-    started = time.perf_counter()
-    steps_done = 0
-    stats: dict[str, float] = {}
-    last_snapshot = trainer.step_index
-    try:
-        while trainer.step_index < config.total_steps and not stop.requested:
-            if max_steps is not None and steps_done >= max_steps:
-                break
-            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
-                break
-            step_started = time.perf_counter()
-            stats = trainer.step()
-            trainer.training_seconds += time.perf_counter() - step_started
-            steps_done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
-                            offsets=int(stats["active_offsets"]), refresh=False)
-            if trainer.step_index % config.snapshot_every == 0:
-                _snapshot(trainer, run_dir, stats, card_extra, log)
-                last_snapshot = trainer.step_index
-        if steps_done and last_snapshot != trainer.step_index:
-            _snapshot(trainer, run_dir, stats, card_extra, log)
-    finally:
-        bar.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    def postfix(stats: dict, steps_per_second: float) -> dict:
+        return dict(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", offsets=int(stats["active_offsets"]))
+
+    def stats_head(steps_per_second: float) -> dict:
+        return {"step": trainer.step_index, "images_seen": trainer.images_seen,
+                "hours": round(trainer.training_seconds / 3600, 4)}
+
+    def export(stats: dict, evaluation: dict) -> None:
+        trainer.export(run_dir / "encoder", card_extra)
+        if log:
+            log(f"step {trainer.step_index}: loss {stats.get('loss', float('nan')):.4f}, train psnr "
+                f"{stats.get('psnr', float('nan')):.2f}, held-out psnr by pass "
+                f"{evaluation.get('heldout_psnr_median_by_pass')}")
+
+    loop = TrainingLoop(trainer, run_dir, count=lambda: trainer.step_index, total=config.total_steps,
+                        snapshot_every=config.snapshot_every, unit="step", progress=progress,
+                        handle_signals=handle_signals, postfix=postfix, stats_head=stats_head,
+                        evaluate=trainer.evaluate, artifacts=export)
+    if resume and loop.resume() and log:
+        log(f"resumed from {loop.checkpoint} at step {trainer.step_index}")
+    loop.write_config(config.to_dict())
+    loop.run(max_steps=max_steps, max_seconds=max_seconds)
     return trainer
-
-
-def _snapshot(trainer: EncoderTrainer, run_dir: Path, stats: dict, card_extra: dict | None,
-              log: Callable[[str], None] | None) -> None:
-    evaluation = trainer.evaluate()
-    trainer.save_checkpoint(run_dir / CHECKPOINT_FILE)
-    trainer.export(run_dir / "encoder", card_extra)
-    line = {"step": trainer.step_index, "images_seen": trainer.images_seen,
-            "hours": round(trainer.training_seconds / 3600, 4), "time": time.time(),
-            "threads": torch.get_num_threads(), "device": str(trainer.device),
-            **{k: round(v, 5) for k, v in stats.items()}, **evaluation}
-    with open(run_dir / "stats.jsonl", "a") as f:
-        f.write(json.dumps(line) + "\n")
-    if log:
-        log(f"step {trainer.step_index}: loss {stats.get('loss', float('nan')):.4f}, train psnr "
-            f"{stats.get('psnr', float('nan')):.2f}, held-out psnr by pass {evaluation.get('heldout_psnr_median_by_pass')}")
 
 
 def trainer_for_model(config: EncoderTrainConfig, model, dataset_dir: str | Path | None, *,
@@ -583,5 +521,5 @@ def trainer_for_model(config: EncoderTrainConfig, model, dataset_dir: str | Path
                           eval_images=eval_images, device=device, init_encoder=initial, lpips_dir=lpips_dir)
 
 
-__all__ = ["EncoderTrainConfig", "EncoderTrainer", "LatentDiscriminator", "SIMILARITY_NOTE", "train_encoder",
-           "trainer_for_model"]
+__all__ = ["CHECKPOINT_FILE", "EncoderTrainConfig", "EncoderTrainer", "LatentDiscriminator", "SIMILARITY_NOTE",
+           "train_encoder", "trainer_for_model"]

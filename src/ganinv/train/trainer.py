@@ -20,11 +20,8 @@ continues bit-exactly on the same device and thread count.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,16 +32,16 @@ import torch.nn.functional as F
 
 from ..data.io import save_grid
 from ..models.stylegan2 import Discriminator, Generator
-from ..utils import adam, atomic_path
+from ..utils import adam
 from .augment import diff_augment, parse_policy
+from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
 
-CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "ganinv-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Every setting of a training run; stored in the checkpoint and on the exported card."""
 
     # networks
@@ -78,22 +75,6 @@ class TrainConfig:
     snapshot_kimg: float = 10.0
     seed: int = 0
     grid_size: int = 64
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
 
 
 @dataclass
@@ -387,10 +368,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the one rolling resume checkpoint atomically."""
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
-        return path
+        return save_state(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_state_dict(read_checkpoint(path, self.device))
@@ -409,10 +387,7 @@ class Trainer:
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
     """A training checkpoint's state (tensors and plain data only: weights-only loading)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training checkpoint")
-    return torch.load(path, map_location=device, weights_only=True)
+    return read_state(path, device)
 
 
 def networks_from_checkpoint(path: str | Path) -> tuple[Generator, Discriminator, dict]:
@@ -428,96 +403,40 @@ def networks_from_checkpoint(path: str | Path) -> tuple[Generator, Discriminator
     return G.eval(), D.eval(), info
 
 
-class _StopFlag:
-    """Set by SIGTERM/SIGINT so the loop ends after the current step and writes a checkpoint."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum, frame) -> None:
-        self.requested = True
-
-
 def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, device: str | torch.device = "cpu",
           resume: bool = True, progress: bool = True, max_steps: int | None = None,
           handle_signals: bool = False, log: Callable[[str], None] | None = None) -> Trainer:
     """Train (or resume) a run in `run_dir` until `config.total_kimg`, `max_steps` or a signal.
 
     Writes `checkpoint.pt` (rolling, atomic), `samples/kimgNNNNNN.png` and a line of `stats.jsonl` at
-    every snapshot, and once more at the end.
+    every snapshot, and once more at the end (see `ganinv.train.loop`).
     """
-    from tqdm import tqdm
-
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, data, device=device)
-    checkpoint = run_dir / CHECKPOINT_FILE
-    if resume and checkpoint.is_file():
-        trainer.load_checkpoint(checkpoint)
-        if log:
-            log(f"resumed from {checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    stop = _StopFlag()
-    previous_handlers = {}
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[sig] = signal.signal(sig, stop)
-    total_images = int(config.total_kimg * 1000)
-    snapshot_images = max(int(config.snapshot_kimg * 1000), 1)
-    next_snapshot = (trainer.num_images_seen // snapshot_images + 1) * snapshot_images
-    bar = tqdm(total=total_images, initial=trainer.num_images_seen, unit="img", unit_scale=True,
-               disable=not progress, mininterval=2.0, dynamic_ncols=True)
-    steps_done = 0
-    last_snapshot_images = -1
-    run_start = time.perf_counter()
-    window_start, window_images = run_start, 0
-    images_per_second = 0.0
-    stats: dict[str, float] = {}
-    try:
-        while trainer.num_images_seen < total_images and not stop.requested:
-            if max_steps is not None and steps_done >= max_steps:
-                break
-            started = time.perf_counter()
-            stats = trainer.step()
-            elapsed = time.perf_counter() - started
-            trainer.training_seconds += elapsed
-            steps_done += 1
-            window_images += config.batch_size
-            now = time.perf_counter()
-            if now - window_start >= 10:
-                images_per_second = window_images / (now - window_start)
-                window_start, window_images = now, 0
-            elif images_per_second == 0.0:
-                images_per_second = steps_done * config.batch_size / (now - run_start)
-            bar.update(config.batch_size)
-            bar.set_postfix(kimg=f"{trainer.kimg:.1f}", G=f"{stats['loss_G']:.3f}",
-                            D=f"{stats['loss_D']:.3f}", ips=f"{images_per_second:.1f}", refresh=False)
-            if trainer.num_images_seen >= next_snapshot:
-                _snapshot(trainer, run_dir, stats, images_per_second)
-                last_snapshot_images = trainer.num_images_seen
-                while next_snapshot <= trainer.num_images_seen:
-                    next_snapshot += snapshot_images
-        if steps_done and last_snapshot_images != trainer.num_images_seen:
-            _snapshot(trainer, run_dir, stats, images_per_second)
-    finally:
-        bar.close()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
+
+    def postfix(stats: dict, images_per_second: float) -> dict:
+        return dict(kimg=f"{trainer.kimg:.1f}", G=f"{stats['loss_G']:.3f}", D=f"{stats['loss_D']:.3f}",
+                    ips=f"{images_per_second:.1f}")
+
+    def stats_head(images_per_second: float) -> dict:
+        return {"kimg": round(trainer.kimg, 3), "step": trainer.step_index,
+                "training_hours": round(trainer.training_seconds / 3600, 4),
+                "images_per_second": round(images_per_second, 2)}
+
+    def sample_grids(stats: dict, evaluation: dict) -> None:
+        grid = trainer.sample_grid()
+        save_grid(grid, run_dir / "samples" / f"kimg{int(trainer.kimg):06d}.png", upscale=2)
+        save_grid(grid, run_dir / "samples_latest.png", upscale=2)
+
+    loop = TrainingLoop(trainer, run_dir, count=lambda: trainer.num_images_seen,
+                        total=int(config.total_kimg * 1000), snapshot_every=max(int(config.snapshot_kimg * 1000), 1),
+                        unit="img", unit_scale=True, progress=progress, handle_signals=handle_signals,
+                        postfix=postfix, stats_head=stats_head, artifacts=sample_grids)
+    if resume and loop.resume() and log:
+        log(f"resumed from {loop.checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
+    loop.write_config(config.to_dict())
+    loop.run(max_steps=max_steps)
     return trainer
-
-
-def _snapshot(trainer: Trainer, run_dir: Path, stats: dict, images_per_second: float) -> None:
-    trainer.save_checkpoint(run_dir / CHECKPOINT_FILE)
-    grid = trainer.sample_grid()
-    save_grid(grid, run_dir / "samples" / f"kimg{int(trainer.kimg):06d}.png", upscale=2)
-    save_grid(grid, run_dir / "samples_latest.png", upscale=2)
-    line = {"kimg": round(trainer.kimg, 3), "step": trainer.step_index,
-            "training_hours": round(trainer.training_seconds / 3600, 4),
-            "images_per_second": round(images_per_second, 2), "time": time.time(),
-            "threads": torch.get_num_threads(), "device": str(trainer.device),
-            **{k: round(v, 5) for k, v in stats.items()}}
-    with open(run_dir / "stats.jsonl", "a") as f:
-        f.write(json.dumps(line) + "\n")
 
 
 def load_training_data(dataset_dir: str | Path, label_key: str | None = None) -> TrainingData:
