@@ -194,9 +194,13 @@ class InversionResult(Latent):
         naming the file) for anything that is not a readable result."""
         path = Path(path)
         if path.is_file():
-            with _extracted_zip(path) as folder:
+            with _extracted_zip(path) as (root, folder):
                 # Everything is read into memory, so the extracted files can go.
-                return cls.load(folder, model=model)
+                try:
+                    return cls.load(folder, model=model)
+                except ValueError as e:  # name the file inside the zip, not the temporary copy
+                    raise ValueError(str(e).replace(f"{root}{os.sep}", f"{path}:").replace(str(root), str(path))
+                                     ) from None
         report = read_result_report(path)
 
         recorded = report.get("model") or {}
@@ -314,12 +318,16 @@ def _check_report(raw: bytes, where: Path) -> dict:
 @contextmanager
 def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
     try:
-        with zipfile.ZipFile(path) as zf:
-            yield zf
+        zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
         raise ValueError(f"{path}: not an inversion result (neither a result folder nor a zip of one)") from None
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    with zf:
+        try:
+            yield zf
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError) as e:
+            raise ValueError(f"{path}: corrupt or unsupported zip ({e})") from None
 
 
 def _report_member(zf: zipfile.ZipFile, path: Path) -> str:
@@ -330,8 +338,8 @@ def _report_member(zf: zipfile.ZipFile, path: Path) -> str:
 
 
 @contextmanager
-def _extracted_zip(path: Path) -> Iterator[Path]:
-    """The result folder inside a zip, extracted to a temporary folder removed afterwards."""
+def _extracted_zip(path: Path) -> Iterator[tuple[Path, Path]]:
+    """(temporary folder, the result folder in it) of a result zip, extracted; removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="ganinv-result-") as tmp_name:
         tmp = Path(tmp_name).resolve()
         with _open_zip(path) as zf:
@@ -345,11 +353,8 @@ def _extracted_zip(path: Path) -> Iterator[Path]:
                 target = (tmp / member.filename).resolve()
                 if target != tmp and tmp not in target.parents:
                     raise ValueError(f"{path}: unsafe path {member.filename!r} in zip")
-            try:
-                zf.extractall(tmp)
-            except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError) as e:
-                raise ValueError(f"{path}: corrupt zip ({e})") from None
-        yield tmp / inner
+            zf.extractall(tmp)
+        yield tmp, tmp / inner
 
 
 def _read_latent(path: Path, G) -> dict[str, torch.Tensor]:
