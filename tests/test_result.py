@@ -410,3 +410,22 @@ def test_cli_edit_names_the_model_of_a_result_and_resumes_only_complete_folders(
     r = CliRunner().invoke(main, ["edit", str(tmp_path / "missing"), "--direction", "x", "--outdir",
                                   str(tmp_path / "o")])
     assert r.exit_code == 1 and "neither a seed nor an existing result folder" in r.output
+
+
+def test_cli_invert_skip_existing_redoes_folders_that_are_not_complete(G, model_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), 60 * i + 20, np.uint8)).save(photos / f"p{i}.png")
+    out = tmp_path / "out"
+    common = ["invert", str(photos), "--model", str(model_dir), "--method", "optimize", "--steps", "2",
+              "--outdir", str(out), "--quiet"]
+    assert CliRunner().invoke(main, common).exit_code == 0
+    assert all(is_complete_result(out / f"p{i}") for i in range(3))
+    (out / "p0" / "latent.npz").unlink()  # a file lost after the report was written
+    (out / "p1" / "report.json").write_text("{truncated")  # a report cut short
+    stamp = (out / "p2" / "report.json").stat().st_mtime_ns
+    r = CliRunner().invoke(main, common + ["--skip-existing"])
+    assert r.exit_code == 0, r.output
+    assert is_complete_result(out / "p0") and is_complete_result(out / "p1")
+    assert (out / "p2" / "report.json").stat().st_mtime_ns == stamp  # complete: left alone
