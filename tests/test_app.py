@@ -14,8 +14,8 @@ from PIL import Image
 
 from ganinv.app.session import (MAX_SLIDERS, STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress,
                                 SessionStore, Workspace, available_methods, default_method, display_image,
-                                inversion_settings, read_upload, result_from_sample, sample_seeds, step_controls,
-                                stream_inversion)
+                                inversion_settings, read_upload, result_from_sample, sample_seeds, sample_subject,
+                                step_controls, stream_inversion)
 from ganinv.edit import Direction
 from ganinv.invert import METHODS, InversionResult, invert
 from ganinv.models.checkpoints import save_native
@@ -187,6 +187,40 @@ def test_direction_library_presets_families_and_cache(model, library):
         library.sliders("sefa", "middle-ish", 2)
 
 
+def test_direction_library_takes_any_layer_range(library):
+    """As the CLI's --layers: '0-1', '2-5', '6-', '0,2,4-5', 'all'; a range equal to a preset is that preset."""
+    num_ws = library.model.G.num_ws
+    picked = library.sliders("sefa", "0,2", 2)
+    assert picked[0].direction.layers == [0, 2] and picked[0].label.startswith("SeFa 0,2 #0")
+    assert library.layer_choice(" 4- ") == (f"4-{num_ws - 1}", list(range(4, num_ws)))
+    assert library.layer_choice("0,2,4-5") == ("0,2,4-5", [0, 2, 4, 5])
+    coarse = library.groups["coarse"]
+    assert library.layer_choice(f"{coarse[0]}-{coarse[-1]}") == ("coarse", coarse)
+    assert library.sliders("sefa", f"0-{coarse[-1]}", 2)[0].direction is library.direction("sefa", "coarse")
+    assert library.layer_choice("all") == ("all", list(range(num_ws)))
+    assert library.sliders("ganspace", "1-2", 2)[0].direction.layers == [1, 2]
+    for text, message in [("7-x", "bad layer range '7-x'"), (f"{num_ws}-", "select no ws index"),
+                          ("0,99", "out of range"), ("", "no layers given"), ("5-2", "select no ws index"),
+                          ("fine-ish", "unknown layer preset")]:
+        with pytest.raises(AppError, match=message) as info:
+            library.sliders("sefa", text, 2)
+        assert "0-1, 2-5, 6-" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_typed_layer_ranges_are_cached_within_a_bound(model, monkeypatch):
+    import ganinv.app.session as session_module
+    monkeypatch.setattr(session_module, "MAX_CACHED_RANGES", 2)
+    fresh = DirectionLibrary(model, num_std_samples=200)
+    first = fresh.direction("sefa", "0,2")
+    assert fresh.direction("sefa", "0,2") is first  # cached
+    all_layers = fresh.direction("sefa", "all")
+    fresh.direction("sefa", "1,3")
+    fresh.direction("sefa", "0,2")  # recently used again: kept
+    fresh.direction("sefa", "2,4")
+    assert fresh.direction("sefa", "0,2") is first and fresh.direction("sefa", "all") is all_layers
+    assert ("sefa", "1,3") not in fresh._cache  # the least recently used typed range was dropped
+
+
 def test_shipped_sefa_directions_are_used_when_present(model_dir, tmp_path):
     import shutil
     folder = tmp_path / "with_sefa"
@@ -322,8 +356,12 @@ def test_sample_seeds_follow_the_seed_convention(model):
     assert [seed for seed, _ in images] == [0, 5]
     expected = latent_from_seed(model, 5, truncation_psi=0.7).render()
     assert torch.allclose(images[1][1], expected, atol=1e-5)
-    result = result_from_sample(model, 5, 0.7)
+    subject = sample_subject(model, 5, 0.7)
+    assert not isinstance(subject, InversionResult) and subject.label == "seed 5"
+    assert torch.allclose(subject.render(), expected, atol=1e-5)
+    result = result_from_sample(model, 5, 0.7)  # the record a sample's export writes
     assert torch.allclose(result.render(), expected, atol=1e-5) and result.method == "sample"
+    assert result.settings == {"seed": 5, "truncation_psi": 0.7} and torch.equal(result.target, result.reconstruction)
     with pytest.raises(AppError, match="at most"):
         sample_seeds(model, list(range(100)), 0.7)
     with pytest.raises(AppError, match="at least one seed"):
@@ -350,13 +388,44 @@ def test_gradio_app_builds_offline_with_all_controls(model, library, workspace):
     assert os.environ["GRADIO_TEMP_DIR"] == str(workspace.cache_dir)
     ids = {block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
     for needed in ("upload", "examples", "fit", "preview", "method", "steps", "invert", "stop", "progress",
-                   "reconstruction", "family", "preset", "count", "edit-0", f"edit-{MAX_SLIDERS - 1}", "reset",
-                   "edited", "export", "downloads", "seeds", "psi", "samples"):
+                   "reconstruction", "family", "preset", "layers", "count", "edit-0", f"edit-{MAX_SLIDERS - 1}",
+                   "reset", "edited", "export", "downloads", "seeds", "psi", "samples"):
         assert needed in ids, needed
     assert demo.ganinv_launch_kwargs["max_file_size"] == 2 * 2 ** 20
     inversion = [fn for fn in demo.fns.values() if fn.concurrency_id == "inversion"]
     assert len(inversion) == 1 and inversion[0].concurrency_limit == 1
     assert context.sessions.workspace is workspace
+
+
+def test_gradio_layer_range_box_applies_any_range_and_reports_bad_text(model, library, workspace):
+    _require_gradio()
+    import gradio as gr
+    from ganinv.app.server import build_app
+    demo, context = build_app(model, workspace, library=library)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+
+    class Request:
+        session_hash = "layers-test"
+
+    outputs = handlers["on_layers"]("sefa", "0,2", 2, Request())
+    preset_update, layers_update, _, first_slider = outputs[:4]
+    assert first_slider["label"].startswith("SeFa 0,2 #0") and preset_update["value"] is None
+    assert context.sessions.get("layers-test").sliders[0].direction.layers == [0, 2]
+    coarse = library.groups["coarse"]
+    outputs = handlers["on_layers"]("sefa", f"{coarse[0]}-{coarse[-1]}", 2, Request())
+    assert outputs[0]["value"] == "coarse"  # the preset buttons follow a range that equals a preset
+    sliders_before = list(context.sessions.get("layers-test").sliders)
+    for text, message in [("1-x", "bad layer range '1-x'"), ("  ", "Type a layer range")]:
+        with pytest.warns(UserWarning, match=message):  # shown as a warning toast; nothing else changes
+            outputs = handlers["on_layers"]("sefa", text, 2, Request())
+        assert all(o == gr.skip() for o in outputs)
+        assert context.sessions.get("layers-test").sliders == sliders_before
+    # picking a preset clears the box; a typed range stays in force when the count changes
+    outputs = handlers["on_preset"]("sefa", "fine", 2, Request())
+    assert outputs[1]["value"] == "" and outputs[3]["label"].startswith("SeFa fine #0")
+    outputs = handlers["on_directions"]("ganspace", "fine", "1-2", 3, Request())
+    assert outputs[3]["label"].startswith("GANSpace 1-2 #0")
+    assert len(context.sessions.get("layers-test").sliders) == 3
 
 
 def test_cli_serve_is_registered_and_reports_bad_models():
@@ -380,12 +449,16 @@ def test_grayscale_model_uploads_renders_and_exports(tmp_path, workspace):
     assert display_image(target).mode == "L"
     session = SessionStore(workspace).get("gray")
     session.set_sliders(DirectionLibrary(gray, num_std_samples=200).sliders("sefa", "all", 2))
-    session.set_result(result_from_sample(gray, 1, 0.7))
+    image = session.set_sample(gray, 1, 0.7)
+    assert not isinstance(session.subject, InversionResult)  # a prior sample is edited as it is
+    assert torch.equal(session.target, image) and torch.equal(session.render(), image)
     assert session.render([1.5, 0]).shape == (1, 1, 16, 16)
     png, archive = session.export()
     with Image.open(png) as im:
         assert im.mode == "L" and im.size == (16, 16)
-    assert InversionResult.load(archive, model=folder).method == "sample"
+    loaded = InversionResult.load(archive, model=folder)
+    assert loaded.method == "sample" and loaded.settings == {"seed": 1, "truncation_psi": 0.7}
+    assert torch.allclose(loaded.render(), image, atol=1e-5)
 
 
 def test_works_with_an_nvidia_pickle(fixtures_dir, workspace):

@@ -217,6 +217,16 @@ def test_upload_invert_edit_download_in_chromium(server, browser, artifacts, tmp
     page.wait_for_function("() => document.querySelector('#edit-0').innerText.includes('GANSpace all #0')")
     page.click("#preset label:has-text('coarse')")
     page.wait_for_function("() => document.querySelector('#edit-0').innerText.includes('GANSpace coarse #0')")
+    # any layer range, as the CLI takes it; text that is not one gives a clear message
+    page.fill("#layers input, #layers textarea", "0,2")
+    page.press("#layers input, #layers textarea", "Enter")
+    page.wait_for_function("() => document.querySelector('#edit-0').innerText.includes('GANSpace 0,2 #0')")
+    page.fill("#layers input, #layers textarea", "1-x")
+    page.press("#layers input, #layers textarea", "Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some("
+                           "t => t.innerText.includes(\"bad layer range '1-x'\"))")
+    assert "GANSpace 0,2 #0" in page.inner_text("#edit-0")  # the sliders stay as they were
+    shot("04b_layer_range")
     page.evaluate(SET_SLIDER, ["#edit-1 input[type=range]", -2])
     page.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }",
                            arg=page.get_attribute("#edited img", "src"))

@@ -363,13 +363,13 @@ def test_interpolation_endpoints_reproduce_inputs(G):
         assert torch.allclose(frames[0], a.render()[0], atol=1e-5)
         assert torch.allclose(frames[-1], b.render()[0], atol=1e-5)
         assert (frames[2] - frames[0]).abs().mean() > 1e-3
-    # a tuned result with its own noise at one end, a seed at the other
+    # a tuned result with its own noise at one end (a result is a subject as it is), a seed at the other
     result = _result(G, tuned=True)
-    frames = E.interpolate(E.latent_from_result(result), b, num_frames=4)
+    frames = E.interpolate(result, b, num_frames=4)
     assert torch.allclose(frames[0], result.render()[0], atol=1e-6)
     assert torch.allclose(frames[-1], b.render()[0], atol=1e-6)
     with pytest.raises(ValueError, match="z at both ends"):
-        E.interpolate(E.latent_from_result(result), b, space="z")
+        E.interpolate(result, b, space="z")
 
 
 def test_slerp_and_lerp():

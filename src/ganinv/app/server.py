@@ -31,7 +31,7 @@ from ..utils import parse_seeds  # noqa: E402
 from .session import (DEFAULT_MAX_UPLOAD_MB, FITS, MAX_EXAMPLES, MAX_SLIDERS, MAX_UI_STEPS,  # noqa: E402
                       STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress, SessionStore, Workspace,
                       available_methods, default_method, display_image, inversion_settings, read_upload,
-                      result_from_sample, sample_seeds, step_controls, stream_inversion)
+                      sample_seeds, step_controls, stream_inversion)
 
 CSS = """
 #preview img, #reconstruction img, #edited img, #examples img, #samples img { image-rendering: pixelated; }
@@ -139,7 +139,7 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         return updates
 
     def edited_image(session):
-        return None if session.result is None else display_image(session.render())
+        return None if session.subject is None else display_image(session.render())
 
     # ------------------------------------------------------------------ handlers
 
@@ -232,19 +232,46 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
     def on_stop(request: gr.Request):
         session_of(request).stop.set()
 
-    def on_directions(family, preset, count, request: gr.Request):
-        session = session_of(request)
+    def show_directions(session, family, layers, count, **shown):
+        """Slider updates for a family and layer range (a preset or any range the CLI takes); `shown`
+        sets what the preset buttons (preset_value=) or the range box (box_value=) show."""
         try:
-            session.set_sliders(library.sliders(family, preset, int(count)))
+            session.set_sliders(library.sliders(family, layers, int(count)))
         except (AppError, ValueError) as e:
-            raise gr.Error(str(e)) from None
+            return bad_directions(str(e))
         tunable = family in ("sefa", "ganspace")
-        return (gr.update(interactive=tunable), gr.update(interactive=tunable), *slider_updates(session),
-                edited_image(session))
+        preset_value = {"value": shown["preset_value"]} if "preset_value" in shown else {}
+        box_value = {"value": shown["box_value"]} if "box_value" in shown else {}
+        return (gr.update(interactive=tunable, **preset_value), gr.update(interactive=tunable, **box_value),
+                gr.update(interactive=tunable), *slider_updates(session), edited_image(session))
+
+    def bad_directions(message):
+        # A warning toast (a raised gr.Error would also log a traceback on the server); nothing changes.
+        gr.Warning(message)
+        return (gr.skip(),) * (4 + MAX_SLIDERS)
+
+    def on_directions(family, preset, layers_text, count, request: gr.Request):
+        # A typed layer range, while present, wins over the preset buttons.
+        layers = layers_text.strip() if layers_text and layers_text.strip() else (preset or "all")
+        return show_directions(session_of(request), family, layers, count)
+
+    def on_preset(family, preset, count, request: gr.Request):
+        return show_directions(session_of(request), family, preset, count, box_value="")
+
+    def on_layers(family, layers_text, count, request: gr.Request):
+        if not layers_text or not layers_text.strip():
+            return bad_directions("Type a layer range (e.g. 0-1, 2-5, 6-, 0,2,4-5) or pick a preset.")
+        try:
+            name, _ = library.layer_choice(layers_text)
+        except AppError as e:
+            return bad_directions(str(e))
+        # The preset buttons show the preset the range equals, or none.
+        return show_directions(session_of(request), family, layers_text.strip(), count,
+                               preset_value=name if name in presets else None)
 
     def on_slide(request: gr.Request, *values):
         session = session_of(request)
-        if session.result is None:
+        if session.subject is None:
             session.edits(list(values))
             return gr.skip()
         return display_image(session.render(list(values)))
@@ -279,12 +306,10 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         if not 0 <= evt.index < len(session.samples):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *([gr.skip()] * MAX_SLIDERS)
         seed, psi = session.samples[evt.index]
-        result = result_from_sample(model, seed, psi)
-        session.set_target(result.target, f"seed {seed}")
+        image = session.set_sample(model, seed, psi)
         session.upload_path = None
-        session.set_result(result)
         note = f"Seed {seed} (ψ = {psi:.2f}) is now the subject: move the sliders in **Invert & edit**."
-        return (note, display_image(result.target), display_image(result.reconstruction), edited_image(session),
+        return (note, display_image(image), display_image(image), edited_image(session),
                 f"sample seed {seed}", *slider_updates(session, value_only=True))
 
     # ------------------------------------------------------------------ layout
@@ -333,6 +358,9 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
                                           label="Directions", elem_id="family")
                         preset = gr.Radio(presets, value="all", label="Layers (coarse = pose/shape, fine = "
                                           "colour/detail)", elem_id="preset")
+                        layers_box = gr.Textbox("", label=f"…or any ws indices 0-{G.num_ws - 1} (e.g. 0-1, 2-5, "
+                                                "6-, 0,2,4-5; Enter applies)", placeholder="0-1",
+                                                elem_id="layers", max_lines=1)
                         count = gr.Slider(1, max_count, value=count0, step=1, label="Number of directions",
                                           elem_id="count")
                         sliders = [gr.Slider(-STRENGTH_LIMIT, STRENGTH_LIMIT, value=0, step=0.1,
@@ -369,9 +397,14 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
             concurrency_limit=max_concurrent_inversions, concurrency_id="inversion", show_progress="hidden")
         stop_button.click(on_stop, None, None, queue=False, show_progress="hidden")
         del invert_event  # stopping goes through the session's flag, so a stopped run still returns its result
-        for control in (family, preset, count):  # user changes only (.input), latest value wins
-            control.input(on_directions, [family, preset, count], [preset, count, *sliders, edited],
+        direction_outputs = [preset, layers_box, count, *sliders, edited]
+        for control in (family, count):  # user changes only (.input), latest value wins
+            control.input(on_directions, [family, preset, layers_box, count], direction_outputs,
                           trigger_mode="always_last", show_progress="minimal")
+        preset.input(on_preset, [family, preset, count], direction_outputs, trigger_mode="always_last",
+                     show_progress="minimal")
+        layers_box.submit(on_layers, [family, layers_box, count], direction_outputs, trigger_mode="always_last",
+                          show_progress="minimal")
         for slider in sliders:
             slider.input(on_slide, sliders, edited, queue=False, trigger_mode="always_last", show_progress="hidden")
         reset.click(on_reset, None, [*sliders, edited], queue=False, show_progress="hidden")

@@ -33,10 +33,14 @@ from PIL import Image
 from ..data.io import ImageLoadError, load_image, to_pil
 from ..edit import Direction, edit_many, find_ganspace_directions, find_sefa_directions, layer_groups, load_direction
 from ..invert import METHODS, InversionResult, StepInfo, invert
+from ..latent import Latent, latent_from_seed
 from ..models.registry import Model
+from ..utils import parse_layers
 
 #: Most sliders shown at once (SeFa/GANSpace count control goes up to this).
 MAX_SLIDERS = 10
+#: Directions kept for typed layer ranges (besides the presets), least recently used dropped first.
+MAX_CACHED_RANGES = 64
 #: Slider range in prior standard deviations (the Direction strength unit; +/-3 is a large edit).
 STRENGTH_LIMIT = 5.0
 #: Uploads larger than this are refused (the server passes the same limit to the framework).
@@ -146,14 +150,16 @@ class SliderSpec:
 class DirectionLibrary:
     """Directions of one model, shared by every session: found on first use and cached.
 
-    Families: 'sefa' (closed-form, for a layer-range preset), 'ganspace' (PCA of W, applied to a preset's
-    layers), and 'shipped' (the model's shipped InterFaceGAN/StyleSpace directions, by name)."""
+    Families: 'sefa' (closed-form, for a layer range), 'ganspace' (PCA of W, applied to a layer range),
+    and 'shipped' (the model's shipped InterFaceGAN/StyleSpace directions, by name). A layer range is a
+    preset ('all', 'coarse', 'middle', 'fine') or any range of ws indices as the CLI takes it ('0-1',
+    '2-5', '6-', '0,2,4-5')."""
 
     def __init__(self, model: Model, num_std_samples: int = 10_000, ganspace_samples: int = 20_000) -> None:
         self.model = model
         self.num_std_samples = num_std_samples
         self.ganspace_samples = max(ganspace_samples, model.G.w_dim + 1)
-        self._cache: dict[tuple[str, str], Direction] = {}
+        self._cache: OrderedDict[tuple[str, str], Direction] = OrderedDict()
         self._lock = threading.Lock()
         groups = layer_groups(model.G)
         self.groups: dict[str, list[int]] = {"all": list(range(model.G.num_ws)), **groups}
@@ -181,21 +187,48 @@ class DirectionLibrary:
         """Layer-range presets present in this generator: all, then coarse / middle / fine."""
         return list(self.groups)
 
+    def layer_choice(self, layers: str) -> tuple[str, list[int]]:
+        """(name, ws indices) of a preset or of any layer range; a range that equals a preset is named
+        after it. AppError with the accepted forms for anything else."""
+        text = str(layers or "").strip()
+        if text in self.groups:
+            return text, self.groups[text]
+        num_ws = self.model.G.num_ws
+        hint = f"give ws indices 0-{num_ws - 1} like 0-1, 2-5, 6-, 0,2,4-5 or a preset ({', '.join(self.groups)})"
+        if not text:
+            raise AppError(f"no layers given; {hint}.")
+        if not any(ch.isdigit() for ch in text) and text.lower() != "all":
+            raise AppError(f"unknown layer preset {text!r}; {hint}.")
+        try:
+            indices = parse_layers(text, num_ws)
+        except ValueError as e:
+            raise AppError(f"{str(e).split(';')[0]}; {hint}.") from None
+        if not indices:
+            raise AppError(f"layers {text!r} select no ws index; {hint}.")
+        for name, group in self.groups.items():
+            if group == indices:
+                return name, group
+        return _range_text(indices), indices
+
     def max_count(self) -> int:
         return min(MAX_SLIDERS, self.model.G.w_dim)
 
-    def direction(self, family: str, preset: str) -> Direction:
+    def direction(self, family: str, layers: str) -> Direction:
+        """The directions of `family` for `layers` (a preset or any layer range)."""
         if family not in ("sefa", "ganspace"):
             raise AppError(f"unknown direction family {family!r}")
-        if preset not in self.groups:
-            raise AppError(f"unknown layer preset {preset!r}; this model has {', '.join(self.groups)}")
-        key = (family, preset)
+        name, indices = self.layer_choice(layers)
+        key = (family, name)
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = self._find(family, preset)
+                self._cache[key] = self._find(family, name, indices)
+                custom = [k for k in self._cache if k[1] not in self.groups]
+                for old in custom[:max(0, len(custom) - MAX_CACHED_RANGES)]:
+                    del self._cache[old]  # presets stay; typed ranges are kept up to a bound
+            self._cache.move_to_end(key)
             return self._cache[key]
 
-    def _find(self, family: str, preset: str) -> Direction:
+    def _find(self, family: str, preset: str, indices: list[int]) -> Direction:
         shipped_name = f"{family}_{preset}" if (family, preset) != ("ganspace", "all") else "ganspace"
         shipped = (self.model.directions or {}).get(shipped_name)
         if shipped is not None:
@@ -205,7 +238,7 @@ class DirectionLibrary:
                     return direction
             except ValueError:
                 pass  # fall back to finding it here
-        layers = "all" if preset == "all" else self.groups[preset]
+        layers = "all" if preset == "all" else indices
         if family == "sefa":
             return find_sefa_directions(self.model, layers=layers, num=self.max_count(),
                                         num_std_samples=self.num_std_samples, name=f"sefa_{preset}")
@@ -213,11 +246,13 @@ class DirectionLibrary:
                                         num_samples=self.ganspace_samples, num_std_samples=self.num_std_samples,
                                         name=f"ganspace_{preset}")
 
-    def sliders(self, family: str, preset: str = "all", count: int = 5) -> list[SliderSpec]:
-        """The slider list for a family; `preset` and `count` apply to SeFa and GANSpace."""
+    def sliders(self, family: str, layers: str = "all", count: int = 5) -> list[SliderSpec]:
+        """The slider list for a family; `layers` (a preset or any layer range) and `count` apply to
+        SeFa and GANSpace."""
         if family == "shipped":
             return list(self.shipped[:MAX_SLIDERS])
         count = max(1, min(int(count), self.max_count()))
+        preset, _ = self.layer_choice(layers)
         direction = self.direction(family, preset)
         short = "SeFa" if family == "sefa" else "GANSpace"
         specs = []
@@ -227,6 +262,17 @@ class DirectionLibrary:
                 score = f" ({direction.score_name or 'score'} {direction.scores[i]:.3g})"
             specs.append(SliderSpec(direction, i, f"{short} {preset} #{i}{score}"))
         return specs
+
+
+def _range_text(indices: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8'."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 # ---------------------------------------------------------------------------------------------- inversion
@@ -351,26 +397,28 @@ def stream_inversion(model: Model, target: torch.Tensor, method: str, settings: 
         thread.join(timeout=60)
 
 
-def result_from_sample(model: Model, seed: int, truncation_psi: float) -> InversionResult:
-    """A prior sample wrapped as an InversionResult, so it can be edited and exported like one."""
-    from ..edit.ops import latent_from_seed
+def sample_subject(model: Model, seed: int, truncation_psi: float) -> Latent:
+    """The prior sample `seed` (NVIDIA's seed convention; class 0 for conditional models) as a subject
+    to edit."""
+    latent = latent_from_seed(model, seed, truncation_psi=truncation_psi, class_index=0 if model.G.c_dim else None)
+    latent.label = f"seed {seed}"
+    return latent
 
-    latent = latent_from_seed(model, seed, truncation_psi=truncation_psi,
-                              class_index=0 if model.G.c_dim else None)
-    with torch.no_grad():
-        image = model.G.synthesis(latent.ws, noise_mode="const").clamp(-1, 1).cpu()
-    return InversionResult(method="sample", space="w", target=image, ws=latent.ws.detach().cpu(),
-                           reconstruction=image, G_base=model.G, model_name=model.name,
-                           model_sha256=model.sha256, z=latent.z.detach().cpu(),
-                           c=None if latent.c is None else latent.c.detach().cpu(),
-                           settings={"seed": int(seed), "truncation_psi": float(truncation_psi)},
-                           stop_reason="prior sample")
+
+def sample_export_fields(model: Model, seed: int, truncation_psi: float) -> dict:
+    """How a prior sample is described when exported in the result format (InversionResult.from_subject)."""
+    return {"method": "sample", "space": "w", "model_name": model.name, "model_sha256": model.sha256,
+            "settings": {"seed": int(seed), "truncation_psi": float(truncation_psi)}, "stop_reason": "prior sample"}
+
+
+def result_from_sample(model: Model, seed: int, truncation_psi: float) -> InversionResult:
+    """A prior sample as a result record (target = reconstruction = its image), as its export saves it."""
+    return InversionResult.from_subject(sample_subject(model, seed, truncation_psi),
+                                        **sample_export_fields(model, seed, truncation_psi))
 
 
 def sample_seeds(model: Model, seeds: list[int], truncation_psi: float) -> list[tuple[int, torch.Tensor]]:
     """(seed, image [1, C, H, W]) for each seed, NVIDIA's seed convention."""
-    from ..edit.ops import latent_from_seed
-
     if not seeds:
         raise AppError("Give at least one seed, e.g. 0-7 or 1,5,42.")
     if len(seeds) > MAX_SEEDS:
@@ -382,9 +430,7 @@ def sample_seeds(model: Model, seeds: list[int], truncation_psi: float) -> list[
         for seed in seeds:
             if not 0 <= seed < 2 ** 32:
                 raise AppError(f"seed {seed} is out of range (0 to 2^32-1)")
-            latent = latent_from_seed(model, seed, truncation_psi=truncation_psi,
-                                      class_index=0 if model.G.c_dim else None)
-            out.append((seed, model.G.synthesis(latent.ws, noise_mode="const").clamp(-1, 1).cpu()))
+            out.append((seed, sample_subject(model, seed, truncation_psi).render()))
     return out
 
 
@@ -393,14 +439,19 @@ def sample_seeds(model: Model, seeds: list[int], truncation_psi: float) -> list[
 
 @dataclass
 class EditorSession:
-    """One browser session's state: its target, inversion result, sliders and export folder."""
+    """One browser session's state: its target, the subject the sliders edit (an inversion result or a
+    prior sample), sliders and export folder."""
 
     session_id: str
     folder: Path
     target: torch.Tensor | None = None
     target_label: str = ""
     upload_path: str | None = None  # the last upload, re-read when the fit changes
-    result: InversionResult | None = None
+    subject: Latent | None = None
+    #: InversionResult.from_subject's keywords describing a subject that is not an InversionResult
+    #: (a prior sample) in the exported zip.
+    export_fields: dict = field(default_factory=dict)
+    unedited: torch.Tensor | None = None  # the subject's image with every slider at 0
     sliders: list[SliderSpec] = field(default_factory=list)
     strengths: list[float] = field(default_factory=list)
     samples: list[tuple[int, float]] = field(default_factory=list)  # (seed, psi) shown in the sample tab
@@ -408,18 +459,48 @@ class EditorSession:
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def result(self) -> Latent | None:
+        """The subject being edited (an InversionResult after an inversion); None before."""
+        return self.subject
+
     def set_target(self, target: torch.Tensor, label: str) -> None:
-        """A new image to invert; any previous result and edit are dropped, a running inversion of the
+        """A new image to invert; any previous subject and edit are dropped, a running inversion of the
         previous target is asked to stop."""
         self.stop.set()
         self.target = target.detach().cpu()
         self.target_label = label
-        self.result = None
+        self.subject = None
+        self.unedited = None
+        self.export_fields = {}
         self.strengths = [0.0] * len(self.sliders)
 
     def set_result(self, result: InversionResult) -> None:
-        self.result = result[0] if len(result) > 1 else result
+        """An inversion's result becomes the subject (its first target when it holds several)."""
+        self.set_subject(result)
+
+    def set_subject(self, subject: Latent, **export_fields: Any) -> None:
+        """The subject the sliders edit: an InversionResult, or any Latent, whose export is then
+        described by `export_fields` (InversionResult.from_subject's keywords; method is required)."""
+        subject = subject[0] if len(subject) > 1 else subject
+        if isinstance(subject, InversionResult):
+            unedited, export_fields = subject.reconstruction[:1], {}
+        else:
+            unedited = subject.render()
+            export_fields = {"method": "latent", **export_fields}
+        self.subject = subject
+        self.unedited = unedited.clamp(-1, 1)
+        self.export_fields = export_fields
         self.strengths = [0.0] * len(self.sliders)
+
+    def set_sample(self, model: Model, seed: int, truncation_psi: float) -> torch.Tensor:
+        """The prior sample `seed` becomes both the target and the subject (nothing to invert); returns
+        its image [1, C, H, W]."""
+        subject = sample_subject(model, seed, truncation_psi)
+        image = subject.render()
+        self.set_target(image, subject.label)
+        self.set_subject(subject, **sample_export_fields(model, seed, truncation_psi))
+        return image
 
     def set_sliders(self, specs: list[SliderSpec]) -> None:
         self.sliders = list(specs)
@@ -434,26 +515,34 @@ class EditorSession:
 
     def render(self, strengths: list[float] | None = None) -> torch.Tensor:
         """The edited image [1, C, H, W] for the given slider values (also stored as the current ones)."""
-        if self.result is None:
+        if self.subject is None:
             raise AppError("Invert an image first (or pick a sample in the Sample seeds tab).")
         edits = self.edits(strengths)
         if not edits:
-            return self.result.reconstruction[:1].clamp(-1, 1)
-        return edit_many(self.result, edits)
+            return self.unedited
+        return edit_many(self.subject, edits)
+
+    def export_record(self) -> InversionResult:
+        """The subject as the result that the download zip holds."""
+        if self.subject is None:
+            raise AppError("Nothing to download yet: invert an image first.")
+        if isinstance(self.subject, InversionResult):
+            return self.subject
+        return InversionResult.from_subject(self.subject, target=self.target, **self.export_fields)
 
     def export(self) -> tuple[Path, Path]:
         """Write the edited PNG (at the generator's resolution) and the result zip into this session's
-        folder; returns their paths. The zip is `InversionResult.to_zip()` plus `edit/` (edit.json,
-        edited.png and the direction files used), and loads back with `InversionResult.load`."""
-        if self.result is None:
-            raise AppError("Nothing to download yet: invert an image first.")
+        folder; returns their paths. The zip is `InversionResult.to_zip()` of the subject (a prior sample
+        is recorded as a result with method 'sample') plus `edit/` (edit.json, edited.png and the
+        direction files used), and loads back with `InversionResult.load`."""
+        record = self.export_record()
         edited = self.render()
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         png_path = self.folder / f"ganinv-edited-{stamp}.png"
         to_pil(edited).save(png_path, format="PNG")
         png_bytes = png_path.read_bytes()
-        buffer = io.BytesIO(self.result.to_zip())
+        buffer = io.BytesIO(record.to_zip())
         with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("edit/edited.png", png_bytes)
             edits = []
@@ -474,7 +563,7 @@ class EditorSession:
             zf.writestr("edit/edit.json", json.dumps({
                 "edits": edits, "note": "strength in prior standard deviations along each component; "
                 "apply with ganinv.edit.edit_many(InversionResult.load(zip), ...)"}, indent=2))
-        zip_path = self.folder / f"ganinv-{self.result.method}-result-{stamp}.zip"
+        zip_path = self.folder / f"ganinv-{record.method}-result-{stamp}.zip"
         zip_path.write_bytes(buffer.getvalue())
         return png_path, zip_path
 
@@ -534,6 +623,7 @@ class SessionStore:
 __all__ = [
     "AppError", "Workspace", "DirectionLibrary", "SliderSpec", "EditorSession", "SessionStore",
     "InversionProgress", "stream_inversion", "available_methods", "default_method", "step_controls",
-    "inversion_settings", "read_upload", "display_image", "sample_seeds", "result_from_sample",
+    "inversion_settings", "read_upload", "display_image", "sample_seeds", "sample_subject", "sample_export_fields",
+    "result_from_sample",
     "MAX_SLIDERS", "STRENGTH_LIMIT", "DEFAULT_MAX_UPLOAD_MB", "FITS", "FAMILIES",
 ]

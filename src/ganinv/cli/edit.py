@@ -33,32 +33,34 @@ def _strengths(text: str) -> list[float]:
         raise UserError(str(e)) from None
 
 
-def _model_named_by_result(path: Path) -> str | None:
-    report = path / "report.json"
-    if path.is_dir() and report.is_file():
-        try:
-            return (json.loads(report.read_text()).get("model") or {}).get("name")
-        except json.JSONDecodeError:
-            raise UserError(f"{report}: invalid JSON") from None
-    return None
-
-
 def _load_model_for_sources(model, sources: list[str], device: str):
-    """--model if given, else the model named by the first result folder among the sources, else the
+    """--model if given, else the model named by the first saved result among the sources, else the
     default embedded model."""
+    from ..invert.result import result_model_name
     if model is None:
         for text in sources:
             if not _SEED.match(text):
-                model = _model_named_by_result(Path(text))
+                try:
+                    model = result_model_name(_source_path(text))
+                except ValueError as e:
+                    raise UserError(str(e)) from None
                 if model:
                     break
     return load_model_or_fail(model, device)
 
 
+def _source_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise UserError(f"{text}: neither a seed nor an existing result folder")
+    return path
+
+
 def _load_source(text: str, bundle, truncation_psi: float, class_index: int | None):
-    """A seed ('12' or 'seed12') or a saved result folder (or zip) -> Latent or InversionResult."""
-    from ..edit import latent_from_seed
-    from ..invert.base import InversionResult
+    """A seed ('12' or 'seed12') or a saved result folder (or zip) -> the subject (a Latent; an
+    InversionResult for a saved result)."""
+    from ..invert.result import InversionResult
+    from ..latent import latent_from_seed
     match = _SEED.match(text)
     if match:
         try:
@@ -66,11 +68,8 @@ def _load_source(text: str, bundle, truncation_psi: float, class_index: int | No
                                     class_index=class_index)
         except ValueError as e:
             raise UserError(str(e)) from None
-    path = Path(text)
-    if not path.exists():
-        raise UserError(f"{text}: neither a seed nor an existing result folder")
     try:
-        return InversionResult.load(path, model=bundle)
+        return InversionResult.load(_source_path(text), model=bundle)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -189,61 +188,104 @@ def directions(method, model, layers, num, attribute, labels_file, num_samples, 
             click.echo(f"  {stem}:{i}  {direction.label(i)}{score_text}  (1 unit = {float(direction.std[i]):.4g})")
 
 
-def _source_options(f):
-    f = click.option("--truncation-psi", "--trunc", "truncation_psi", default=1.0, show_default=True,
-                     type=click.FloatRange(-2, 2), help="Truncation for seed sources.")(f)
-    f = click.option("--class", "class_index", default=None, type=click.IntRange(0),
-                     help="Class label for seed sources (conditional models).")(f)
-    return f
+def _subject_options(gif_ms: int | None = None):
+    """The options of the commands that render subjects (seeds or saved results): --model, truncation
+    and class of seed sources, --gif-ms (when the command writes a GIF; its default), --upscale,
+    --outdir/--overwrite, --device, --seed, --quiet."""
+    options = [
+        model_option,
+        click.option("--truncation-psi", "--trunc", "truncation_psi", default=1.0, show_default=True,
+                     type=click.FloatRange(-2, 2), help="Truncation for seed sources."),
+        click.option("--class", "class_index", default=None, type=click.IntRange(0),
+                     help="Class label for seed sources (conditional models)."),
+    ]
+    if gif_ms is not None:
+        options.append(click.option("--gif-ms", default=gif_ms, show_default=True, type=click.IntRange(10, 10_000),
+                                    help="GIF frame duration (ms)."))
+    options += [click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16),
+                             help="Nearest upscale of outputs."),
+                outdir_option(), device_option, seed_option, quiet_option]
+
+    def decorate(f):
+        for option in reversed(options):  # listed in --help in this order
+            f = option(f)
+        return f
+    return decorate
+
+
+def _load_subjects(sources: list[str], model, device: str, truncation_psi: float, class_index: int | None):
+    """(model bundle, one subject per source) for seeds and saved results."""
+    set_threads()
+    bundle = _load_model_for_sources(model, sources, device)
+    return bundle, [_load_source(text, bundle, truncation_psi, class_index) for text in sources]
+
+
+def _write_frames(frames: torch.Tensor, outdir: Path, gif_name: str, gif_ms: int, upscale: int) -> list[str]:
+    """strip.png, the GIF and frames/frame_NNN.png; returns the frame paths relative to outdir."""
+    from ..data.io import save_image
+    from ..edit import save_gif, save_strip
+    save_strip(frames, outdir / "strip.png", upscale=upscale)
+    save_gif(frames, outdir / gif_name, duration_ms=gif_ms, upscale=upscale)
+    (outdir / "frames").mkdir(exist_ok=True)
+    names = [f"frames/frame_{i:03d}.png" for i in range(len(frames))]
+    for frame, name in zip(frames, names):
+        save_image(frame, outdir / name, upscale=upscale)
+    return names
+
+
+def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...]) -> list[tuple[str, list[float]]]:
+    """Pair each --direction with its --strength (one direction alone defaults to the sweep -3:3:7)."""
+    if not strength_texts and len(direction_specs) == 1:
+        strength_texts = ("-3:3:7",)
+    if len(strength_texts) != len(direction_specs):
+        raise UserError(f"give one --strength per --direction (got {len(direction_specs)} --direction and "
+                        f"{len(strength_texts)} --strength)")
+    return [(spec, _strengths(text)) for spec, text in zip(direction_specs, strength_texts)]
 
 
 @click.command(name="edit")
 @click.argument("source")
-@click.option("--direction", "direction_spec", required=True, metavar="NAME_OR_FILE[:INDEX]",
-              help="A direction shipped with the model (by name) or a direction file; :INDEX picks a component.")
-@click.option("--strength", "--strengths", "strengths", default="-3:3:7", show_default=True,
-              help="Strengths in prior std units: START:STOP:COUNT, a list, or one number.")
-@model_option
-@_source_options
-@click.option("--gif-ms", default=150, show_default=True, type=click.IntRange(10, 10_000),
-              help="GIF frame duration (ms).")
-@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of outputs.")
-@outdir_option()
-@device_option
-@seed_option
-@quiet_option
-def edit_command(source, direction_spec, strengths, model, truncation_psi, class_index, gif_ms, upscale, outdir,
+@click.option("--direction", "direction_specs", required=True, multiple=True, metavar="NAME_OR_FILE[:INDEX]",
+              help="A direction shipped with the model (by name) or a direction file; :INDEX picks a component. "
+                   "Repeat it (each with its --strength) to combine edits.")
+@click.option("--strength", "--strengths", "strengths", multiple=True, metavar="STRENGTHS",
+              help="Strengths in prior std units for the --direction at the same position: START:STOP:COUNT, "
+                   "a list, or one number. Default for a single --direction: -3:3:7. Swept strengths of combined "
+                   "edits move together (same count); a single number holds in every frame.")
+@_subject_options(gif_ms=150)
+def edit_command(source, direction_specs, strengths, model, truncation_psi, class_index, gif_ms, upscale, outdir,
                  overwrite, device, seed, quiet):
-    """Edit SOURCE (a seed or a saved inversion result folder) along a direction: strip PNG, GIF, frames."""
-    from ..data.io import save_image
-    from ..edit import DirectionError, edit_sweep, save_gif, save_strip
+    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined:
+    strip PNG, GIF, frames."""
+    from ..edit import DirectionError
+    from ..edit.render import edit_sweep_many
     from ..utils import write_json
-    set_threads()
+    pairs = _edit_pairs(direction_specs, strengths)
     torch.manual_seed(seed)
-    strength_list = _strengths(strengths)
-    bundle = _load_model_for_sources(model, [source], device)
-    subject = _load_source(source, bundle, truncation_psi, class_index)
-    direction, index = _resolve_direction(direction_spec, bundle)
-    index = 0 if index is None else index
-    frame_names = [f"frame_{i:03d}.png" for i in range(len(strength_list))]
+    bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)
+    edits = []
+    for spec, values in pairs:
+        direction, index = _resolve_direction(spec, bundle)
+        edits.append((spec, direction, 0 if index is None else index, values))
     prepare_outdir(outdir, overwrite, ["strip.png", "edit.gif", "edit.json", "frames"])
     try:
-        frames = edit_sweep(subject, direction, strength_list, index=index)
+        frames = edit_sweep_many(subject, [(direction, index, values) for _, direction, index, values in edits])
     except (ValueError, DirectionError) as e:
         raise UserError(str(e)) from None
-    save_strip(frames, outdir / "strip.png", upscale=upscale)
-    save_gif(frames, outdir / "edit.gif", duration_ms=gif_ms, upscale=upscale)
-    (outdir / "frames").mkdir(exist_ok=True)
-    for frame, frame_name in zip(frames, frame_names):
-        save_image(frame, outdir / "frames" / frame_name, upscale=upscale)
-    write_json(outdir / "edit.json", {
-        "source": source, "model": bundle.name, "direction": direction.name, "direction_file_spec": direction_spec,
-        "component": index, "label": direction.label(index), "method": direction.method, "space": direction.space,
-        "layers": direction.layers, "units": direction.units, "strengths": strength_list,
-        "frames": [f"frames/{n}" for n in frame_names]})
+    frame_names = _write_frames(frames, outdir, "edit.gif", gif_ms, upscale)
+    described = [{"direction": direction.name, "direction_file_spec": spec, "component": index,
+                  "label": direction.label(index), "method": direction.method, "space": direction.space,
+                  "layers": direction.layers, "units": direction.units, "strengths": values}
+                 for spec, direction, index, values in edits]
+    # A single edit keeps its fields at the top level too, as before combined edits existed.
+    write_json(outdir / "edit.json", {"source": source, "model": bundle.name,
+                                      **(described[0] if len(described) == 1 else {}),
+                                      "edits": described, "frames": frame_names})
     if not quiet:
-        click.echo(f"wrote strip.png, edit.gif and {len(frame_names)} frames to {outdir} "
-                   f"({direction.label(index)}, strengths {strength_list[0]:g}..{strength_list[-1]:g})")
+        summary = "; ".join(f"{d['label']}, strengths {d['strengths'][0]:g}..{d['strengths'][-1]:g}"
+                            if len(d["strengths"]) > 1 else f"{d['label']}, strength {d['strengths'][0]:g}"
+                            for d in described)
+        click.echo(f"wrote strip.png, edit.gif and {len(frame_names)} frames to {outdir} ({summary})")
 
 
 @click.command()
@@ -251,29 +293,20 @@ def edit_command(source, direction_spec, strengths, model, truncation_psi, class
 @click.argument("b")
 @click.option("--layers", default="0-3", show_default=True,
               help="ws indices taken from B (coarse 0-3 ~ pose/shape, high indices ~ colour/texture).")
-@model_option
-@_source_options
-@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of outputs.")
-@outdir_option()
-@device_option
-@seed_option
-@quiet_option
+@_subject_options()
 def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overwrite, device, seed, quiet):
     """Style mixing: A with B's ws on --layers (A and B: seeds or saved result folders)."""
     from ..data.io import save_grid, save_image
-    from ..edit import as_latent, mix_latents
+    from ..edit import mix_latents
     from ..utils import parse_layers, write_json
-    set_threads()
-    bundle = _load_model_for_sources(model, [a, b], device)
-    latent_a = as_latent(_load_source(a, bundle, truncation_psi, class_index))
-    latent_b = as_latent(_load_source(b, bundle, truncation_psi, class_index))
+    bundle, (subject_a, subject_b) = _load_subjects([a, b], model, device, truncation_psi, class_index)
     try:
         indices = parse_layers(layers, bundle.G.num_ws)
-        mixed = mix_latents(latent_a, latent_b, indices)
+        mixed = mix_latents(subject_a, subject_b, indices)
     except ValueError as e:
         raise UserError(str(e)) from None
     prepare_outdir(outdir, overwrite, ["a.png", "b.png", "mix.png", "grid.png", "mix.json"])
-    images = [latent_a.render(), latent_b.render(), mixed.render()]
+    images = [subject_a.render(), subject_b.render(), mixed.render()]
     for image, name in zip(images, ("a.png", "b.png", "mix.png")):
         save_image(image[0], outdir / name, upscale=upscale)
     save_grid(torch.cat(images), outdir / "grid.png", ncols=3, upscale=upscale)
@@ -289,36 +322,20 @@ def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overw
               help="Number of frames, both ends included.")
 @click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True,
               help="w: lerp in W/W+; z: slerp in Z (both ends must be seeds).")
-@model_option
-@_source_options
-@click.option("--gif-ms", default=100, show_default=True, type=click.IntRange(10, 10_000),
-              help="GIF frame duration (ms).")
-@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of outputs.")
-@outdir_option()
-@device_option
-@seed_option
-@quiet_option
+@_subject_options(gif_ms=100)
 def interpolate(a, b, num_frames, space, model, truncation_psi, class_index, gif_ms, upscale, outdir, overwrite,
                 device, seed, quiet):
     """Morph from A to B (seeds or saved result folders): frames, strip PNG and GIF."""
-    from ..data.io import save_image
-    from ..edit import as_latent, interpolation_weights, save_gif, save_strip
+    from ..edit import interpolation_weights
     from ..edit import interpolate as run_interpolate
     from ..utils import write_json
-    set_threads()
-    bundle = _load_model_for_sources(model, [a, b], device)
-    latent_a = as_latent(_load_source(a, bundle, truncation_psi, class_index))
-    latent_b = as_latent(_load_source(b, bundle, truncation_psi, class_index))
+    bundle, (subject_a, subject_b) = _load_subjects([a, b], model, device, truncation_psi, class_index)
     prepare_outdir(outdir, overwrite, ["strip.png", "interpolate.gif", "interpolate.json", "frames"])
     try:
-        frames = run_interpolate(latent_a, latent_b, num_frames=num_frames, space=space)
+        frames = run_interpolate(subject_a, subject_b, num_frames=num_frames, space=space)
     except ValueError as e:
         raise UserError(str(e)) from None
-    save_strip(frames, outdir / "strip.png", upscale=upscale)
-    save_gif(frames, outdir / "interpolate.gif", duration_ms=gif_ms, upscale=upscale)
-    (outdir / "frames").mkdir(exist_ok=True)
-    for i, frame in enumerate(frames):
-        save_image(frame, outdir / "frames" / f"frame_{i:03d}.png", upscale=upscale)
+    _write_frames(frames, outdir, "interpolate.gif", gif_ms, upscale)
     write_json(outdir / "interpolate.json", {"a": a, "b": b, "space": space, "model": bundle.name,
                                              "weights": interpolation_weights(num_frames)})
     if not quiet:

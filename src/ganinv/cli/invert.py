@@ -97,8 +97,8 @@ class _MethodsCommand(click.Command):
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing result folders.")
 @click.option("--skip-existing", is_flag=True,
-              help="Leave images whose result folder is complete (report.json) alone and redo incomplete ones: "
-                   "resume an interrupted batch.")
+              help="Leave images whose result folder is complete (report.json and every result file) alone "
+                   "and redo incomplete ones: resume an interrupted batch.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th of N interleaved slices of the image list (1-based), so N processes "
                    "or machines can share one batch and OUTDIR.")
@@ -114,6 +114,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     from ..data.io import ImageLoadError, load_image
     from ..invert import METHODS
     from ..invert import invert as run_invert
+    from ..invert.result import is_complete_result
     set_threads()
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
@@ -152,7 +153,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         if shard_spec is not None and index % shard_spec[1] != shard_spec[0] - 1:
             continue  # (output names are assigned before sharding, so every shard agrees on them)
         out = outdir / stem
-        if skip_existing and (out / "report.json").is_file():
+        if skip_existing and is_complete_result(out):
             if not quiet:
                 click.echo(f"{path.name}: {out} already done (skipped)")
             continue

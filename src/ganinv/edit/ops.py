@@ -11,100 +11,26 @@
   indices carry pose and shape, fine ones colour and texture.
 - Analogy / expression transfer (Image2StyleGAN, section 6.3): w1 + lambda (w3 - w2).
 
-A `Latent` bundles what renders one subject: its ws, its noise maps and its generator.
+Every operation takes subjects (`ganinv.latent.Latent`: a prior sample, an InversionResult, ...) and
+renders with each subject's own generator and noise maps.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
+from ..latent import Latent, as_latent, latent_from_seed  # noqa: F401 - part of ganinv.edit's API
 from ..models.local import ungated
-from ..utils import parse_layers, z_from_seed
+from ..utils import parse_layers
 
 INTERPOLATION_SPACES = ("w", "z")
 
 
-@dataclass
-class Latent:
-    """What renders a subject: ws [N, num_ws, w_dim], optional noise maps {layer: [N, 1, H, W]}, the
-    generator that renders it (a tuned copy for PTI/Clone results), and the base generator whose
-    directions apply. z and truncation_psi are kept for seeds (spherical interpolation in Z)."""
-
-    ws: torch.Tensor
-    G: torch.nn.Module
-    G_base: torch.nn.Module | None = None
-    noise: dict[str, torch.Tensor] | None = None
-    z: torch.Tensor | None = None
-    c: torch.Tensor | None = None
-    truncation_psi: float = 1.0
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        if self.G_base is None:
-            self.G_base = self.G
-        if self.ws.ndim != 3 or tuple(self.ws.shape[1:]) != (self.G.num_ws, self.G.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.G.num_ws}, {self.G.w_dim}], got {tuple(self.ws.shape)}")
-
-    def __len__(self) -> int:
-        return int(self.ws.shape[0])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.G.parameters()).device
-
-    def noise_maps(self, batch: int) -> dict[str, torch.Tensor] | None:
-        if self.noise is None:
-            return None
-        device = self.device
-        return {k: (v.to(device) if v.shape[0] == batch else v[:1].to(device).expand(batch, -1, -1, -1))
-                for k, v in self.noise.items()}
-
-    @torch.no_grad()
-    def render(self, ws: torch.Tensor | None = None, style_offsets: dict | None = None) -> torch.Tensor:
-        """Images [N, C, H, W] in [-1, 1] on the CPU, with this latent's generator and noise (and edited ws)."""
-        ws = (self.ws if ws is None else ws).to(self.device)
-        offsets = None if not style_offsets else {k: v.to(self.device) for k, v in style_offsets.items()}
-        return self.G.synthesis(ws, noise_mode="const", noise=self.noise_maps(ws.shape[0]),
-                                style_offsets=offsets).clamp(-1, 1).cpu()
-
-
-def latent_from_seed(model, seed: int, truncation_psi: float = 1.0, class_index: int | None = None) -> Latent:
-    """The prior sample of NVIDIA's gen_images for `seed` (z = RandomState(seed).randn(1, z_dim))."""
-    from ..utils import one_hot
-    G = getattr(model, "G", model)
-    device = next(G.parameters()).device
-    z = z_from_seed(int(seed), G.z_dim).to(device)
-    c = one_hot(class_index, G.c_dim, 1)
-    c = None if c is None else c.to(device)
-    with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=truncation_psi, update_w_avg=False)
-    return Latent(ws=ws, G=G, z=z, c=c, truncation_psi=truncation_psi, label=f"seed{seed}")
-
-
 def latent_from_result(result) -> Latent:
-    """An InversionResult as a Latent (its tuned generator, if any, and its noise)."""
-    G_base = result.G_base if result.G_base is not None else result.generator
-    return Latent(ws=result.ws, G=result.generator, G_base=G_base, noise=result.noise, z=result.z, c=result.c,
-                  label=f"{result.method} result")
-
-
-def as_latent(source, G=None) -> Latent:
-    """Latent | InversionResult | ws tensor (with G) -> Latent."""
-    from ..invert.base import InversionResult
-    if isinstance(source, Latent):
-        return source
-    if isinstance(source, InversionResult):
-        return latent_from_result(source)
-    if isinstance(source, torch.Tensor):
-        G = getattr(G, "G", G)
-        if G is None:
-            raise ValueError("editing a bare ws tensor needs the generator: pass G=...")
-        ws = source if source.ndim == 3 else source.unsqueeze(1).repeat(1, G.num_ws, 1)
-        return Latent(ws=ws.to(next(G.parameters()).device), G=G)
-    raise TypeError(f"cannot edit a {type(source).__name__}; give an InversionResult, a Latent or ws")
+    """An InversionResult is a Latent already: returned as is (kept for older code)."""
+    return as_latent(result)
 
 
 # ---------------------------------------------------------------------- tensor operations
@@ -172,7 +98,7 @@ def interpolation_weights(num_frames: int) -> list[float]:
 def mix_latents(a: Latent, b: Latent, layers: str | Sequence[int]) -> Latent:
     """A's subject with B's styles on `layers` (A's generator and noise)."""
     _check_same_model(a, b)
-    return replace(a, ws=style_mix(a.ws, b.ws.to(a.ws.device), layers), z=None, label=f"{a.label}+{b.label}[{layers}]")
+    return a.with_ws(style_mix(a.ws, b.ws.to(a.ws.device), layers), label=f"{a.label}+{b.label}[{layers}]")
 
 
 def _check_same_model(a: Latent, b: Latent) -> None:
@@ -252,5 +178,4 @@ def interpolate(a: Latent, b: Latent, num_frames: int = 16, space: str = "w") ->
 
 def analogy_latent(a: Latent, w2: torch.Tensor, w3: torch.Tensor, strength: float = 1.0) -> Latent:
     """A's latent moved by strength (w3 - w2), rendered with A's generator and noise."""
-    return replace(a, ws=analogy(a.ws, w2.to(a.ws.device), w3.to(a.ws.device), strength), z=None,
-                   label=f"{a.label} analogy")
+    return a.with_ws(analogy(a.ws, w2.to(a.ws.device), w3.to(a.ws.device), strength), label=f"{a.label} analogy")

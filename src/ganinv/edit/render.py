@@ -1,7 +1,7 @@
 """Rendering edits: one edit, several at once, strength sweeps, preview grids, strips and GIFs.
 
-An edit of an inversion result renders through `InversionResult.render`, i.e. with the result's own
-noise maps and, for PTI/Clone, its tuned generator; the directions are the base model's.
+Edits take any subject (`ganinv.latent.Latent`) and render through its `render`: an inversion result
+with its own noise maps and, for PTI/Clone, its tuned generator; the directions are the base model's.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Sequence
 
 import torch
 
+from ..latent import Latent, as_latent, latent_from_seed
 from .direction import Direction, load_direction
-from .ops import as_latent, latent_from_seed
 
 # One edit: (direction or 'NAME[:i]', component index or None, strength).
 EditSpec = tuple[Direction | str, int | None, float]
@@ -73,50 +73,62 @@ def _edited_inputs(latent_ws: torch.Tensor, edits: Sequence[EditSpec], model, nu
     return ws, (offsets or None)
 
 
-def _render(source, ws: torch.Tensor, offsets: dict | None) -> torch.Tensor:
-    # InversionResult.render and Latent.render share this signature; a result renders with its own
-    # noise and (PTI/Clone) tuned generator.
-    return source.render(ws=ws, style_offsets=offsets)
-
-
-def _prepare(source, G) -> tuple[object, torch.Tensor, int, int]:
-    from ..invert.base import InversionResult
-    if isinstance(source, InversionResult):
-        G_used = source.generator
-        return source, source.ws.to(next(G_used.parameters()).device), G_used.num_ws, G_used.w_dim
-    latent = as_latent(source, G)
-    return latent, latent.ws, latent.G.num_ws, latent.G.w_dim
+def _subject(source, G) -> Latent:
+    subject = as_latent(source, G)
+    if isinstance(subject.G_tuned, (list, tuple)):
+        raise ValueError("this result holds one tuned generator per target; index it first (result[i])")
+    return subject
 
 
 def edit(source, direction: Direction | str, strength: float = 1.0, G=None, index: int | None = None,
          model=None) -> torch.Tensor:
     """Images [N, C, H, W] of `source` edited along one direction component.
 
-    source: an InversionResult (rendered with its own noise and tuned generator), a Latent, or ws
-    [N, num_ws, w_dim] with `G`. direction: a Direction or 'NAME[:i]' / 'PATH[:i]' (names resolve in
-    `model.directions`). strength: in prior standard deviations along the component (+/-3 is large)."""
+    source: any subject (an InversionResult renders with its own noise and tuned generator; a Latent),
+    or ws [N, num_ws, w_dim] with `G`. direction: a Direction or 'NAME[:i]' / 'PATH[:i]' (names resolve
+    in `model.directions`). strength: in prior standard deviations along the component (+/-3 is large)."""
     return edit_many(source, [(direction, index, strength)], G=G, model=model)
 
 
 def edit_many(source, edits: Sequence[EditSpec], G=None, model=None) -> torch.Tensor:
     """Images with several edits at once: edits = [(direction or spec, index or None, strength), ...]."""
-    target, ws, num_ws, w_dim = _prepare(source, G)
-    edited, offsets = _edited_inputs(ws, edits, model, num_ws, w_dim)
-    return _render(target, edited, offsets)
+    subject = _subject(source, G)
+    ws = subject.ws.to(subject.device)
+    edited, offsets = _edited_inputs(ws, edits, model, subject.G.num_ws, subject.G.w_dim)
+    return subject.render(ws=edited, style_offsets=offsets)
 
 
 def edit_sweep(source, direction: Direction | str, strengths: Sequence[float] | str, G=None,
                index: int | None = None, model=None) -> torch.Tensor:
     """Frames [len(strengths), C, H, W] of one subject edited at each strength (one batch)."""
-    strengths = parse_strengths(strengths)
-    target, ws, num_ws, w_dim = _prepare(source, G)
-    if ws.shape[0] != 1:
+    return edit_sweep_many(source, [(direction, index, parse_strengths(strengths))], G=G, model=model)
+
+
+def edit_sweep_many(source, edits: Sequence[tuple[Direction | str, int | None, float | Sequence[float] | str]],
+                    G=None, model=None) -> torch.Tensor:
+    """Frames [F, C, H, W] of one subject with several edits combined.
+
+    Each edit is (direction or spec, index or None, strengths): one number (the same in every frame) or
+    several (START:STOP:COUNT, a list); every edit with several strengths must have the same number F
+    of them, frame k applying each edit's k-th strength. With no sweep there is one frame."""
+    if not edits:
+        raise ValueError("give at least one edit")
+    lists = [parse_strengths(strengths) for _, _, strengths in edits]
+    counts = sorted({len(values) for values in lists if len(values) > 1})
+    if len(counts) > 1:
+        raise ValueError(f"edits sweep different numbers of strengths ({', '.join(map(str, counts))}); "
+                         "give every swept edit the same count")
+    num_frames = counts[0] if counts else 1
+    subject = _subject(source, G)
+    if len(subject) != 1:
         raise ValueError("a strength sweep needs a single subject; index a multi-target result first")
-    batch_ws = ws.expand(len(strengths), -1, -1)
-    strength_tensor = torch.tensor(strengths, dtype=ws.dtype, device=ws.device)
-    edited, offsets = _edited_inputs(batch_ws, [(direction, index, strength_tensor)], model, num_ws, w_dim,
+    ws = subject.ws.to(subject.device).expand(num_frames, -1, -1)
+    batch_edits = [(direction, index, torch.tensor(values * num_frames if len(values) == 1 else values,
+                                                   dtype=ws.dtype, device=ws.device))
+                   for (direction, index, _), values in zip(edits, lists)]
+    edited, offsets = _edited_inputs(ws, batch_edits, model, subject.G.num_ws, subject.G.w_dim,
                                      strengths_per_sample=True)
-    return _render(target, edited, offsets)
+    return subject.render(ws=edited, style_offsets=offsets)
 
 
 def preview_images(model, direction: Direction, strengths: Sequence[float] | str, seed: int = 0,
@@ -162,5 +174,6 @@ def save_gif(images: torch.Tensor, path: str | os.PathLike, duration_ms: int = 1
     return path
 
 
-__all__ = ["parse_strengths", "resolve_direction", "edit", "edit_many", "edit_sweep", "preview_images",
+__all__ = ["parse_strengths", "resolve_direction", "edit", "edit_many", "edit_sweep", "edit_sweep_many",
+           "preview_images",
            "save_strip", "save_gif"]

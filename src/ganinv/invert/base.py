@@ -1,32 +1,22 @@
-"""InversionResult, the method registry, and helpers shared by the inversion methods.
+"""The method registry's types and helpers shared by the inversion methods.
 
 Inversion methods are plain functions `run(G, target, *, D, real_images, seed, callback, ...) ->
 MethodOutput`; `ganinv.invert` looks them up here by name, applies the defaults, times them, computes
-metrics and wraps everything into an `InversionResult`. Methods never mutate the caller's G or D: the
-tuning methods (PTI, Clone) return a tuned copy.
+metrics and wraps everything into an `InversionResult` (defined in `result.py`, importable from here
+too). Methods never mutate the caller's G or D: the tuning methods (PTI, Clone) return a tuned copy.
 """
 from __future__ import annotations
 
 import copy
-import io
-import json
-import os
 import platform
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from ..models.local import LocallyTunedGenerator
 from ..models.stylegan2 import Generator
-from ..utils import jsonable
-
-FORMAT_VERSION = 1
+from .result import FORMAT_VERSION, InversionResult  # noqa: F401 - re-exported: the older import path
 
 
 @dataclass
@@ -64,235 +54,6 @@ class MethodSpec:
     summary: str
     tunes_generator: bool = False
     paper: str = ""
-
-
-@dataclass
-class InversionResult:
-    """One or more inverted targets. ws are always stored as w+ [N, num_ws, w_dim]."""
-
-    method: str
-    space: str
-    target: torch.Tensor
-    ws: torch.Tensor
-    reconstruction: torch.Tensor
-    noise: dict[str, torch.Tensor] | None = None
-    G_tuned: Generator | None = None
-    G_base: Generator | None = None
-    model_name: str | None = None
-    model_sha256: str | None = None
-    z: torch.Tensor | None = None
-    c: torch.Tensor | None = None
-    metrics: dict[str, list] = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    settings: dict = field(default_factory=dict)
-    stop_reason: str = ""
-    device: str = "cpu"
-    threads: int = 1
-    extras: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.ws.shape[0])
-
-    @property
-    def generator(self) -> Generator:
-        """The generator that reproduces this result: the tuned copy if any, else the base G."""
-        G = self.G_tuned if self.G_tuned is not None else self.G_base
-        if G is None:
-            raise ValueError("this result has no generator attached; load it with a model")
-        return G
-
-    def __getitem__(self, index: int) -> "InversionResult":
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"result index {index} out of range for {n} targets")
-        sl = slice(index % n, index % n + 1)
-        pick = lambda t: None if t is None else t[sl]  # noqa: E731
-        metrics = {k: [v[sl.start]] for k, v in self.metrics.items() if isinstance(v, list) and len(v) == n}
-        G_tuned = self.G_tuned
-        if isinstance(G_tuned, list):
-            G_tuned = G_tuned[sl.start]
-        return InversionResult(
-            method=self.method, space=self.space, target=self.target[sl], ws=self.ws[sl],
-            reconstruction=self.reconstruction[sl],
-            noise=None if self.noise is None else {k: v[sl] for k, v in self.noise.items()},
-            G_tuned=G_tuned, G_base=self.G_base, model_name=self.model_name,
-            model_sha256=self.model_sha256, z=pick(self.z), c=pick(self.c), metrics=metrics,
-            history=self.history, seconds=self.seconds / max(n, 1), settings=self.settings,
-            stop_reason=self.stop_reason, device=self.device, threads=self.threads, extras=self.extras)
-
-    @torch.no_grad()
-    def render(self, ws: torch.Tensor | None = None, style_offsets: dict | None = None,
-               noise: bool = True) -> torch.Tensor:
-        """Image(s) in [-1, 1] from this result's generator and noise (optionally with edited ws/styles)."""
-        G = self.generator
-        device = next(G.parameters()).device
-        ws = (self.ws if ws is None else ws).to(device)
-        noise_maps = None
-        if noise and self.noise is not None:
-            noise_maps = {k: v.to(device) for k, v in self.noise.items()}
-            if ws.shape[0] != self.ws.shape[0]:
-                noise_maps = {k: v[:1].expand(ws.shape[0], -1, -1, -1) for k, v in noise_maps.items()}
-        image = G.synthesis(ws, noise_mode="const", noise=noise_maps, style_offsets=style_offsets)
-        return image.clamp(-1, 1).cpu()
-
-    # ------------------------------------------------------------------ saving and loading
-
-    def report(self) -> dict:
-        import ganinv
-        return {
-            "format_version": FORMAT_VERSION, "ganinv_version": ganinv.__version__,
-            "model": {"name": self.model_name, "sha256": self.model_sha256},
-            "method": self.method, "space": self.space, "settings": jsonable(self.settings),
-            "metrics": jsonable(self.metrics), "seconds": self.seconds, "device": self.device,
-            "threads": self.threads, "stop_reason": self.stop_reason, "history": jsonable(self.history),
-            "num_ws": int(self.ws.shape[1]), "w_dim": int(self.ws.shape[2]),
-            "tuned_generator": self.G_tuned is not None, "extras": jsonable(self.extras),
-        }
-
-    def save(self, outdir: str | os.PathLike) -> list[Path]:
-        """Write one folder per target (outdir itself for a single target, else outdir/0000, ...)."""
-        outdir = Path(outdir)
-        if len(self) == 1:
-            return [self._save_one(outdir)]
-        return [self[i]._save_one(outdir / f"{i:04d}") for i in range(len(self))]
-
-    def _save_one(self, outdir: Path) -> Path:
-        from safetensors.torch import save_file
-
-        from ..data.io import save_image
-        from ..models.checkpoints import save_native
-        from ..utils import atomic_path, write_json
-
-        outdir.mkdir(parents=True, exist_ok=True)
-        arrays = {"w": self.ws.detach().cpu().numpy().astype(np.float32)}
-        if self.z is not None:
-            arrays["z"] = self.z.detach().cpu().numpy().astype(np.float32)
-        if self.c is not None:
-            arrays["c"] = self.c.detach().cpu().numpy().astype(np.float32)
-        with atomic_path(outdir / "latent.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        if self.noise is not None:
-            with atomic_path(outdir / "noise.safetensors") as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in self.noise.items()}, str(tmp))
-        if self.G_tuned is not None:
-            card = {"name": f"{self.model_name or 'model'}-{self.method}-tuned",
-                    "base_model": {"name": self.model_name, "sha256": self.model_sha256},
-                    "tuned_by": self.method}
-            G_tuned, extra = self.G_tuned, None
-            if isinstance(G_tuned, LocallyTunedGenerator):
-                # G+ itself plus the gate; the base weights come from the base model on load.
-                card["locality_gate"] = G_tuned.gate_settings
-                extra = {"gate.pivots": G_tuned.synthesis.pivots}
-                G_tuned = G_tuned.tuned_generator
-            save_native(outdir / "generator", G_tuned, None, card=card, extra_tensors=extra)
-        save_image(self.target[0], outdir / "target.png")
-        save_image(self.reconstruction[0], outdir / "reconstruction.png")
-        write_json(outdir / "report.json", self.report())
-        return outdir
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, model=None) -> "InversionResult":
-        """Restore a saved result (folder or zip of one). `model` defaults to the base model named in
-        report.json (embedded name), verified by sha256 when recorded."""
-        path = Path(path)
-        if path.is_file() and zipfile.is_zipfile(path):
-            with tempfile.TemporaryDirectory(prefix="ganinv-result-") as tmp_name:
-                tmp = Path(tmp_name)
-                with zipfile.ZipFile(path) as zf:
-                    for member in zf.namelist():
-                        target = (tmp / member).resolve()
-                        if not str(target).startswith(str(tmp.resolve())):
-                            raise ValueError(f"{path}: unsafe path {member!r} in zip")
-                    zf.extractall(tmp)
-                inner = [p.parent for p in tmp.rglob("report.json")]
-                if len(inner) != 1:
-                    raise ValueError(f"{path}: expected exactly one result (report.json) in the zip, "
-                                     f"found {len(inner)}")
-                # Everything is read into memory, so the extracted files can go.
-                return cls.load(inner[0], model=model)
-        report_path = path / "report.json"
-        if not report_path.is_file():
-            raise ValueError(f"{path}: not an inversion result (no report.json)")
-        try:
-            report = json.loads(report_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{report_path}: invalid JSON ({e})") from None
-        if int(report.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{path}: result format_version {report['format_version']} is newer than this ganinv")
-        from ..models.checkpoints import load_native
-        from ..models.registry import load_model
-
-        if model is None:
-            name = (report.get("model") or {}).get("name")
-            try:
-                model = load_model(name)
-            except Exception as e:  # noqa: BLE001 - name a clear reason
-                raise ValueError(f"{path}: cannot find the base model {name!r} ({e}); pass model=...") from None
-        else:
-            model = load_model(model)
-        expected = (report.get("model") or {}).get("sha256")
-        if expected and model.sha256 and expected != model.sha256:
-            raise ValueError(f"{path}: result was made with model sha256 {expected[:12]}..., "
-                             f"but the given model is {model.sha256[:12]}...")
-        with np.load(path / "latent.npz", allow_pickle=False) as data:
-            ws = torch.from_numpy(data["w"]).float()
-            z = torch.from_numpy(data["z"]).float() if "z" in data else None
-            c = torch.from_numpy(data["c"]).float() if "c" in data else None
-        G = model.G
-        if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
-            raise ValueError(f"{path}: latent w has shape {tuple(ws.shape)}, model expects [1, {G.num_ws}, {G.w_dim}]")
-        noise = None
-        if (path / "noise.safetensors").is_file():
-            from safetensors.torch import load_file
-            noise = load_file(str(path / "noise.safetensors"))
-        G_tuned = None
-        if (path / "generator").is_dir():
-            G_tuned, _, card, extra = load_native(path / "generator")
-            G_tuned.to(next(G.parameters()).device)
-            gate = card.get("locality_gate")
-            if gate is not None:
-                try:
-                    pivots = extra["gate.pivots"].float().to(next(G.parameters()).device)
-                    G_tuned = LocallyTunedGenerator(G, G_tuned, pivots, float(gate["inner_radius"]),
-                                                    float(gate["outer_radius"]))
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ValueError(f"{path / 'generator'}: invalid locality gate ({e!r})") from None
-        target = _read_saved_png(path / "target.png", G.img_channels)
-        result = cls(method=report.get("method", "?"), space=report.get("space", "w+"), target=target, ws=ws,
-                     reconstruction=target, noise=noise, G_tuned=G_tuned, G_base=G,
-                     model_name=(report.get("model") or {}).get("name"), model_sha256=expected, z=z, c=c,
-                     metrics=report.get("metrics", {}), history=report.get("history", []),
-                     seconds=float(report.get("seconds", 0)), settings=report.get("settings", {}),
-                     stop_reason=report.get("stop_reason", ""), device=report.get("device", "cpu"),
-                     threads=int(report.get("threads", 1)), extras=report.get("extras", {}))
-        result.reconstruction = result.render()
-        return result
-
-    def to_zip(self) -> bytes:
-        """The saved folder of a single-target result as zip bytes (for downloads)."""
-        if len(self) != 1:
-            raise ValueError("to_zip works on a single-target result; index it first")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self._save_one(Path(tmp) / "result")
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-                for p in sorted(folder.rglob("*")):
-                    if p.is_file():
-                        zf.write(p, p.relative_to(folder.parent).as_posix())
-            return buf.getvalue()
-
-
-def _read_saved_png(path: Path, channels: int) -> torch.Tensor:
-    """A PNG this module wrote (exact size, 8-bit) -> [1, C, H, W] in [-1, 1]."""
-    from PIL import Image
-    with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        arr = np.asarray(im, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
 
 
 # ---------------------------------------------------------------------- shared method helpers
