@@ -86,6 +86,8 @@ def test_registry_is_explicit_and_complete():
     assert list(E.FINDERS) == ["sefa", "ganspace", "interfacegan", "stylespace"]
     for name, spec in E.FINDERS.items():
         assert spec.name == name and callable(spec.find) and spec.summary and spec.paper
+        # What the entry says it takes, its defaults hold.
+        assert spec.samples_prior == ("num_samples" in spec.defaults), name
     with pytest.raises(ValueError, match="unknown direction finder"):
         E.find_directions("nope", None)
 
