@@ -43,8 +43,11 @@ def list_methods() -> dict[str, MethodSpec]:
 
 
 def _on_device(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """`net` itself when it already lives on `device`, else a copy there (the caller's stays put)."""
-    if all(p.device == device for p in net.parameters()) and all(b.device == device for b in net.buffers()):
+    """`net` itself when it already lives on `device`, else a copy there (the caller's stays put).
+    A network lives on one device; its first parameter tells which (walking all of them costs more than
+    a render of a small generator)."""
+    current = next(net.parameters()).device
+    if current.type == device.type and (device.index is None or current.index == device.index):
         return net
     return copy.deepcopy(net).to(device)
 
@@ -122,7 +125,11 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
     if real_images is None:
         real_images = bundle.real_images
     target = check_target(G, target).to(dev)
-    torch.manual_seed(seed)
+    # The global generators (random noise maps in some methods' steps); torch.manual_seed would also
+    # visit every other backend, which costs more than the rest of this function.
+    torch.default_generator.manual_seed(seed)
+    if dev.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
 
     started = time.perf_counter()
     init_ws = None
