@@ -261,6 +261,13 @@ def test_progress_shows_a_loss_only_for_methods_that_have_one(model, tmp_path):
     invert(bundle, _foreign_target(), "encoder", callback=seen.append)
     assert [info.step for info in seen] == [0, 1] and all(info.loss is None for info in seen)
     assert all(math.isfinite(info.psnr) for info in seen)
+    # The web app's progress line likewise.
+    from ganinv.app.session import InversionProgress
+    line = InversionProgress(step=1, num_steps=2, loss=None, psnr=seen[-1].psnr, stage="encoder", image=None,
+                             seconds=0.1).text()
+    assert "PSNR" in line and "loss" not in line and "nan" not in line
+    assert "loss 0.25" in InversionProgress(step=1, num_steps=2, loss=0.25, psnr=None, stage="", image=None,
+                                            seconds=0.1).text()
     # The CLI's progress bar of the encoder shows its PSNR and no made-up loss.
     folder = tmp_path / "with_encoder"
     save(folder, bundle.G, bundle.D, card={"name": "tiny16-encoder"})
