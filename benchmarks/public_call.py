@@ -66,10 +66,18 @@ def measure(model, images: torch.Tensor, method: str, rounds: int, warmup: int =
         for name in order:
             times[name].append(_time_ms(candidates[name](x)))
     medians = {name: statistics.median(values) for name, values in times.items()}
+
+    def paired(a: str, b: str) -> float:
+        # Ratios within a round first: the load of a shared machine drifts less within one round.
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
     return {"median_ms": medians,
             "public_over_method": medians["public"] / medians["method"],
             "public_over_render": medians["public"] / medians["render"],
             "method_over_render": medians["method"] / medians["render"],
+            "paired": {"public_over_method": paired("public", "method"),
+                       "public_over_render": paired("public", "render"),
+                       "method_over_render": paired("method", "render")},
             "rounds": rounds}
 
 
@@ -100,8 +108,11 @@ def main(argv=None) -> dict:
     print(f"  method run   {m['method']:8.2f} ms")
     print(f"  public call  {m['public']:8.2f} ms")
     print(f"  one render   {m['render']:8.2f} ms")
-    print(f"  public / method {report['public_over_method']:.3f}   public / render {report['public_over_render']:.2f}"
-          f"   method / render {report['method_over_render']:.2f}")
+    print(f"  ratio of medians:      public / method {report['public_over_method']:.3f}   public / render "
+          f"{report['public_over_render']:.2f}   method / render {report['method_over_render']:.2f}")
+    paired = report["paired"]
+    print(f"  median of round ratios: public / method {paired['public_over_method']:.3f}   public / render "
+          f"{paired['public_over_render']:.2f}   method / render {paired['method_over_render']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
