@@ -566,3 +566,15 @@ def test_cli_invert_batch_folder_shards_and_resume(model, tmp_path):
     for bad in ("3/2", "0/2", "x"):
         res = runner.invoke(main, common + ["--shard", bad])
         assert res.exit_code != 0 and "--shard" in res.output and "Traceback" not in res.output
+
+
+def test_public_call_benchmark_measures_every_part(model):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "public_call.py"
+    spec = importlib.util.spec_from_file_location("public_call_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.measure(_for_method(model, "encoder"), _foreign_target(), "encoder", rounds=3, warmup=1)
+    assert set(report["median_ms"]) == {"method", "public", "render"}
+    assert all(v > 0 for v in report["median_ms"].values()) and report["public_over_render"] > 0
