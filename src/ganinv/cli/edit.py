@@ -138,14 +138,13 @@ def directions(method, model, layers, num, attribute, labels_file, num_samples, 
                ranking, conditions, name, strengths, preview_seed, upscale, outdir, overwrite, device, seed, quiet):
     """Find editing directions with METHOD and save them (+ a preview: rows = components, cols = strengths)."""
     from ..data.io import save_grid
-    from ..edit import DirectionError, find_directions, preview_images, safe_file_stem
+    from ..edit import FINDERS, DirectionError, find_directions, preview_images, safe_file_stem
     set_threads()
-    strength_list = _strengths(strengths)
-    bundle = load_model_or_fail(model, device)
-    from ..edit import FINDERS
     if method not in FINDERS:
         raise UserError(f"unknown direction finder {method!r}; choose from {', '.join(FINDERS)}")
     spec = FINDERS[method]
+    strength_list = _strengths(strengths)
+    bundle = load_model_or_fail(model, device)
     settings: dict = {"layers": layers, "seed": seed}
     if "num" in spec.defaults:
         settings["num"] = num
