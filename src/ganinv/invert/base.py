@@ -495,6 +495,18 @@ def frozen_copy(G: Generator) -> Generator:
     return G
 
 
+def frozen_view(net: torch.nn.Module) -> torch.nn.Module:
+    """The same network over the same weight and buffer storage, with parameters that require no grad.
+
+    For methods that take gradients through G with respect to their own latents: the caller's network
+    is neither copied nor touched (its requires_grad flags stay as they are), autograd records nothing for
+    its weights, and the inference caches of the layers (ganinv.models.layers.derived_weight) apply.
+    """
+    memo: dict = {id(p): torch.nn.Parameter(p.detach(), requires_grad=False) for p in net.parameters()}
+    memo.update({id(b): b for b in net.buffers()})
+    return copy.deepcopy(net, memo)
+
+
 def check_target(G: Generator, target: torch.Tensor) -> torch.Tensor:
     if not isinstance(target, torch.Tensor):
         raise TypeError("target must be a float tensor [N, C, H, W] in [-1, 1]; load files with ganinv.data.io.load_image")

@@ -23,7 +23,7 @@ import torch
 
 from ..losses import frozen_parameters
 from ..models.stylegan2 import Generator
-from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, psnr_of
+from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, frozen_view, psnr_of
 from .encoder_net import Encoder, restyle
 from .objective import OBJECTIVE_SETTINGS, build_objective
 
@@ -113,8 +113,10 @@ def run_hybrid(G: Generator, target: torch.Tensor, *, encoder: Encoder | None = 
     if float(s["domain_weight"]) < 0:
         raise ValueError("domain_weight must be >= 0")
     encoder = _ready_encoder(encoder, G, target.device)
-    with frozen_parameters(encoder):  # gradients reach ws only; the caller's encoder keeps its flags
-        return _optimize_in_domain(G, encoder, target, s, D=D, init_ws=init_ws, callback=callback,
+    # Gradients reach ws only: G is used through a view with frozen parameters over the same weights,
+    # and the caller's encoder keeps its flags.
+    with frozen_parameters(encoder):
+        return _optimize_in_domain(frozen_view(G), encoder, target, s, D=D, init_ws=init_ws, callback=callback,
                                    lpips_dir=lpips_dir)
 
 

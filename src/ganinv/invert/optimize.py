@@ -15,7 +15,7 @@ import torch
 
 from ..losses import NoiseRegularization, normalize_noise_
 from ..models.stylegan2 import Generator
-from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, psnr_of, w_stats
+from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, frozen_view, psnr_of, w_stats
 from .objective import OBJECTIVE_SETTINGS, build_objective
 
 SPACES = ("z", "w", "w+")
@@ -58,6 +58,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         raise ValueError("num_steps must be >= 1")
     device = target.device
     n = target.shape[0]
+    G = frozen_view(G)  # gradients reach only our latents and noise maps; the caller's G stays as it is
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     w_avg, w_std = w_stats(G)
     loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(device)
