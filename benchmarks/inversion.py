@@ -131,7 +131,8 @@ def main(argv=None) -> None:
         settings = {**settings, **overrides.get(variant, {})}
         for group, name, target in images:
             result = invert(model, target, method, seed=args.seed, device=args.device,
-                            compute_lpips=args.lpips_dir is not None, lpips_dir=args.lpips_dir, **settings)
+                            metrics=("ssim", "psnr_const_noise"), compute_lpips=args.lpips_dir is not None,
+                            lpips_dir=args.lpips_dir, **settings)
             if args.results_dir:
                 result.save(f"{args.results_dir}/{variant}/{name}")
             loc = result.extras.get("locality") or {}

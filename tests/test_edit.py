@@ -86,6 +86,8 @@ def test_registry_is_explicit_and_complete():
     assert list(E.FINDERS) == ["sefa", "ganspace", "interfacegan", "stylespace"]
     for name, spec in E.FINDERS.items():
         assert spec.name == name and callable(spec.find) and spec.summary and spec.paper
+        # What the entry says it takes, its defaults hold.
+        assert spec.samples_prior == ("num_samples" in spec.defaults), name
     with pytest.raises(ValueError, match="unknown direction finder"):
         E.find_directions("nope", None)
 
@@ -523,6 +525,35 @@ def test_cli_directions_edit_mix_interpolate(model_dir, tmp_path):
                  "--outdir", tmp_path / "interp"])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "interp" / "frames").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("name", list(E.FINDERS))
+def test_cli_directions_runs_every_finder_from_its_entry(model_dir, tmp_path, name):
+    """The CLI reads what a finder needs from FINDERS: labels, prior samples, conditions."""
+    spec = E.FINDERS[name]
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({str(s): int(s % 2) for s in range(40)}))
+    args = ["directions", name, "--model", model_dir, "--outdir", tmp_path / "out", "--num", "2", "--name", "d"]
+    if spec.samples_prior:
+        args += ["--num-samples", "40"]
+    r = _invoke(args + (["--labels", labels] if spec.needs_labels else []))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "d.json").is_file()
+    if spec.needs_labels:
+        r = _invoke(args + ["--overwrite"])  # no labels and no classifier
+        assert r.exit_code == 1 and "--attribute" in r.output
+    else:
+        r = _invoke(args + ["--overwrite", "--labels", labels])
+        assert r.exit_code == 1 and "do not apply" in r.output
+    if not spec.samples_prior:
+        r = _invoke(args + ["--overwrite", "--num-samples", "40"])
+        assert r.exit_code == 1 and "does not apply" in r.output
+    if not spec.takes_conditions:
+        r = _invoke(args + ["--overwrite", "--condition", tmp_path / "out" / "d.json"]
+                    + (["--labels", labels] if spec.needs_labels else []))
+        assert r.exit_code == 1 and "--condition does not apply" in r.output
+    r = _invoke(["directions", "teleport", "--model", model_dir, "--outdir", tmp_path / "x"])
+    assert r.exit_code == 1 and "unknown direction finder" in r.output
 
 
 def test_cli_edit_of_saved_tuned_result(G, model_dir, tmp_path):

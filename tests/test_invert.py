@@ -1,5 +1,7 @@
 """Inversion methods on tiny random generators: recovery, determinism, safety, save/load, CLI."""
 import copy
+import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganinv.cli import main
-from ganinv.invert import METHODS, InversionResult, invert
+from ganinv.invert import METHODS, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, invert
+from ganinv.invert.encoder_net import Encoder
 from ganinv.models.checkpoints import save_native
 from ganinv.models.registry import load_model
 from conftest import tiny_discriminator, tiny_generator
@@ -18,6 +21,33 @@ FAST = {
     "pti": dict(pivot_steps=20, num_steps=20),
     "clone": dict(h_steps=20, num_steps=40),
 }
+
+
+def _fast(name: str) -> dict:
+    """Few steps for any registered method (hand-tuned ones above, else from its step settings)."""
+    if name in FAST:
+        return dict(FAST[name])
+    spec = METHODS[name]
+    out = {}
+    if spec.step_setting is not None:
+        out[spec.step_setting] = 20
+    if spec.first_stage_step_setting is not None:
+        out[spec.first_stage_step_setting] = 10
+    return out
+
+
+def _quick(name: str) -> dict:
+    """Two steps of every stage: for tests of the plumbing, not of the quality."""
+    spec = METHODS[name]
+    return {key: 2 for key in (spec.step_setting, spec.first_stage_step_setting) if key is not None}
+
+
+def _for_method(model, name: str):
+    """The model bundle a method can run on: with an (untrained, seeded) encoder when it needs one."""
+    if not METHODS[name].needs_encoder:
+        return model
+    torch.manual_seed(11)
+    return dataclasses.replace(model, encoder=Encoder.for_generator(model.G).eval())
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +78,9 @@ def _foreign_target(resolution=16):
 
 
 def test_registry_lists_methods_with_defaults():
-    for name in ("optimize", "pti", "clone"):
-        assert name in METHODS and METHODS[name].defaults["num_steps"] > 0
+    for name, spec in METHODS.items():
+        assert spec.name == name and callable(spec.run) and spec.summary and spec.paper
+        assert not spec.has_steps or spec.defaults[spec.step_setting] > 0
     with pytest.raises(ValueError, match="unknown method"):
         invert(tiny_generator(), torch.zeros(1, 3, 16, 16), "nope")
     with pytest.raises(ValueError, match="unknown settings"):
@@ -78,24 +109,176 @@ def test_optimize_spaces_lower_the_loss(model, space):
         assert result.z is not None
 
 
-@pytest.mark.parametrize("method", ["optimize", "pti", "clone"])
+def _state_of(module):
+    """Everything of a network inversion must leave alone: tensors, flags, modes, gradients."""
+    return ({k: v.detach().clone() for k, v in module.state_dict().items()},
+            {k: p.requires_grad for k, p in module.named_parameters()},
+            {k: m.training for k, m in module.named_modules()},
+            {k: p.grad for k, p in module.named_parameters()})
+
+
+def _assert_same_state(before, after, what):
+    tensors, flags, modes, grads = before
+    tensors2, flags2, modes2, grads2 = after
+    assert tensors.keys() == tensors2.keys()
+    for k in tensors:
+        assert torch.equal(tensors[k], tensors2[k]), f"caller's {what} changed at {k}"
+    assert flags == flags2, f"caller's {what} requires_grad flags changed"
+    assert modes == modes2, f"caller's {what} training modes changed"
+    assert all(g is None for g in grads2.values()), f"caller's {what} got gradients"
+
+
+@pytest.mark.parametrize("method", list(METHODS))
 def test_methods_lower_loss_leave_caller_untouched_and_are_deterministic(model, method):
-    G_before = copy.deepcopy(model.G.state_dict())
-    D_before = copy.deepcopy(model.D.state_dict())
+    spec = METHODS[method]
+    bundle = _for_method(model, method)
+    # The caller's networks in an unusual state: training mode, some parameters frozen. Inversion must
+    # neither change their weights, buffers (w_avg, noise) and flags nor leave gradients on them.
+    G, D = copy.deepcopy(bundle.G).train(), copy.deepcopy(bundle.D).train()
+    G.mapping.fc0.weight.requires_grad_(False)
+    D.requires_grad_(False)
+    bundle = dataclasses.replace(bundle, G=G, D=D)
+    networks = {"G": G, "D": D, **({"encoder": bundle.encoder} if bundle.encoder is not None else {})}
+    before = {name: _state_of(net) for name, net in networks.items()}
     target = _foreign_target()
-    a = invert(model, target, method, seed=3, **FAST[method])
-    b = invert(model, target, method, seed=3, **FAST[method])
-    for k, v in model.G.state_dict().items():
-        assert torch.equal(v, G_before[k]), f"caller's G changed at {k}"
-    for k, v in model.D.state_dict().items():
-        assert torch.equal(v, D_before[k]), f"caller's D changed at {k}"
-    assert torch.equal(a.reconstruction, b.reconstruction)
-    first = next(h for h in a.history if "psnr" in h)["psnr"]
-    assert a.metrics["psnr"][0] > first
-    if METHODS[method].tunes_generator:
+    a = invert(bundle, target, method, seed=3, **_fast(method))
+    b = invert(bundle, target, method, seed=3, **_fast(method))
+    for name, net in networks.items():
+        _assert_same_state(before[name], _state_of(net), name)
+    assert torch.equal(a.reconstruction, b.reconstruction) and torch.equal(a.ws, b.ws)
+    # The reconstruction the method handed back is the image of its result.
+    assert torch.allclose(a.reconstruction, a.render(), atol=1e-5)
+    if spec.has_steps:
+        first = next(h for h in a.history if "psnr" in h)["psnr"]
+        assert a.metrics["psnr"][0] > first
+    assert (a.noise is not None) <= spec.optimizes_noise
+    if spec.tunes_generator:
         assert a.G_tuned is not None
         loc = a.extras["locality"]
         assert loc["pivot_mean_abs_change"] > 0
+    else:
+        assert a.G_tuned is None
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_metrics_cheap_by_default_more_on_request(model, method):
+    bundle = _for_method(model, method)
+    target = _foreign_target()
+    plain = invert(bundle, target, method, seed=0, **_quick(method))
+    expected = {"mse", "psnr"} | ({"psnr_const_noise"} if plain.noise is not None else set())
+    assert set(plain.metrics) == expected
+    full = invert(bundle, target, method, seed=0, metrics=("ssim", "psnr_const_noise"), **_quick(method))
+    assert set(full.metrics) == {"mse", "psnr", "ssim", "psnr_const_noise"}
+    assert full.metrics["psnr"] == plain.metrics["psnr"] and 0 < full.metrics["ssim"][0] <= 1
+    with pytest.raises(ValueError, match="unknown metrics"):
+        invert(bundle, target, method, metrics=("sharpness",), **_quick(method))
+
+
+def test_settings_are_typed_and_checked_with_one_clear_line(model):
+    target = _foreign_target()
+    for settings, message in [(dict(num_steps="ten"), "optimize setting num_steps must be an integer"),
+                              (dict(num_steps=True), "num_steps must be an integer"),
+                              (dict(num_steps=0), "num_steps must be >= 1"),
+                              (dict(space="q"), "space must be one of z, w, w\\+"),
+                              (dict(optimize_noise="yes"), "optimize_noise must be true or false"),
+                              (dict(learning_rate=-1.0), "learning_rate must be >= 0")]:
+        with pytest.raises(ValueError, match=message) as info:
+            invert(model, target, "optimize", **settings)
+        assert "\n" not in str(info.value)
+    # Lossless conversions are accepted: an integral float as a step count, an int as a rate.
+    result = invert(model, target, "optimize", num_steps=3.0, learning_rate=1, optimize_noise=False)
+    assert result.settings["num_steps"] == 3 and isinstance(result.settings["num_steps"], int)
+    with pytest.raises(ValueError, match="clone setting preset must be one of fast, paper"):
+        invert(model, target, "clone", preset="slow")
+    with pytest.raises(ValueError, match="unknown settings for optimize: preset"):
+        invert(model, target, "optimize", preset="paper")
+    with pytest.raises(ValueError, match="clone setting band_weights must be a list of numbers"):
+        invert(model, target, "clone", band_weights=["a"])
+    for name, spec in METHODS.items():
+        assert set(spec.defaults) == {s.name for s in spec.settings}
+        for setting in spec.settings:  # every default passes its own check
+            assert setting.check(setting.default, name) == (tuple(setting.default) if setting.type is list
+                                                            else setting.default)
+        for key in (spec.step_setting, spec.first_stage_step_setting):
+            assert key is None or spec.setting(key).type is int
+        if spec.presets:
+            assert set(spec.setting("preset").choices) == set(spec.presets)
+
+
+def _toy_run(G, target, *, seed=0, callback=None, shift=0.0, num_steps=2, **_):
+    ws = G.mapping.w_avg.reshape(1, 1, -1).repeat(target.shape[0], G.num_ws, 1) + shift
+    for step in range(num_steps):
+        if callback is not None:
+            callback(StepInfo(step=step, num_steps=num_steps, loss=1.0 / (step + 1), psnr=10.0, stage="toy"))
+    return MethodOutput(ws=ws, space="w+", stop_reason="num_steps", extras={"toy": True})
+
+
+TOY = MethodSpec("toy", _toy_run, (Setting("num_steps", 2, int, "toy steps", min=1),
+                                   Setting("shift", 0.0, float, "offset added to w_avg", min=-1.0, max=1.0)),
+                 "a toy method that returns w_avg", paper="none", quick_steps=5)
+
+
+def test_a_registered_method_is_offered_everywhere(model, monkeypatch, tmp_path):
+    from ganinv.app.session import available_methods, inversion_settings, step_controls
+    monkeypatch.setitem(METHODS, "toy", TOY)
+    target = _foreign_target()
+    result = invert(model, target, "toy", shift=0.5)
+    assert result.method == "toy" and result.settings["shift"] == 0.5 and result.extras["toy"]
+    assert torch.allclose(result.ws, model.G.mapping.w_avg + 0.5)
+    assert torch.allclose(result.reconstruction, result.render(), atol=1e-5)
+    with pytest.raises(ValueError, match="toy setting shift must be a number"):
+        invert(model, target, "toy", shift="left")
+    with pytest.raises(ValueError, match="toy setting shift must be <= 1"):
+        invert(model, target, "toy", shift=2.0)
+    # The app offers it with its step control; the CLI lists it with its typed settings and runs it.
+    assert "toy" in available_methods(model)
+    assert step_controls("toy") == (2, None) and inversion_settings("toy", 4) == {"num_steps": 4}
+    runner = CliRunner()
+    res = runner.invoke(main, ["invert", "--help"])
+    text = " ".join(res.output.split())
+    assert "toy: a toy method that returns w_avg" in text and "shift=0.0 (-1..1)" in text
+    photo = tmp_path / "photo.png"
+    arr = ((target[0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(arr).save(photo)
+    common = ["invert", str(photo), "--model", str(model.folder), "--method", "toy", "--quiet"]
+    res = runner.invoke(main, common + ["--set", "shift=0.25", "--outdir", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "photo" / "latent.npz").is_file()
+    res = runner.invoke(main, common + ["--set", "shift=\"up\"", "--outdir", str(tmp_path / "b")])
+    assert res.exit_code != 0 and "toy setting shift must be a number" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(main, common + ["--steps", "0", "--outdir", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+
+
+def test_progress_shows_a_loss_only_for_methods_that_have_one(model, tmp_path):
+    from ganinv.invert.encoder_net import save_encoder
+    from ganinv.models.checkpoints import save_native as save
+    assert StepInfo(step=0, num_steps=2, loss=None, psnr=21.5).progress_fields() == {"psnr": "21.50"}
+    assert StepInfo(step=0, num_steps=2, loss=0.5, psnr=None).progress_fields() == {"loss": "0.5000"}
+    bundle = _for_method(model, "encoder")
+    seen = []
+    invert(bundle, _foreign_target(), "encoder", callback=seen.append)
+    assert [info.step for info in seen] == [0, 1] and all(info.loss is None for info in seen)
+    assert all(math.isfinite(info.psnr) for info in seen)
+    # The web app's progress line likewise.
+    from ganinv.app.session import InversionProgress
+    line = InversionProgress(step=1, num_steps=2, loss=None, psnr=seen[-1].psnr, stage="encoder", image=None,
+                             seconds=0.1).text()
+    assert "PSNR" in line and "loss" not in line and "nan" not in line
+    assert "loss 0.25" in InversionProgress(step=1, num_steps=2, loss=0.25, psnr=None, stage="", image=None,
+                                            seconds=0.1).text()
+    # The CLI's progress bar of the encoder shows its PSNR and no made-up loss.
+    folder = tmp_path / "with_encoder"
+    save(folder, bundle.G, bundle.D, card={"name": "tiny16-encoder"})
+    save_encoder(folder / "encoder", bundle.encoder, {"name": "tiny-encoder"})
+    photo = tmp_path / "photo.png"
+    arr = ((_foreign_target()[0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(arr).save(photo)
+    res = CliRunner().invoke(main, ["invert", str(photo), "--model", str(folder), "--method", "encoder",
+                                    "--outdir", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "psnr=" in res.output and "loss=" not in res.output and "nan" not in res.output
 
 
 def test_tuning_methods_beat_optimize_on_a_foreign_target(model):
@@ -279,10 +462,11 @@ def test_callback_can_stop(model):
     assert max(seen) == 4 and "callback" in result.stop_reason
 
 
-@pytest.mark.parametrize("method", ["optimize", "clone"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_save_and_load_roundtrip(model, tmp_path, method):
+    model = _for_method(model, method)
     target = torch.cat([_foreign_target(), _generated_target(model.G)])
-    result = invert(model, target, method, seed=0, **FAST[method])
+    result = invert(model, target, method, seed=0, **_quick(method))
     assert len(result) == 2
     folders = result.save(tmp_path / "res")
     assert len(folders) == 2
@@ -293,7 +477,7 @@ def test_save_and_load_roundtrip(model, tmp_path, method):
             assert data["w"].shape == (1, model.G.num_ws, model.G.w_dim)
         loaded = InversionResult.load(folder, model=model)
         assert (loaded.reconstruction - result[i].reconstruction).abs().max() < 1e-5
-        assert (loaded.G_tuned is not None) == (method == "clone")
+        assert (loaded.G_tuned is not None) == METHODS[method].tunes_generator
     # A zip of one result loads too.
     zip_path = tmp_path / "one.zip"
     zip_path.write_bytes(result[0].to_zip())
@@ -315,7 +499,7 @@ def test_cli_invert_skips_bad_files(model, tmp_path):
     assert (tmp_path / "out" / "good" / "latent.npz").is_file()
     assert not (tmp_path / "out" / "bad").exists()
     res = runner.invoke(main, ["invert", "--help"])
-    assert "clone" in res.output and "pti" in res.output
+    assert all(f"{name}: {spec.summary}" in " ".join(res.output.split()) for name, spec in METHODS.items())
 
 
 def test_cli_demo_writes_picture_and_report(model, tmp_path):
@@ -382,3 +566,15 @@ def test_cli_invert_batch_folder_shards_and_resume(model, tmp_path):
     for bad in ("3/2", "0/2", "x"):
         res = runner.invoke(main, common + ["--shard", bad])
         assert res.exit_code != 0 and "--shard" in res.output and "Traceback" not in res.output
+
+
+def test_public_call_benchmark_measures_every_part(model):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "public_call.py"
+    spec = importlib.util.spec_from_file_location("public_call_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.measure(_for_method(model, "encoder"), _foreign_target(), "encoder", rounds=3, warmup=1)
+    assert set(report["median_ms"]) == {"method", "public", "render"}
+    assert all(v > 0 for v in report["median_ms"].values()) and report["public_over_render"] > 0

@@ -53,12 +53,10 @@ DISPLAY_SIZE = 256
 MAX_EXAMPLES = 24
 #: Seeds drawn at once in the sampling tab.
 MAX_SEEDS = 32
-#: Settings whose value is the number of steps of the main stage / of the first stage of a method.
-MAIN_STEP_SETTING = "num_steps"
-FIRST_STAGE_STEP_SETTINGS = ("pivot_steps", "h_steps")
-#: Step counts offered by default in the UI (the methods' own defaults are benchmark settings and can
-#: take minutes on a CPU); the user can raise them up to MAX_UI_STEPS.
-UI_DEFAULT_STEPS = {"optimize": 200, "pti": 100, "clone": 300, "hybrid": 100}
+#: Step counts offered by default in the UI where a method names no `quick_steps` (the methods' own
+#: defaults are benchmark settings and can take minutes on a CPU); the user can raise them up to
+#: MAX_UI_STEPS. Which settings hold the steps, each method's registry entry says.
+UI_DEFAULT_STEPS = 200
 UI_DEFAULT_FIRST_STAGE_STEPS = 100
 MAX_UI_STEPS = 3000
 FITS = ("crop", "pad")
@@ -284,7 +282,7 @@ class InversionProgress:
 
     step: int
     num_steps: int
-    loss: float
+    loss: float | None  # None for a method that minimizes no loss
     psnr: float | None
     stage: str
     image: torch.Tensor | None
@@ -297,27 +295,30 @@ class InversionProgress:
     def text(self) -> str:
         stage = f"{self.stage} " if self.stage else ""
         psnr = f", PSNR {self.psnr:.1f} dB" if self.psnr is not None and math.isfinite(self.psnr) else ""
-        return f"{stage}step {self.step}/{self.num_steps}, loss {self.loss:.4g}{psnr}, {self.seconds:.1f} s"
+        loss = f", loss {self.loss:.4g}" if self.loss is not None and math.isfinite(self.loss) else ""
+        return f"{stage}step {self.step}/{self.num_steps}{loss}{psnr}, {self.seconds:.1f} s"
 
 
 def available_methods(model: Model) -> list[str]:
-    """Registered inversion methods usable with this model (encoder-based ones need its encoder)."""
-    return [name for name in METHODS if name not in ("encoder", "hybrid") or model.encoder is not None]
+    """Registered inversion methods usable with this model (those that need an encoder need its encoder)."""
+    return [name for name, spec in METHODS.items() if not spec.needs_encoder or model.encoder is not None]
 
 
 def default_method(model: Model) -> str:
+    """The first usable method that runs without steps (an encoder: instant), else the first usable one."""
     methods = available_methods(model)
-    return "encoder" if "encoder" in methods else ("optimize" if "optimize" in methods else methods[0])
+    return next((name for name in methods if not METHODS[name].has_steps), methods[0])
 
 
 def step_controls(method: str) -> tuple[int | None, int | None]:
     """(default main steps, default first-stage steps) for a method; None where it has no such control."""
-    defaults = METHODS[method].defaults
+    spec = METHODS[method]
+    defaults = spec.defaults
     main = None
-    if MAIN_STEP_SETTING in defaults and method != "encoder":
-        main = min(int(defaults[MAIN_STEP_SETTING]), UI_DEFAULT_STEPS.get(method, 200))
+    if spec.has_steps:
+        main = min(int(defaults[spec.step_setting]), spec.quick_steps or UI_DEFAULT_STEPS)
     first = None
-    if any(name in defaults for name in FIRST_STAGE_STEP_SETTINGS):
+    if spec.first_stage_step_setting is not None:
         first = UI_DEFAULT_FIRST_STAGE_STEPS
     return main, first
 
@@ -327,15 +328,13 @@ def inversion_settings(method: str, steps: int | None = None, first_stage_steps:
     """Method settings for the UI's step controls (only settings the method knows)."""
     if method not in METHODS:
         raise AppError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    defaults = METHODS[method].defaults
+    spec = METHODS[method]
     settings: dict[str, Any] = {}
-    if steps is not None and MAIN_STEP_SETTING in defaults:
-        settings[MAIN_STEP_SETTING] = max(1, min(int(steps), MAX_UI_STEPS))
-    if first_stage_steps is not None:
-        for name in FIRST_STAGE_STEP_SETTINGS:
-            if name in defaults:
-                settings[name] = max(1, min(int(first_stage_steps), MAX_UI_STEPS))
-    if "preview_every" in defaults:
+    if steps is not None and spec.has_steps:
+        settings[spec.step_setting] = max(1, min(int(steps), MAX_UI_STEPS))
+    if first_stage_steps is not None and spec.first_stage_step_setting is not None:
+        settings[spec.first_stage_step_setting] = max(1, min(int(first_stage_steps), MAX_UI_STEPS))
+    if "preview_every" in spec.defaults:
         settings["preview_every"] = preview_every
     return settings
 
@@ -358,7 +357,7 @@ def stream_inversion(model: Model, target: torch.Tensor, method: str, settings: 
 
     def work() -> None:
         try:
-            result = invert(model, target, method, seed=seed, callback=callback, **settings)
+            result = invert(model, target, method, seed=seed, callback=callback, metrics=("ssim",), **settings)
             events.put(("done", result))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             events.put(("error", e))
@@ -387,7 +386,7 @@ def stream_inversion(model: Model, target: torch.Tensor, method: str, settings: 
             now = time.perf_counter()
             if latest is not None and now - last_yield >= min_interval:
                 last_yield = now
-                yield InversionProgress(step=latest.step, num_steps=latest.num_steps, loss=float(latest.loss),
+                yield InversionProgress(step=latest.step, num_steps=latest.num_steps, loss=latest.loss,
                                         psnr=latest.psnr, stage=latest.stage,
                                         image=None if latest_image is None else latest_image[:1].detach().cpu(),
                                         seconds=now - started)

@@ -117,10 +117,10 @@ def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
                 if bar.total != info.num_steps:
                     bar.reset(total=info.num_steps)
                 bar.n = info.step + 1
-                bar.set_postfix(loss=f"{info.loss:.4f}", psnr=f"{info.psnr or 0:.2f}", refresh=True)
+                bar.set_postfix(info.progress_fields(), refresh=True)
 
             settings = {k: v for k, v in DEMO_METHODS.get(method, {}).items() if k in METHODS[method].defaults}
-            result = invert(bundle, target, method, seed=seed, callback=progress, **settings)
+            result = invert(bundle, target, method, seed=seed, callback=progress, metrics=("ssim",), **settings)
             bar.close()
             row.append(result.reconstruction[0])
             slug = "".join(ch if ch.isalnum() else "_" for ch in name)[:40]

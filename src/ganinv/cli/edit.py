@@ -102,7 +102,7 @@ def _resolve_direction(spec: str, bundle):
 
 
 @click.command(cls=_FindersCommand)
-@click.argument("method", type=click.Choice(["sefa", "ganspace", "interfacegan", "stylespace"]))
+@click.argument("method")
 @model_option
 @click.option("--layers", default="all", show_default=True,
               help="ws indices the directions apply to (and SeFa factorizes): all, 0-1, 2-5, 6-, ...")
@@ -137,20 +137,23 @@ def directions(method, model, layers, num, attribute, labels_file, num_samples, 
                ranking, conditions, name, strengths, preview_seed, upscale, outdir, overwrite, device, seed, quiet):
     """Find editing directions with METHOD and save them (+ a preview: rows = components, cols = strengths)."""
     from ..data.io import save_grid
-    from ..edit import DirectionError, find_directions, preview_images, safe_file_stem
+    from ..edit import FINDERS, DirectionError, find_directions, preview_images, safe_file_stem
     set_threads()
+    if method not in FINDERS:
+        raise UserError(f"unknown direction finder {method!r}; choose from {', '.join(FINDERS)}")
+    spec = FINDERS[method]
     strength_list = _strengths(strengths)
     bundle = load_model_or_fail(model, device)
     settings: dict = {"layers": layers, "seed": seed}
-    if method in ("sefa", "ganspace", "stylespace"):
+    if "num" in spec.defaults:
         settings["num"] = num
-    if method == "sefa":
+    if "normalize" in spec.defaults:
         settings["normalize"] = normalize
     if num_samples is not None:
-        if method == "sefa":
-            raise UserError("--num-samples does not apply to sefa (it reads the weights only)")
+        if not spec.samples_prior:
+            raise UserError(f"--num-samples does not apply to {method} (it reads the weights only)")
         settings["num_samples"] = num_samples
-    if method in ("interfacegan", "stylespace"):
+    if spec.needs_labels:
         if labels_file is not None:
             settings["ws"], settings["labels"] = _labels_from_file(labels_file, bundle)
         elif attribute is None:
@@ -160,13 +163,14 @@ def directions(method, model, layers, num, attribute, labels_file, num_samples, 
         settings["attribute"] = attribute
     elif attribute is not None or labels_file is not None:
         raise UserError(f"--attribute/--labels do not apply to {method}")
-    if method == "interfacegan":
-        settings["classifier"] = linear_classifier
+    if spec.takes_conditions:
         settings["conditions"] = [(d, i) if i is not None else d
                                   for d, i in (_resolve_direction(c, bundle) for c in conditions)]
     elif conditions:
-        raise UserError("--condition applies to interfacegan only")
-    if method == "stylespace":
+        raise UserError(f"--condition does not apply to {method}")
+    if "classifier" in spec.defaults:
+        settings["classifier"] = linear_classifier
+    if "ranking" in spec.defaults:
         settings["ranking"] = ranking
     if name is not None:
         settings["name"] = name

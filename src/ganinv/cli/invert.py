@@ -15,8 +15,16 @@ def _methods_help() -> str:
     from ..invert import METHODS
     lines = []
     for name, spec in METHODS.items():
-        defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items() if k != "preview_every")
-        lines.append(f"{name}: {spec.summary}. Defaults: {defaults}")
+        notes = []
+        if spec.needs_encoder:
+            notes.append("needs the model's encoder")
+        if spec.starts_from_encoder:
+            notes.append("starts from the model's encoder when it has one")
+        if spec.tunes_generator:
+            notes.append("tunes a copy of G")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        settings = ", ".join(s.describe() for s in spec.settings if s.name != "preview_every")
+        lines.append(f"{name}: {spec.summary}{note}. Settings: {settings}")
     return "\n\n".join(lines)
 
 
@@ -86,7 +94,7 @@ class _MethodsCommand(click.Command):
 @click.option("--space", type=click.Choice(["z", "w", "w+"]), default=None, help="Latent space (optimize).")
 @click.option("--preset", default=None, help="Clone preset: fast (default) or paper.")
 @click.option("--target-psnr", type=float, default=None, help="Stop when this PSNR is reached (pti, clone).")
-@click.option("--init-from", default=None, help="Start pti/clone from this method's latent (e.g. optimize).")
+@click.option("--init-from", default=None, help="Start the method from this method's latent (e.g. optimize).")
 @click.option("--real-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Real training images for Clone's global loss (default: the model's own).")
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
@@ -115,6 +123,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     from ..invert import METHODS
     from ..invert import invert as run_invert
     from ..invert.result import is_complete_result
+    from ..metrics import format_metric
     set_threads()
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
@@ -132,10 +141,10 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         settings["preset"] = preset
     if target_psnr is not None:
         settings["target_psnr"] = target_psnr
-    unknown = sorted(set(settings) - set(METHODS[method].defaults) - {"preset"})
-    if unknown:
-        raise UserError(f"unknown settings for {method}: {', '.join(unknown)} "
-                        f"(valid: {', '.join(sorted(METHODS[method].defaults))})")
+    try:
+        settings = METHODS[method].check_settings(settings)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if overwrite and skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pick one")
     shard_spec = _parse_shard(shard)
@@ -176,17 +185,14 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
                 bar.reset(total=info.num_steps)
                 bar.set_description(f"{path.name} [{info.stage or method}]")
             bar.n = info.step + 1
-            postfix = {"loss": f"{info.loss:.4f}"}
-            if info.psnr is not None:
-                postfix["psnr"] = f"{info.psnr:.2f}"
-            bar.set_postfix(postfix, refresh=False)
+            bar.set_postfix(info.progress_fields(), refresh=False)
             bar.refresh()
             return None
 
         try:
             result = run_invert(bundle, target, method, real_images=real, seed=seed, callback=progress,
-                                init_from=init_from, compute_lpips=lpips_dir is not None, lpips_dir=lpips_dir,
-                                **settings)
+                                init_from=init_from, metrics=("ssim",), compute_lpips=lpips_dir is not None,
+                                lpips_dir=lpips_dir, **settings)
         except ValueError as e:
             bar.close()
             raise UserError(str(e)) from None
@@ -194,9 +200,9 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         result.save(out)
         if not quiet:
             m = result.metrics
-            lp = m.get("lpips_alex")
-            lp_text = f" lpips {lp[0]:.4f}" if isinstance(lp, list) and lp and lp[0] is not None else ""
-            click.echo(f"{path.name}: {method} psnr {m['psnr'][0]:.2f} dB ssim {m['ssim'][0]:.4f} mse "
+            first = {k: v[0] if isinstance(v, list) and v else None for k, v in m.items()}
+            lp_text = f" lpips {format_metric(first['lpips_alex'])}" if "lpips_alex" in first else ""
+            click.echo(f"{path.name}: {method} psnr {m['psnr'][0]:.2f} dB ssim {format_metric(first.get('ssim'))} mse "
                        f"{m['mse'][0]:.5f}{lp_text} in {result.seconds:.1f}s ({result.stop_reason}) -> {out}")
     if failures:
         raise click.exceptions.Exit(1)

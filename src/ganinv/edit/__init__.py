@@ -46,7 +46,15 @@ from .stylespace import find_stylespace_directions, style_layout  # noqa: F401
 
 @dataclass(frozen=True)
 class FinderSpec:
-    """A direction finder: `find(model, **settings) -> Direction`, its defaults and a summary."""
+    """A direction finder: `find(model, **settings) -> Direction`, its defaults, a summary and what it
+    needs, so callers ask the entry rather than test the name:
+
+    - `needs_labels`: it fits an attribute (the model's classifier, or user labels: `ws` + `labels`).
+    - `samples_prior`: it draws prior samples (`num_samples`); False for closed-form finders that read
+      the weights only.
+    - `takes_conditions`: it can be made orthogonal to other directions (`conditions`).
+    The other settings it takes are the keys of `defaults` (e.g. `num`, `normalize`, `ranking`).
+    """
 
     name: str
     find: Callable[..., Direction]
@@ -54,6 +62,8 @@ class FinderSpec:
     summary: str
     paper: str
     needs_labels: bool = False
+    samples_prior: bool = True
+    takes_conditions: bool = False
 
 
 FINDERS: dict[str, FinderSpec] = {
@@ -61,7 +71,7 @@ FINDERS: dict[str, FinderSpec] = {
         "sefa", find_sefa_directions,
         dict(layers="all", num=10, normalize=True, num_std_samples=10_000, seed=0),
         "closed-form eigenvectors of the style-modulation weights of a layer range",
-        "Shen & Zhou, Closed-Form Factorization of Latent Semantics in GANs, CVPR 2021"),
+        "Shen & Zhou, Closed-Form Factorization of Latent Semantics in GANs, CVPR 2021", samples_prior=False),
     "ganspace": FinderSpec(
         "ganspace", find_ganspace_directions,
         dict(layers="all", num=10, num_samples=20_000, num_std_samples=10_000, seed=0),
@@ -73,7 +83,7 @@ FINDERS: dict[str, FinderSpec] = {
              regularization=1e-2, num_std_samples=10_000, seed=0),
         "unit normal of a linear attribute boundary in W (logistic regression or linear SVM)",
         "Shen et al., Interpreting the Latent Space of GANs for Semantic Face Editing, CVPR 2020",
-        needs_labels=True),
+        needs_labels=True, takes_conditions=True),
     "stylespace": FinderSpec(
         "stylespace", find_stylespace_directions,
         dict(layers="all", num=10, num_samples=1000, ranking="mean_difference", include_torgb=False,

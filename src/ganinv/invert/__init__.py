@@ -8,47 +8,62 @@ encoder (e4e/ReStyle) and hybrid (In-domain inversion, Zhu et al. 2020).
 """
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from ..metrics import METRICS, load_lpips, lpips_distance
 from ..models.local import locally_tuned
 from ..models.prior import sample_prior
 from ..models.registry import Model, load_model, resolve_device
-from . import clone, optimize, pti
-from .base import Callback, InversionResult, MethodOutput, MethodSpec, StepInfo, check_target, frozen_copy
+from . import clone, encoder, optimize, pti
+from .base import Callback, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, check_target
 
+#: The inversion methods by name. Callers (CLI, web app, benchmarks, tests) read what a method can do
+#: from its entry (see MethodSpec); registering a method here makes it available everywhere.
 METHODS: dict[str, MethodSpec] = {
-    "optimize": MethodSpec("optimize", optimize.run, optimize.DEFAULTS,
-                           "latent optimization in Z, W or W+ with per-layer noise maps",
-                           paper="Abdal et al. 2019 (Image2StyleGAN); Karras et al. 2020 (projector)"),
-    "pti": MethodSpec("pti", pti.run, pti.DEFAULTS,
-                      "W pivot, then tune the synthesis weights with a locality regularizer",
-                      tunes_generator=True, paper="Roich et al. 2022 (Pivotal Tuning)"),
-    "clone": MethodSpec("clone", clone.run, clone.DEFAULTS,
-                        "tune G and D locally: reconstruction (default MSE + fine-weighted Laplacian bands; "
-                        "paper: Laplacian L1) + adversarial local loss with probability p, GAN loss as global "
-                        "term, stop at epsilon or target_psnr; --preset paper for the paper's settings",
-                        tunes_generator=True,
-                        paper="Feng et al. (Near Perfect GAN Inversion)"),
+    "optimize": optimize.SPEC,
+    "pti": pti.SPEC,
+    "clone": clone.SPEC,
+    "encoder": encoder.ENCODER_SPEC,
+    "hybrid": encoder.HYBRID_SPEC,
 }
 
-
-def _register_optional() -> None:
-    """The encoder-based methods register only when their module is present."""
-    try:
-        from . import encoder as encoder_method
-    except ImportError:
-        return
-    METHODS.update(encoder_method.METHOD_SPECS)
-
-
-_register_optional()
+#: Metrics `invert` can report: mse and psnr always; the others on request (`metrics=`).
+#: psnr_const_noise is PSNR with optimized noise maps reset to the model's constant noise (reported by
+#: default for results that hold noise maps, which can memorize a target).
+METRIC_NAMES = ("mse", "psnr", "ssim", "lpips_alex", "psnr_const_noise")
 
 
 def list_methods() -> dict[str, MethodSpec]:
     return dict(METHODS)
+
+
+def _on_device(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`net` itself when it already lives on `device`, else a copy there (the caller's stays put).
+    A network lives on one device; its first parameter tells which (walking all of them costs more than
+    a render of a small generator)."""
+    current = next(net.parameters()).device
+    if current.type == device.type and (device.index is None or current.index == device.index):
+        return net
+    return copy.deepcopy(net).to(device)
+
+
+def _metrics(reconstruction: torch.Tensor, target: torch.Tensor, names: tuple[str, ...],
+             lpips_dir: str | None) -> dict:
+    out: dict = {}
+    for name in names:
+        if name in METRICS:
+            # SSIM needs its 11x11 window to fit; smaller images report it as unavailable.
+            small = name == "ssim" and min(target.shape[-2:]) < 11
+            out[name] = None if small else METRICS[name](reconstruction, target).tolist()
+        elif name == "lpips_alex":
+            lpips_model = load_lpips("alex", lpips_dir).to(target.device)
+            out[name] = lpips_distance(reconstruction, target, lpips_model).tolist()
+    return out
 
 
 def _locality(G_base, tuned: list, ws: torch.Tensor, num_samples: int = 64, seed: int = 0) -> list[dict]:
@@ -73,28 +88,43 @@ def _locality(G_base, tuned: list, ws: torch.Tensor, num_samples: int = 64, seed
 def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, method: str = "optimize", *,
            D=None, real_images: torch.Tensor | None = None, seed: int = 0, callback: Callback | None = None,
            device: str | torch.device | None = None, init_from: str | InversionResult | None = None,
-           compute_lpips: bool = False, lpips_dir: str | None = None, **settings: Any) -> InversionResult:
+           metrics: Iterable[str] | None = None, compute_lpips: bool = False, lpips_dir: str | None = None,
+           **settings: Any) -> InversionResult:
     """Invert target image(s) [N, C, H, W] in [-1, 1] with a registered method.
 
     `model` is a Model bundle (from load_model), a bare Generator, or a name/path. D and real_images
-    default to the model's own. Settings override the method's defaults (see METHODS[name].defaults).
-    `init_from` starts pti/clone from another method's latent (a method name or a result).
+    default to the model's own. Settings override the method's defaults (see METHODS[name].settings;
+    a value of the wrong type or out of range is refused). `init_from` starts a method from another
+    method's latent (a method name or a result); methods that `starts_from_encoder` start from the
+    model's encoder when it has one.
+
+    The result's metrics are mse and psnr, plus psnr_const_noise when the method returned noise maps;
+    `metrics` asks for more (any of METRIC_NAMES; `compute_lpips=True` adds lpips_alex). Tuning methods
+    also report the locality of their tuned generator. The caller's G, D and encoder are never
+    modified: a method only takes gradients with respect to its own latents, and tuning methods tune
+    copies (on another `device`, G and D are copied there).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     spec = METHODS[method]
-    unknown = sorted(set(settings) - set(spec.defaults) - {"preset"})
+    settings = spec.check_settings(settings)
+    wanted = ("mse", "psnr", *(metrics or ()), *(("lpips_alex",) if compute_lpips else ()))
+    unknown = sorted(set(wanted) - set(METRIC_NAMES))
     if unknown:
-        raise ValueError(f"unknown settings for {method}: {unknown}; valid: {sorted(spec.defaults)}")
+        raise ValueError(f"unknown metrics {', '.join(unknown)}; available: {', '.join(METRIC_NAMES)}")
     bundle = load_model(model)
     dev = resolve_device(device) if device is not None else next(bundle.G.parameters()).device
-    G = frozen_copy(bundle.G).to(dev)
+    G = _on_device(bundle.G, dev)
     D = D if D is not None else bundle.D
-    D = frozen_copy(D).to(dev) if D is not None else None
+    D = _on_device(D, dev) if D is not None else None
     if real_images is None:
         real_images = bundle.real_images
     target = check_target(G, target).to(dev)
-    torch.manual_seed(seed)
+    # The global generators (random noise maps in some methods' steps); torch.manual_seed would also
+    # visit every other backend, which costs more than the rest of this function.
+    torch.default_generator.manual_seed(seed)
+    if dev.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
 
     started = time.perf_counter()
     init_ws = None
@@ -109,58 +139,66 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
             init_ws = first.ws.to(dev)
             init_note = f"{init_from} (default settings)"
     kwargs = dict(D=D, real_images=real_images, seed=seed, callback=callback, lpips_dir=lpips_dir)
-    if init_ws is not None:
-        kwargs["init_ws"] = init_ws
-    if bundle.encoder is not None and method in ("pti", "clone") and init_ws is None and "encoder" in METHODS:
+    if init_ws is None and spec.starts_from_encoder and bundle.encoder is not None:
         try:
-            init_ws = METHODS["encoder"].run(G, target, encoder=bundle.encoder, seed=seed).ws
-            kwargs["init_ws"] = init_ws
+            init_ws = encoder.run_encoder(G, target, encoder=bundle.encoder, seed=seed).ws
             init_note = "encoder (shipped with the model)"
         except ValueError as e:
-            # e.g. an encoder left over from another generator: fall back to the method's own h(x).
+            # e.g. an encoder left over from another generator: fall back to the method's own start.
             init_note = f"encoder unusable ({e}); used the method's own start"
-    if method in ("encoder", "hybrid"):
+    if init_ws is not None:
+        kwargs["init_ws"] = init_ws
+    if spec.needs_encoder:
         kwargs["encoder"] = bundle.encoder
     output: MethodOutput = spec.run(G, target, **kwargs, **settings)
     seconds = time.perf_counter() - started
 
     result_G = output.G
-    with torch.no_grad():
-        gen = result_G if result_G is not None else G
-        reconstruction = gen.synthesis(output.ws.to(dev), noise_mode="const", noise=output.noise).clamp(-1, 1)
-    from ..metrics import compute_metrics, load_lpips
-    lpips_model = load_lpips("alex", lpips_dir).to(dev) if compute_lpips else None
-    metrics = compute_metrics(reconstruction, target, lpips=lpips_model)
-    extras = dict(output.extras)
-    if output.noise is not None:
+    ws = output.ws.to(dev)
+    reconstruction = output.reconstruction
+    if reconstruction is None:
         with torch.no_grad():
-            const_rec = G.synthesis(output.ws.to(dev), noise_mode="const").clamp(-1, 1)
-        metrics["psnr_const_noise"] = compute_metrics(const_rec, target)["psnr"]
+            gen = result_G if result_G is not None else G
+            reconstruction = gen.synthesis(ws, noise_mode="const", noise=output.noise)
+    reconstruction = reconstruction.detach().clamp(-1, 1)
+    if output.noise is not None and metrics is None:
+        wanted = (*wanted, "psnr_const_noise")
+    values = _metrics(reconstruction, target, tuple(dict.fromkeys(wanted)), lpips_dir)
+    if "psnr_const_noise" in wanted:
+        if output.noise is None:
+            values["psnr_const_noise"] = values["psnr"]  # no noise maps: the same image
+        else:
+            with torch.no_grad():
+                gen = result_G if result_G is not None else G
+                const_rec = gen.synthesis(ws, noise_mode="const").clamp(-1, 1)
+            values["psnr_const_noise"] = METRICS["psnr"](const_rec, target).tolist()
+    extras = dict(output.extras)
     # A method whose presets change its defaults (clone's "paper") reports the settings it really used.
     effective = extras.pop("settings", {})
     gate = extras.pop("gate", None)
     if result_G is not None and gate is not None:
         # The tuning acts only near the pivots (ganinv.models.local); what G+ alone would do to prior
         # samples is kept beside the gated figure.
-        gated = locally_tuned(G, result_G, output.ws.to(dev), inner=gate["inner"], outer=gate["outer"])
-        extras["locality"], extras["locality_ungated"] = _locality(G, [gated, result_G], output.ws.to(dev))
+        gated = locally_tuned(G, result_G, ws, inner=gate["inner"], outer=gate["outer"])
+        extras["locality"], extras["locality_ungated"] = _locality(G, [gated, result_G], ws)
         extras["gate"] = {**gate, **gated.gate_settings}
         result_G = gated
     elif result_G is not None:
-        extras["locality"], = _locality(G, [result_G], output.ws.to(dev))
+        extras["locality"], = _locality(G, [result_G], ws)
     if init_note:
         extras["init"] = init_note
     return InversionResult(
         method=method, space=output.space, target=target.detach().cpu(), ws=output.ws.detach().cpu(),
-        reconstruction=reconstruction.detach().cpu(),
+        reconstruction=reconstruction.cpu(),
         noise=None if output.noise is None else {k: v.detach().cpu() for k, v in output.noise.items()},
         G_tuned=result_G.cpu() if result_G is not None else None, G_base=bundle.G, model_name=bundle.name,
-        model_sha256=bundle.sha256, z=None if output.z is None else output.z.detach().cpu(), metrics=metrics,
+        model_sha256=bundle.sha256, z=None if output.z is None else output.z.detach().cpu(), metrics=values,
         history=output.history, seconds=seconds, settings={**spec.defaults, **settings, **effective, "seed": seed},
         stop_reason=output.stop_reason, device=str(dev), threads=torch.get_num_threads(), extras=extras)
 
 
-__all__ = ["invert", "InversionResult", "METHODS", "list_methods", "StepInfo", "MethodSpec"]
+__all__ = ["invert", "InversionResult", "METHODS", "METRIC_NAMES", "list_methods", "StepInfo", "MethodSpec",
+           "Setting"]
 
 
 class _CallableModule(__import__("types").ModuleType):

@@ -49,11 +49,11 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import default_levels, laplacian_residual_terms
-from ..models.local import GATE_DEFAULTS, gate_request
+from ..models.local import gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
 from . import optimize
-from .base import Callback, MethodOutput, StepInfo, psnr_of
+from .base import GATE_SETTINGS, Callback, MethodOutput, MethodSpec, Setting, StepInfo, psnr_of
 
 # The paper's settings, with the pre-trained GAN's own optimizer (StyleGAN2: Adam, lr 0.0025, betas 0/0.99).
 PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1, global_batch=4,
@@ -62,39 +62,45 @@ PAPER = dict(p=1 / 8, adv_lambda=10.0, adv_every=1, epsilon=1e-3, global_every=1
              global_learning_rate=None, global_loss="gan", locality_weight=0.0,
              locality_every=2, locality_batch=2, adam_eps=1e-8, gate=False, frozen_params=())
 
-DEFAULTS = dict(
-    preset="fast",
-    h="optimize",
-    h_steps=100,
-    h_space="w+",
-    num_steps=3000,
-    p=1.0,
-    adv_lambda=0.01,
-    adv_every=16,
-    epsilon=1e-3,
-    target_psnr=None,
-    global_every=32,
-    global_batch=2,
-    global_loss="gan",
-    global_weight=1.0,
-    global_learning_rate=1e-3,
-    locality_weight=0.0,
-    locality_every=2,
-    locality_batch=2,
-    frozen_params=("b4.", "b8."),
-    **GATE_DEFAULTS,
-    laplacian_weight=0.0,
-    mse_weight=1.0,
-    band_weights=(30.0, 10.0, 3.0, 1.0),
-    learning_rate=2e-2,
-    d_learning_rate=1e-3,
-    beta1=0.9,
-    beta2=0.999,
-    adam_eps=1e-8,
-    max_seconds=None,
-    preview_every=10,
-)
 PRESETS = {"fast": {}, "paper": PAPER}
+
+SETTINGS = (
+    Setting("preset", "fast", str, "named defaults: fast (ours) or paper (the paper's settings)",
+            choices=tuple(PRESETS)),
+    Setting("h", "optimize", str, "how h(x), the start latent, is found"),
+    Setting("h_steps", 100, int, "steps of h(x)'s optimization", min=1),
+    Setting("h_space", "w+", str, "space of h(x)'s optimization", choices=optimize.SPACES),
+    Setting("num_steps", 3000, int, "generator tuning steps (at most)", min=1),
+    Setting("p", 1.0, float, "probability of the local term at a step", min=0.0, max=1.0),
+    Setting("adv_lambda", 0.01, float, "weight of the local adversarial loss", min=0.0),
+    Setting("adv_every", 16, int, "steps between local adversarial pairs", min=1),
+    Setting("epsilon", 1e-3, float, "stop when L_recon falls below this", min=0.0),
+    Setting("target_psnr", None, float, "stop when this PSNR is reached", optional=True),
+    Setting("global_every", 32, int, "steps between global (GAN loss) steps", min=1),
+    Setting("global_batch", 2, int, "prior samples per global step", min=1),
+    Setting("global_loss", "gan", str, "the global term", choices=("gan", "distillation")),
+    Setting("global_weight", 1.0, float, "weight of the global term", min=0.0),
+    Setting("global_learning_rate", 1e-3, float,
+            "learning rate of the global term's own optimizer state (None: share the local one)",
+            min=0.0, optional=True),
+    Setting("locality_weight", 0.0, float, "weight of PTI's locality term at prior samples", min=0.0),
+    Setting("locality_every", 2, int, "steps between locality terms", min=1),
+    Setting("locality_batch", 2, int, "prior samples per locality term", min=1),
+    Setting("frozen_params", ("b4.", "b8."), list, "name parts of synthesis weights left as trained",
+            item_type=str),
+    *GATE_SETTINGS,
+    Setting("laplacian_weight", 0.0, float, "weight of L_recon (Laplacian-pyramid L1) in the objective", min=0.0),
+    Setting("mse_weight", 1.0, float, "weight of the pixel MSE in the objective", min=0.0),
+    Setting("band_weights", (30.0, 10.0, 3.0, 1.0), list, "Laplacian-band MSE weights, finest band first"),
+    Setting("learning_rate", 2e-2, float, "Adam learning rate of G's tuning", min=0.0),
+    Setting("d_learning_rate", 1e-3, float, "Adam learning rate of D", min=0.0),
+    Setting("beta1", 0.9, float, "Adam beta1", min=0.0, max=1.0),
+    Setting("beta2", 0.999, float, "Adam beta2", min=0.0, max=1.0),
+    Setting("adam_eps", 1e-8, float, "Adam epsilon", min=0.0),
+    Setting("max_seconds", None, float, "stop after this many seconds", min=0.0, optional=True),
+    Setting("preview_every", 10, int, "steps between preview images sent to the callback", min=1),
+)
+DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 
 def _prior_latents(G: Generator, batch: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -211,6 +217,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     live_state = G_plus.synthesis.state_dict()
     best_state = {name: value.detach().clone() for name, value in live_state.items()}
     last_recon = None
+    best_image = None  # the image of the best state, so `invert` need not render it again
     for step in range(num_steps):
         record: dict = {"step": step, "stage": "clone"}
         local_active = bool(torch.rand([], generator=gen) < s["p"]) or step == 0
@@ -280,6 +287,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             # The best generator by the reconstruction objective it is tuned on (L_recon alone under the
             # paper's settings; with the MSE term, L_recon alone could prefer a lower-PSNR step).
             best_objective = last_objective
+            best_image = image.detach()
             with torch.no_grad():
                 for name, value in live_state.items():
                     best_state[name].copy_(value)
@@ -290,6 +298,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 stop_reason = (f"L_recon {last_recon:.2e} < epsilon {s['epsilon']}" if reached_eps
                                else f"PSNR {record['psnr']:.2f} >= target_psnr {s['target_psnr']}") + f" at step {step}"
                 history.append(record)
+                best_image = image.detach()  # G+ stays at this step's weights
                 break
         # Both gradients are taken before either step changes the weights in place.
         updates = [(torch.autograd.grad(loss, g_params, allow_unused=True), opt)
@@ -332,4 +341,13 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
     return MethodOutput(ws=ws.detach(), space=s["h_space"] if init_ws is None else "w+", noise=noise, G=G_plus,
                         history=history, stop_reason=stop_reason,
                         extras={"h": h_name, "global_mode": global_mode, "global_note": global_note,
-                                "preset": preset, "gate": gate, "settings": s})
+                                "preset": preset, "gate": gate, "settings": s},
+                        reconstruction=best_image)
+
+
+SPEC = MethodSpec("clone", run, SETTINGS,
+                  "tune G and D locally: reconstruction (default MSE + fine-weighted Laplacian bands; paper: "
+                  "Laplacian L1) + adversarial local loss with probability p, GAN loss as global term, stop at "
+                  "epsilon or target_psnr; --preset paper for the paper's settings",
+                  tunes_generator=True, paper="Feng et al. (Near Perfect GAN Inversion)", starts_from_encoder=True,
+                  first_stage_step_setting="h_steps", quick_steps=300, presets=PRESETS)

@@ -23,31 +23,30 @@ import torch
 
 from ..losses import frozen_parameters
 from ..models.stylegan2 import Generator
-from .base import Callback, MethodOutput, MethodSpec, StepInfo, psnr_of
+from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, frozen_view, psnr_of
 from .encoder_net import Encoder, restyle
-from .objective import build_objective
+from .objective import OBJECTIVE_SETTINGS, build_objective
 
 MISSING_ENCODER = ("this model has no encoder; train one with `ganinv train-encoder --model M --data DIR "
                    "--outdir RUN`, then `ganinv export-encoder RUN --model-dir MODEL_FOLDER` (or pass encoder=...)")
 
-ENCODER_DEFAULTS = dict(
-    iterations=2,
+ENCODER_SETTINGS = (
+    Setting("iterations", 2, int, "ReStyle passes of the encoder", min=1),
 )
+ENCODER_DEFAULTS = {s.name: s.default for s in ENCODER_SETTINGS}
 
-HYBRID_DEFAULTS = dict(
-    encoder_iterations=2,
-    num_steps=30,
-    learning_rate=0.05,
-    lr_rampup=0.1,
-    lr_rampdown=0.25,
-    domain_weight=0.5,
-    mse_weight=1.0,
-    laplacian_weight=1.0,
-    lpips_weight=0.0,
-    dfeat_weight=0.0,
-    target_psnr=None,
-    preview_every=10,
+HYBRID_SETTINGS = (
+    Setting("encoder_iterations", 2, int, "ReStyle passes of the encoder for the start", min=1),
+    Setting("num_steps", 30, int, "optimization steps", min=0),
+    Setting("learning_rate", 0.05, float, "Adam learning rate (peak of the schedule)", min=0.0),
+    Setting("lr_rampup", 0.1, float, "fraction of the steps of linear warm-up", min=0.0, max=1.0),
+    Setting("lr_rampdown", 0.25, float, "fraction of the steps of cosine ramp-down", min=0.0, max=1.0),
+    Setting("domain_weight", 0.5, float, "weight of the domain regularizer", min=0.0),
+    *OBJECTIVE_SETTINGS,
+    Setting("target_psnr", None, float, "stop when this PSNR is reached", optional=True),
+    Setting("preview_every", 10, int, "steps between preview images sent to the callback", min=1),
 )
+HYBRID_DEFAULTS = {s.name: s.default for s in HYBRID_SETTINGS}
 
 
 def _ready_encoder(encoder: Encoder | None, G: Generator, device: torch.device) -> Encoder:
@@ -80,16 +79,18 @@ def run_encoder(G: Generator, target: torch.Tensor, *, encoder: Encoder | None =
         init_ws = init_ws.unsqueeze(1).repeat(1, G.num_ws, 1)
     with torch.no_grad():
         ws, images = restyle(G, encoder, target, iterations, start_ws=init_ws, keep_images=callback is not None)
+        # The result's image: the passes only render their inputs, so the last ws is rendered here.
+        reconstruction = G.synthesis(ws, noise_mode="const")
     history = []
     if callback is not None:
-        # Each pass's input image is already made; report how the error falls pass by pass.
-        for index, image in enumerate(images):
+        # The image after each pass is already made (the next pass's input, and the result's image);
+        # report how the error falls pass by pass. The encoder minimizes no loss here: loss is None.
+        for index, image in enumerate([*images[1:], reconstruction]):
             psnr = float(psnr_of(image, target).mean())
             history.append({"step": index, "psnr": psnr})
-            callback(StepInfo(step=index, num_steps=iterations, loss=float("nan"), psnr=psnr, image=image,
-                              stage="encoder"))
+            callback(StepInfo(step=index, num_steps=iterations, loss=None, psnr=psnr, image=image, stage="encoder"))
     return MethodOutput(ws=ws.detach(), space="w+", history=history, stop_reason="iterations",
-                        extras={"iterations": iterations})
+                        extras={"iterations": iterations}, reconstruction=reconstruction)
 
 
 def _lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
@@ -112,8 +113,10 @@ def run_hybrid(G: Generator, target: torch.Tensor, *, encoder: Encoder | None = 
     if float(s["domain_weight"]) < 0:
         raise ValueError("domain_weight must be >= 0")
     encoder = _ready_encoder(encoder, G, target.device)
-    with frozen_parameters(encoder):  # gradients reach ws only; the caller's encoder keeps its flags
-        return _optimize_in_domain(G, encoder, target, s, D=D, init_ws=init_ws, callback=callback,
+    # Gradients reach ws only: G is used through a view with frozen parameters over the same weights,
+    # and the caller's encoder keeps its flags.
+    with frozen_parameters(encoder):
+        return _optimize_in_domain(frozen_view(G), encoder, target, s, D=D, init_ws=init_ws, callback=callback,
                                    lpips_dir=lpips_dir)
 
 
@@ -135,6 +138,7 @@ def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s:
     avg_image = encoder.avg_image.expand(n, -1, -1, -1)
     best_loss = torch.full([n], float("inf"), device=target.device)
     best_ws = start.detach().clone()
+    best_image = torch.zeros_like(target)  # the image of best_ws, so `invert` need not render it again
     history: list[dict] = []
     stop_reason = "num_steps"
     for step in range(num_steps + 1):
@@ -145,6 +149,7 @@ def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s:
             improved = reconstruction.detach() < best_loss
             best_loss = torch.where(improved, reconstruction.detach(), best_loss)
             best_ws[improved] = ws.detach()[improved]
+            best_image[improved] = image.detach()[improved]
         psnr = float(psnr_each.mean())
         if step == num_steps:
             break  # the last update is evaluated above so it can win, not taken further
@@ -164,7 +169,7 @@ def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s:
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward(inputs=[ws])  # the caller's G, D and encoder get no gradients
         optimizer.step()
         record = {"step": step, "loss": float(per_image.detach().mean()), "psnr": psnr, "lr": lr,
                   "domain": float(domain.detach().mean()), **{k: float(v.mean()) for k, v in terms.items()}}
@@ -176,16 +181,19 @@ def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s:
                 stop_reason = f"stopped by callback at step {step}"
                 break
     return MethodOutput(ws=best_ws.detach(), space="w+", history=history, stop_reason=stop_reason,
-                        extras={"encoder_iterations": int(s["encoder_iterations"]) if init_ws is None else 0})
+                        extras={"encoder_iterations": int(s["encoder_iterations"]) if init_ws is None else 0},
+                        reconstruction=best_image if bool(torch.isfinite(best_loss).all()) else None)
 
 
-METHOD_SPECS: dict[str, MethodSpec] = {
-    "encoder": MethodSpec("encoder", run_encoder, ENCODER_DEFAULTS,
-                          "e4e encoder (base w + per-layer offsets) with ReStyle passes; milliseconds per image",
-                          paper="Tov et al. 2021 (e4e); Alaluf et al. 2021 (ReStyle); Richardson et al. 2021 (pSp)"),
-    "hybrid": MethodSpec("hybrid", run_hybrid, HYBRID_DEFAULTS,
-                         "encoder start, then optimization regularized toward the encoder's own mapping",
-                         paper="Zhu et al. 2020 (In-Domain GAN Inversion)"),
-}
+ENCODER_SPEC = MethodSpec(
+    "encoder", run_encoder, ENCODER_SETTINGS,
+    "e4e encoder (base w + per-layer offsets) with ReStyle passes; milliseconds per image",
+    paper="Tov et al. 2021 (e4e); Alaluf et al. 2021 (ReStyle); Richardson et al. 2021 (pSp)",
+    needs_encoder=True, step_setting=None)
+HYBRID_SPEC = MethodSpec(
+    "hybrid", run_hybrid, HYBRID_SETTINGS,
+    "encoder start, then optimization regularized toward the encoder's own mapping",
+    paper="Zhu et al. 2020 (In-Domain GAN Inversion)", needs_encoder=True, quick_steps=100)
+METHOD_SPECS: dict[str, MethodSpec] = {"encoder": ENCODER_SPEC, "hybrid": HYBRID_SPEC}
 
-__all__ = ["ENCODER_DEFAULTS", "HYBRID_DEFAULTS", "METHOD_SPECS", "MISSING_ENCODER", "run_encoder", "run_hybrid"]
+__all__ = ["ENCODER_DEFAULTS", "HYBRID_DEFAULTS", "ENCODER_SPEC", "HYBRID_SPEC", "METHOD_SPECS", "MISSING_ENCODER", "run_encoder", "run_hybrid"]

@@ -14,31 +14,29 @@ import math
 import torch
 
 from ..losses import NoiseRegularization, normalize_noise_
-from .objective import build_objective
 from ..models.prior import w_stats
 from ..models.stylegan2 import Generator
-from .base import Callback, MethodOutput, StepInfo, psnr_of
+from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, frozen_view, psnr_of
+from .objective import OBJECTIVE_SETTINGS, build_objective
 
 SPACES = ("z", "w", "w+")
 
-DEFAULTS = dict(
-    space="w+",
-    num_steps=300,
-    learning_rate=0.1,
-    lr_rampup=0.05,
-    lr_rampdown=0.25,
-    initial_noise_factor=0.05,
-    noise_ramp=0.75,
-    optimize_noise=True,
-    noise_init="const",
-    noise_regularize_weight=1e5,
-    mse_weight=1.0,
-    laplacian_weight=1.0,
-    lpips_weight=0.0,
-    dfeat_weight=0.0,
-    init="w_avg",
-    preview_every=10,
+SETTINGS = (
+    Setting("space", "w+", str, "latent space optimized", choices=SPACES),
+    Setting("num_steps", 300, int, "optimization steps", min=1),
+    Setting("learning_rate", 0.1, float, "Adam learning rate (peak of the schedule)", min=0.0),
+    Setting("lr_rampup", 0.05, float, "fraction of the steps of linear warm-up", min=0.0, max=1.0),
+    Setting("lr_rampdown", 0.25, float, "fraction of the steps of cosine ramp-down", min=0.0, max=1.0),
+    Setting("initial_noise_factor", 0.05, float, "noise added to w at the start, in prior std", min=0.0),
+    Setting("noise_ramp", 0.75, float, "fraction of the steps over which the w noise decays", min=1e-6),
+    Setting("optimize_noise", True, bool, "optimize the per-layer noise maps too"),
+    Setting("noise_init", "const", str, "start of the noise maps", choices=("const", "random")),
+    Setting("noise_regularize_weight", 1e5, float, "weight of the multi-scale noise regularization", min=0.0),
+    *OBJECTIVE_SETTINGS,
+    Setting("init", "w_avg", str, "start latent", choices=("w_avg",)),
+    Setting("preview_every", 10, int, "steps between preview images sent to the callback", min=1),
 )
+DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 
 def _lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
@@ -61,6 +59,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         raise ValueError("num_steps must be >= 1")
     device = target.device
     n = target.shape[0]
+    G = frozen_view(G)  # gradients reach only our latents and noise maps; the caller's G stays as it is
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     w_avg, w_std = w_stats(G)
     loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(device)
@@ -111,6 +110,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     best_ws = current_ws().detach().clone()
     best_noise = {k: v.detach().clone() for k, v in noise.items()} if noise else None
     best_z = z_param.detach().clone() if z_param is not None else None
+    # The image of the best latent, kept while it was rendered without the w noise of the early steps
+    # (so `invert` need not render it again); `clean[i]` says whether image i's copy is valid.
+    best_image = torch.zeros_like(target)
+    clean = torch.zeros([n], dtype=torch.bool, device=device)
     history: list[dict] = []
     stop_reason = "num_steps"
     for step in range(num_steps):
@@ -119,7 +122,8 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         lr = _lr_schedule(t, s["learning_rate"], s["lr_rampup"], s["lr_rampdown"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        ws = current_ws(w_noise_scale if space != "z" else 0.0)
+        noisy = space != "z" and w_noise_scale > 0
+        ws = current_ws(w_noise_scale if noisy else 0.0)
         image = G.synthesis(ws, noise_mode="const", noise=noise)
         per_image, terms = loss_fn(image, target, reduction="none")
         total = per_image.sum()
@@ -135,13 +139,16 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
                 best_loss = torch.where(improved, per_image.detach(), best_loss)
                 clean_ws = current_ws().detach()
                 best_ws[improved] = clean_ws[improved]
+                best_image[improved] = image.detach()[improved]
+                clean[improved] = not noisy
                 if best_noise is not None:
                     for k in best_noise:
                         best_noise[k][improved] = noise[k].detach()[improved]
                 if best_z is not None:
                     best_z[improved] = z_param.detach()[improved]
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        # Gradients for our own latents (and noise) only: G and D are the caller's and stay untouched.
+        total.backward(inputs=params)
         optimizer.step()
         if noise is not None:
             with torch.no_grad():
@@ -165,10 +172,17 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
             improved = per_image < best_loss
             clean_ws = current_ws()
             best_ws[improved] = clean_ws[improved]
+            best_image[improved] = image[improved]
+            clean[improved] = True
             if best_noise is not None:
                 for k in best_noise:
                     best_noise[k][improved] = noise[k][improved]
             if best_z is not None:
                 best_z[improved] = z_param[improved]
     return MethodOutput(ws=best_ws.detach(), space=space, noise=best_noise, z=best_z, history=history,
-                        stop_reason=stop_reason)
+                        stop_reason=stop_reason, reconstruction=best_image if bool(clean.all()) else None)
+
+
+SPEC = MethodSpec("optimize", run, SETTINGS, "latent optimization in Z, W or W+ with per-layer noise maps",
+                  paper="Abdal et al. 2019 (Image2StyleGAN); Karras et al. 2020 (projector)",
+                  quick_steps=200, optimizes_noise=True)

@@ -15,30 +15,28 @@ import copy
 
 import torch
 
-from .objective import build_objective
-from ..models.local import GATE_DEFAULTS, gate_request
+from ..models.local import gate_request
 from ..models.stylegan2 import Generator
 from ..utils import adam
 from . import optimize
-from .base import Callback, MethodOutput, StepInfo, psnr_of
+from .base import GATE_SETTINGS, Callback, MethodOutput, MethodSpec, Setting, StepInfo, psnr_of
+from .objective import OBJECTIVE_SETTINGS, build_objective
 
-DEFAULTS = dict(
-    pivot_space="w",
-    pivot_steps=200,
-    num_steps=150,
-    learning_rate=3e-3,
-    mse_weight=1.0,
-    laplacian_weight=1.0,
-    lpips_weight=0.0,
-    dfeat_weight=0.0,
-    locality_weight=1.0,
-    locality_every=1,
-    locality_alpha=30.0,
-    locality_batch=4,
-    target_psnr=None,
-    **GATE_DEFAULTS,
-    preview_every=10,
+SETTINGS = (
+    Setting("pivot_space", "w", str, "space of the pivot optimization", choices=("w", "w+")),
+    Setting("pivot_steps", 200, int, "steps of the pivot optimization", min=1),
+    Setting("num_steps", 150, int, "generator tuning steps", min=1),
+    Setting("learning_rate", 3e-3, float, "Adam learning rate of the tuning", min=0.0),
+    *OBJECTIVE_SETTINGS,
+    Setting("locality_weight", 1.0, float, "weight of the locality regularizer", min=0.0),
+    Setting("locality_every", 1, int, "steps between locality terms", min=1),
+    Setting("locality_alpha", 30.0, float, "distance from the pivot toward prior samples", min=0.0),
+    Setting("locality_batch", 4, int, "prior samples per locality term", min=1),
+    Setting("target_psnr", None, float, "stop when this PSNR is reached", optional=True),
+    *GATE_SETTINGS,
+    Setting("preview_every", 10, int, "steps between preview images sent to the callback", min=1),
 )
+DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 
 def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: int = 0,
@@ -76,6 +74,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     num_steps = int(s["num_steps"])
     stop_reason = "num_steps"
     best = (float("inf"), copy.deepcopy(G_tuned.state_dict()))
+    best_image = None  # the image of the best state, so `invert` need not render it again
     for step in range(num_steps):
         image = G_tuned.synthesis(pivot_ws, noise_mode="const")
         per_image, terms = loss_fn(image, target, reduction="none")
@@ -108,11 +107,12 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         history.append(record)
         if record["loss"] < best[0]:
             best = (record["loss"], copy.deepcopy(G_tuned.state_dict()))
+            best_image = image.detach()
         if s["target_psnr"] is not None and psnr >= s["target_psnr"]:
             stop_reason = f"reached target_psnr {s['target_psnr']} at step {step}"
             break
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward(inputs=params)
         optimizer.step()
         if callback is not None:
             show = image.detach() if step % max(1, s["preview_every"]) == 0 else None
@@ -122,10 +122,18 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
                 break
     if stop_reason == "num_steps":
         with torch.no_grad():
-            per_image, _ = loss_fn(G_tuned.synthesis(pivot_ws, noise_mode="const"), target, reduction="none")
+            image = G_tuned.synthesis(pivot_ws, noise_mode="const")
+            per_image, _ = loss_fn(image, target, reduction="none")
         if torch.isfinite(per_image).all() and float(per_image.mean()) < best[0]:
             best = (float(per_image.mean()), copy.deepcopy(G_tuned.state_dict()))
+            best_image = image
     G_tuned.load_state_dict(best[1])
     G_tuned.eval().requires_grad_(False)
     return MethodOutput(ws=pivot_ws.detach(), space="w" if init_ws is None and s["pivot_space"] == "w" else "w+",
-                        G=G_tuned, history=history, stop_reason=stop_reason, extras={"gate": gate})
+                        G=G_tuned, history=history, stop_reason=stop_reason, extras={"gate": gate},
+                        reconstruction=best_image)
+
+
+SPEC = MethodSpec("pti", run, SETTINGS, "W pivot, then tune the synthesis weights with a locality regularizer",
+                  tunes_generator=True, paper="Roich et al. 2022 (Pivotal Tuning)", starts_from_encoder=True,
+                  first_stage_step_setting="pivot_steps", quick_steps=100)
