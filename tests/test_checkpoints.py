@@ -1,4 +1,5 @@
 """Checkpoint loading: parity with the official implementations, safety, error messages, native format."""
+import argparse
 import os
 import pickle
 import pickletools
@@ -43,8 +44,9 @@ def test_nvidia_pickle_parity(fixtures_dir):
 
 
 @pytest.mark.parametrize("name", ["rosinality_res32.pt", "rosinality_res32_converted.pt"])
-def test_rosinality_parity(fixtures_dir, name):
-    G, D, info = load_rosinality(os.path.join(fixtures_dir, name))
+def test_rosinality_parity(fixtures_dir, rosinality_converted, name):
+    path = rosinality_converted if name == "rosinality_res32_converted.pt" else os.path.join(fixtures_dir, name)
+    G, D, info = load_rosinality(path)
     ref = np.load(os.path.join(fixtures_dir, "rosinality_res32_ref.npz"))
     z = torch.from_numpy(ref["z"])
     with torch.no_grad():
@@ -68,6 +70,57 @@ def test_rosinality_parity(fixtures_dir, name):
             assert _max_diff(D(img_trunc), ref["d_logits_trunc"]) < 1e-4
             assert _max_diff(D(torch.cat([img, img_trunc])), ref["d_logits_cat8"]) < 1e-4
     assert G.synthesis.channels == {4: 64, 8: 64, 16: 48, 32: 32}
+
+
+def _load_train_checkpoint(path):
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_rosinality_parity_reads_g_ema_not_g(fixtures_dir, tmp_path):
+    """The train.py file's `g` differs from `g_ema` (in its noise buffers): a reader that took `g` would
+    miss the reference by far more than the tolerance."""
+    data = _load_train_checkpoint(os.path.join(fixtures_dir, "rosinality_res32.pt"))
+    path = tmp_path / "g_as_g_ema.pt"
+    torch.save({"g_ema": data["g"]}, path)
+    G, _, _ = load_rosinality(path)
+    ref = np.load(os.path.join(fixtures_dir, "rosinality_res32_ref.npz"))
+    with torch.no_grad():
+        img = G.synthesis(G.mapping(torch.from_numpy(ref["z"]), None), noise_mode="const")
+    assert _max_diff(img, ref["img"]) > 1e-1
+
+
+def _recorded_fixtures(fixtures_dir):
+    """(name, bytes, sha256) rows of the table in tests/fixtures/README.md."""
+    rows = []
+    for line in open(os.path.join(fixtures_dir, "README.md"), encoding="utf-8"):
+        cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and len(cells[2]) == 64 and cells[1].replace(",", "").isdigit():
+            rows.append((cells[0], int(cells[1].replace(",", "")), cells[2]))
+    return rows
+
+
+def test_vendored_fixtures_match_their_recorded_sha256(fixtures_dir):
+    import hashlib
+    rows = _recorded_fixtures(fixtures_dir)
+    data_files = {name for name in os.listdir(fixtures_dir) if name.endswith((".pt", ".pkl", ".npz"))}
+    assert data_files and {name for name, _, _ in rows} == data_files
+    for name, size, sha256 in rows:
+        content = open(os.path.join(fixtures_dir, name), "rb").read()
+        assert len(content) == size, name
+        assert hashlib.sha256(content).hexdigest() == sha256, name
+    assert sum(size for _, size, _ in rows) < 5.5e6
+
+
+def test_vendored_train_checkpoint_keeps_train_py_structure(fixtures_dir):
+    """The reduced rosinality file still has what train.py writes: every key in order, both optimizers'
+    param groups (their moments dropped), and `g` with the same names and shapes as `g_ema`."""
+    data = _load_train_checkpoint(os.path.join(fixtures_dir, "rosinality_res32.pt"))
+    assert list(data) == ["g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"]
+    assert {k: v.shape for k, v in data["g"].items()} == {k: v.shape for k, v in data["g_ema"].items()}
+    for key, count in (("g_optim", 56), ("d_optim", 23)):
+        assert data[key]["state"] == {} and data[key]["param_groups"][0]["params"] == list(range(count))
+    assert data["args"].size == 32 and data["args"].latent == 128
 
 
 def _strip_frames(data: bytes) -> bytes:
