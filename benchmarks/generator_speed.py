@@ -10,16 +10,20 @@ filter for resampling), interleaved run by run, and prints the ratio; the offici
 CPU numbers quoted in the issue (2 threads) are printed beside for reference.
 
     python benchmarks/generator_speed.py --threads 2 --compare
+    python benchmarks/generator_speed.py --threads 2 --compare --json docs/data/generator_speed.json --plot speed.png
     python benchmarks/generator_speed.py --device cuda        # on a GPU machine
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import statistics
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -95,6 +99,8 @@ def main(argv=None) -> None:
     parser.add_argument("--min-seconds", type=float, default=0.5,
                         help="each timing sample repeats the forward pass for at least this long")
     parser.add_argument("--json", default=None, help="write results to this JSON file")
+    parser.add_argument("--plot", default=None, help="draw images/s per configuration into this PNG "
+                                                     "(benchmarks/plots.py, needs matplotlib)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -143,9 +149,16 @@ def main(argv=None) -> None:
         q = r.get("official_cpu_quoted")
         line += f" {q if q else '-':>16} {r.get('ratio_vs_quoted', float('nan')):>6.2f}"
         print(line)
+    data = {"benchmark": "generator_speed", "device": str(device), "threads": args.threads,
+            "machine": platform.machine(), "torch": torch.__version__, "compare": args.compare,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    if args.plot:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from plots import plot_generator_speed
+        plot_generator_speed(data, args.plot)
 
 
 if __name__ == "__main__":
