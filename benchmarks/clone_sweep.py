@@ -17,7 +17,7 @@ medians; `--plot PATH.png` draws time vs PSNR from them (benchmarks/plots.py, ne
 
     python benchmarks/clone_sweep.py --model emoji64 --images 0 --config '{}' --config '{"adv_every": 4}'
     python benchmarks/clone_sweep.py --model fashion32 --images 0,999,1999 --config '{}' \
-        --config '{"preset": "paper"}' --json docs/data/time_psnr_fashion32.json --plot time_psnr.png
+        --config '{"preset": "paper"}' --json docs/data/clone_sweep_fashion32.json --plot time_psnr.png
     python benchmarks/clone_sweep.py --model emoji64 --images 0,207,414 --config '{}' --config '{"preset": "paper"}'
     python benchmarks/clone_sweep.py --model emoji64 --images 207 --repeat 3 --config '{"num_steps": 300}' \
         --config '{"num_steps": 300, "adv_every": 8, "global_every": 16}'
