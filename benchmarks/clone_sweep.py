@@ -12,9 +12,12 @@ real images (the same for the untouched generator is printed first): whether G+ 
 images away from the target. With the locality gate on (the default), `fd` is the gated generator's
 and `fd_ungated` that of G+'s weights alone; `--band-samples N` looks at N latents half-way through
 the gate, where G and G+ are blended (change from G and, with `--fd-samples`, Fréchet distance of G,
-gated and ungated G+ there).
+gated and ungated G+ there). `--json PATH` writes every run with its (seconds, PSNR) samples and the
+medians; `--plot PATH.png` draws time vs PSNR from them (benchmarks/plots.py, needs matplotlib).
 
     python benchmarks/clone_sweep.py --model emoji64 --images 0 --config '{}' --config '{"adv_every": 4}'
+    python benchmarks/clone_sweep.py --model fashion32 --images 0,999,1999 --config '{}' \
+        --config '{"preset": "paper"}' --json docs/data/clone_sweep_fashion32.json --plot time_psnr.png
     python benchmarks/clone_sweep.py --model emoji64 --images 0,207,414 --config '{}' --config '{"preset": "paper"}'
     python benchmarks/clone_sweep.py --model emoji64 --images 207 --repeat 3 --config '{"num_steps": 300}' \
         --config '{"num_steps": 300, "adv_every": 8, "global_every": 16}'
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import time
@@ -30,8 +34,10 @@ from pathlib import Path
 
 import torch
 
-import ganinv
-from ganinv.models.local import ungated
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules (inversion, plots)
+
+import ganinv  # noqa: E402
+from ganinv.models.local import ungated  # noqa: E402
 
 
 def _max_or_none(values):
@@ -99,6 +105,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every config this many times per image, interleaved (for fair ms_per_step)")
     parser.add_argument("--marks", default="10,20,30,45,60", help="comma list of seconds for psnr_at")
+    parser.add_argument("--json", default=None, help="write the runs (with their time, PSNR samples) here")
+    parser.add_argument("--plot", default=None, help="draw time vs PSNR into this PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     configs = []
@@ -115,7 +123,6 @@ def main(argv=None) -> list[dict]:
     targets = {}
     photo_names = [i for i in indices if isinstance(i, str)]
     if photo_names:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from inversion import natural_photos  # the inversion benchmark's photos, resized the same way
         photos = dict(natural_photos(model.G.img_resolution, model.G.img_channels))
         unknown = [name for name in photo_names if name not in photos]
@@ -172,7 +179,9 @@ def main(argv=None) -> list[dict]:
             if args.band_samples and ungated(result.G_tuned) is not result.G_tuned:
                 row.update(_band(model, result, fd_of, args.band_samples, args.seed + 2))
             print(json.dumps(row), flush=True)
+            row["trace"] = [[round(t, 3), round(psnr, 3)] for t, psnr in samples]
             rows.append(row)
+    summaries = []
     if len(indices) > 1 or args.repeat > 1:
         for config in configs:
             mine = [r for r in rows if r["config"] == config]
@@ -189,6 +198,18 @@ def main(argv=None) -> list[dict]:
                 summary["fd"] = statistics.median(r["fd"] for r in mine)
                 summary["fd_ungated"] = statistics.median(r["fd_ungated"] for r in mine)
             print(json.dumps(summary), flush=True)
+            summaries.append(summary)
+    if args.json or args.plot:
+        data = {"benchmark": "clone_sweep", "model": model.name, "images": indices, "target_psnr": args.target_psnr,
+                "max_seconds": args.max_seconds, "marks": marks, "threads": torch.get_num_threads(),
+                "machine": platform.machine(), "torch": torch.__version__,
+                "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows, "summary": summaries}
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+        if args.plot:
+            from plots import plot_time_psnr
+            plot_time_psnr(data, args.plot)
     return rows
 
 

@@ -13,6 +13,10 @@ samples). Distortion is each method's reconstruction PSNR on the same images.
     python benchmarks/editability.py --results-dir out/inverted   # reuse saved inversions on a rerun
     python benchmarks/editability.py --model emoji64 --heldout-where "group=People & Body" \
         --directions interfacegan_skin_tone_1-2_vs_4-5,interfacegan_gender_man_vs_woman
+    python benchmarks/editability.py --model fashion32 --json docs/data/editability_fashion32.json --plot scatter.png
+
+`--plot` (benchmarks/plots.py, needs matplotlib) draws the trade-off: each method's reconstruction PSNR
+against its editability ratio at the report strength.
 """
 from __future__ import annotations
 
@@ -85,7 +89,9 @@ def main(argv=None) -> None:
     parser.add_argument("--results-dir", default=None, help="save inversions here and reuse them on a rerun")
     parser.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                         help="override a variant's setting, e.g. clone.max_seconds=60")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="write every direction's rows and the summary here")
+    parser.add_argument("--plot", default=None, help="draw the distortion-editability scatter into this PNG "
+                                                     "(needs matplotlib)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -177,14 +183,17 @@ def main(argv=None) -> None:
               f"{format_metric(entry['ratio_plus'], 2):>6} {format_metric(entry['ratio_minus'], 2):>6} "
               f"{format_metric(entry['flip_plus'], 2):>5} {format_metric(entry['flip_minus'], 2):>5} "
               f"{format_metric(entry['pixel_mse_plus'], 4):>8} {format_metric(entry['other_plus'], 3):>6}")
+    data = {"benchmark": "editability", "model": model.name, "images": [n for n, _ in images],
+            "heldout_where": args.heldout_where, "overrides": args.set, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "torch": torch.__version__, "strengths": args.strengths,
+            "report_strength": s, "rows": rows, "summary": summary, "heldout_labels_known": labels is not None,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"model": model.name, "images": [n for n, _ in images], "heldout_where": args.heldout_where,
-                       "overrides": args.set, "threads": torch.get_num_threads(), "strengths": args.strengths,
-                       "report_strength": s, "rows": rows, "summary": summary, "heldout_labels_known": labels is not None,
-                       "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
-
+        Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    if args.plot:
+        from plots import plot_editability
+        plot_editability(data, args.plot)
 
 if __name__ == "__main__":
     main()

@@ -1,25 +1,29 @@
 """Generator throughput (images/second) at batch 1 and 16, median of several runs, with peak memory.
 
-Two configurations (issue 2): the 32 px fixture configuration (z/w 128, 2 mapping layers, channel_base 1024,
+Two configurations: the 32 px fixture configuration (z/w 128, 2 mapping layers, channel_base 1024,
 channel_max 48) and a 256 px one with the paper256 widths (z/w 512, 8 mapping layers, channel_base 16384,
 channel_max 512); noise_mode const, float32.
 
 Besides ganinv's default code path, `--compare` times the same network on the code path of the official
 implementation's CPU fallback (grouped "fused" modulated convolution at every batch size and a 2-D FIR
 filter for resampling), interleaved run by run, and prints the ratio; the official implementation's own
-CPU numbers quoted in the issue (2 threads) are printed beside for reference.
+CPU numbers measured once with its code (2 threads) are printed beside for reference.
 
     python benchmarks/generator_speed.py --threads 2 --compare
+    python benchmarks/generator_speed.py --threads 2 --compare --json docs/data/generator_speed.json --plot speed.png
     python benchmarks/generator_speed.py --device cuda        # on a GPU machine
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import statistics
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -32,7 +36,7 @@ CONFIGS = {
     "256px": dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
                   mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=16384, channel_max=512)),
 }
-# The official stylegan2-ada-pytorch CPU path, 2 threads, as quoted in issue 2 (img/s).
+# The official stylegan2-ada-pytorch code on its CPU path, 2 threads, measured once on the same kind of machine (img/s).
 OFFICIAL_CPU = {("32px", 1): 119.0, ("32px", 16): 566.0, ("256px", 1): 3.2, ("256px", 16): 1.5}
 
 
@@ -95,6 +99,8 @@ def main(argv=None) -> None:
     parser.add_argument("--min-seconds", type=float, default=0.5,
                         help="each timing sample repeats the forward pass for at least this long")
     parser.add_argument("--json", default=None, help="write results to this JSON file")
+    parser.add_argument("--plot", default=None, help="draw images/s per configuration into this PNG "
+                                                     "(benchmarks/plots.py, needs matplotlib)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -143,9 +149,16 @@ def main(argv=None) -> None:
         q = r.get("official_cpu_quoted")
         line += f" {q if q else '-':>16} {r.get('ratio_vs_quoted', float('nan')):>6.2f}"
         print(line)
+    data = {"benchmark": "generator_speed", "device": str(device), "threads": args.threads,
+            "machine": platform.machine(), "torch": torch.__version__, "compare": args.compare,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    if args.plot:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from plots import plot_generator_speed
+        plot_generator_speed(data, args.plot)
 
 
 if __name__ == "__main__":

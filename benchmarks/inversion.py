@@ -10,6 +10,10 @@ median and mean over images with the count. LPIPS is printed only with genuine w
 
     python benchmarks/inversion.py --model fashion32 --num-heldout 8 --photos
     python benchmarks/inversion.py --variants optimize,pti,clone,clone-paper --json out/inversion.json
+    python benchmarks/inversion.py --model emoji64 --num-heldout 3 --variants optimize,pti,clone --plot time_psnr.png
+
+Every run records the PSNR each step reported with its time since the call (`trace` in the JSON), so
+`--plot` (benchmarks/plots.py, needs matplotlib) draws time vs PSNR per method.
     python benchmarks/inversion.py --results-dir out/inverted   # then benchmarks/editability.py --results-dir out/inverted
 """
 from __future__ import annotations
@@ -20,6 +24,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,17 +46,18 @@ VARIANTS = {
                                     target_psnr=35.0)),
     "clone-local": ("clone", dict(target_psnr=35.0, locality_weight=1.0)),
     "clone-from-optimize": ("clone", dict(target_psnr=35.0, init_from="optimize")),  # h(x) = optimize, not the encoder
-    # Earlier defaults, spelled out, so the README's comparisons rerun as they were measured (sessions 1-7
-    # tuned every block on MSE + 0.1 * L_recon; the fused-Adam fix of session 9 is not undone).
+    # Earlier Clone defaults, spelled out, so docs/history.md's comparisons rerun as they were measured
+    # (until 2026-11-23 Clone tuned every block on MSE + 0.1 * L_recon; the fused-Adam fix of f21942d stays).
     "clone-spaced": ("clone", dict(target_psnr=35.0, learning_rate=5e-3, adv_every=4, global_every=8,
                                    **_OLD_OBJECTIVE)),  # 2nd defaults
     "clone-before": ("clone", dict(target_psnr=35.0, learning_rate=5e-3, adv_every=1, global_every=4,
                                    **_OLD_OBJECTIVE)),  # 1st defaults
     "clone-dense": ("clone", dict(target_psnr=35.0, learning_rate=1e-2, adv_every=8, global_every=16,
-                                  **_OLD_OBJECTIVE)),  # 3rd defaults (session 6)
-    "clone-s7": ("clone", dict(target_psnr=35.0, learning_rate=1e-2, **_OLD_OBJECTIVE)),  # 4th defaults (session 7)
-    "clone-all-blocks": ("clone", dict(target_psnr=35.0, frozen_params=())),  # session 8-9: every block tuned
-    "pti-before": ("pti", dict(learning_rate=1e-3)),  # PTI's learning rate before 2026-11-23 (session 6)
+                                  **_OLD_OBJECTIVE)),  # 3rd defaults (86269a7)
+    "clone-before-bands": ("clone", dict(target_psnr=35.0, learning_rate=1e-2,
+                                         **_OLD_OBJECTIVE)),  # 4th defaults (41fa06a)
+    "clone-all-blocks": ("clone", dict(target_psnr=35.0, frozen_params=())),  # every block tuned (before f3b42a6)
+    "pti-before": ("pti", dict(learning_rate=1e-3)),  # PTI's learning rate before 86269a7
     "clone-paper": ("clone", dict(preset="paper", target_psnr=35.0, max_seconds=120.0)),
     "clone-untimed": ("clone", dict()),
     "encoder": ("encoder", dict()),
@@ -107,7 +113,8 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                         help="override a variant's setting, e.g. clone.p=0.25")
     parser.add_argument("--lpips-dir", default=None)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="write every run (with its time, PSNR samples) and the table")
+    parser.add_argument("--plot", default=None, help="draw time vs PSNR per method into this PNG (needs matplotlib)")
     parser.add_argument("--results-dir", default=None,
                         help="save each result as DIR/VARIANT/IMAGE (benchmarks/editability.py can reuse them)")
     args = parser.parse_args(argv)
@@ -130,9 +137,19 @@ def main(argv=None) -> None:
         method, settings = VARIANTS.get(variant, (variant, {}))
         settings = {**settings, **overrides.get(variant, {})}
         for group, name, target in images:
-            result = invert(model, target, method, seed=args.seed, device=args.device,
-                            metrics=("ssim", "psnr_const_noise"), compute_lpips=args.lpips_dir is not None,
-                            lpips_dir=args.lpips_dir, **settings)
+            trace = []  # [seconds since the call, PSNR, stage] of each step that reported a PSNR
+            started = time.perf_counter()
+
+            def record(info, trace=trace, started=started):
+                if info.psnr is not None:
+                    trace.append([round(time.perf_counter() - started, 3), round(float(info.psnr), 3), info.stage])
+                return None
+
+            result = invert(model, target, method, seed=args.seed, device=args.device, callback=record,
+                            metrics=("ssim", "psnr_const_noise"),
+                            compute_lpips=args.lpips_dir is not None, lpips_dir=args.lpips_dir, **settings)
+            if not trace or trace[-1][1] < result.metrics["psnr"][0]:  # a final step that stopped the run
+                trace.append([round(result.seconds, 3), round(float(result.metrics["psnr"][0]), 3), "result"])
             if args.results_dir:
                 result.save(f"{args.results_dir}/{variant}/{name}")
             loc = result.extras.get("locality") or {}
@@ -145,9 +162,10 @@ def main(argv=None) -> None:
                    "prior_change": loc.get("prior_mean_abs_change"), "locality_ratio": loc.get("locality_ratio"),
                    "locality_ratio_ungated": ungated.get("locality_ratio"),
                    "stop_reason": result.stop_reason, "settings": {k: v for k, v in result.settings.items()
-                                                                     if k != "preview_every"}}
+                                                                     if k != "preview_every"},
+                   "trace": trace}
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "settings"}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("settings", "trace")}), flush=True)
     print()
     print(f"model {model.name} ({G.img_resolution}px), device {args.device}, threads {args.threads}, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
@@ -176,10 +194,17 @@ def main(argv=None) -> None:
                   f"{format_metric(entry['prior_change_median'], 4):>9} "
                   f"{format_metric(entry['locality_ratio_median'], 3):>9} "
                   f"{format_metric(entry['locality_ratio_ungated_median'], 3):>9} {format_metric(entry['lpips_median'], 3):>6}")
+    data = {"benchmark": "inversion", "model": model.name, "device": args.device, "threads": args.threads,
+            "machine": platform.machine(), "torch": torch.__version__, "rows": rows, "table": table,
+            "target_psnr": VARIANTS["clone"][1].get("target_psnr") if "clone" in args.variants.split(",") else None,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"model": model.name, "device": args.device, "threads": args.threads, "rows": rows,
-                       "table": table, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=2)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    if args.plot:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from plots import plot_time_psnr
+        plot_time_psnr(data, args.plot)
 
 
 if __name__ == "__main__":

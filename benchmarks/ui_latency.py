@@ -13,7 +13,7 @@ encode), at the server's thread count.
     python benchmarks/ui_latency.py                       # emoji64 if installed, else a 64 px native model
     python benchmarks/ui_latency.py --model PATH --moves 30 --threads 1 --json out/ui_latency.json
 
-Target (DESIGN.md "Current targets"): median < 200 ms for the 64 px default model on CPU, >= 20 moves.
+Target: median < 200 ms for the 64 px default model on CPU, >= 20 moves.
 Timings are wall clock; run without other load on the machine for numbers to quote.
 """
 from __future__ import annotations
