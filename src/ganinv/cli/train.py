@@ -153,7 +153,7 @@ def train_classifier_command(data_dir, outdir, overwrite, heads, epochs, batch_s
 @click.option("--hardware", default=None, help="Hardware the run trained on (default: this machine).")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Threads the run trained with (default: from stats.jsonl); also used for the export.")
-@click.option("--notes", default="", help="Honest notes on quality for the card.")
+@click.option("--notes", default="", help="Notes on quality for the card.")
 @seed_option
 @quiet_option
 def export_model_command(run_dir, data_dir, classifier_dir, outdir, overwrite, name, description, is_default,
