@@ -2,7 +2,7 @@
 
 Inverts held-out images (never seen in training) with each method, then edits every result along the
 model's shipped InterFaceGAN directions and asks the model's classifier what changed
-(`ganinv.edit.measure_edit`): the attribute's log-odds change at each strength, the share of images
+(`ganinv.editing.measure_edit`): the attribute's log-odds change at each strength, the share of images
 carried across the classifier's decision, the pixel change, and how much the other classifier heads
 move. The same edits on sampled latents (prior samples) are the reference: `ratio` = the change on
 inverted latents / the change on sampled latents at the same strength (1 = as editable as the GAN's own
@@ -35,9 +35,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from inversion import VARIANTS, parse_overrides  # noqa: E402
 
-from ganinv.edit import Latent, editability_ratio, load_direction, measure_edit, sample_prior_ws  # noqa: E402
-from ganinv.invert import invert  # noqa: E402
-from ganinv.invert.base import InversionResult  # noqa: E402
+from ganinv.editing import Latent, editability_ratio, load_direction, measure_edit, sample_prior_ws  # noqa: E402
+from ganinv.inversion import invert  # noqa: E402
+from ganinv.inversion.base import InversionResult  # noqa: E402
 from ganinv.metrics import format_metric  # noqa: E402
 from ganinv.models.registry import load_model  # noqa: E402
 

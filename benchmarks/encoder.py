@@ -27,9 +27,9 @@ import time
 import numpy as np
 import torch
 
-from ganinv.invert import METHODS
-from ganinv.invert.base import frozen_copy
-from ganinv.invert.encoder_net import load_encoder, restyle
+from ganinv.inversion import METHODS
+from ganinv.inversion.base import frozen_copy
+from ganinv.inversion.encoder_net import load_encoder, restyle
 from ganinv.metrics import compute_metrics
 from ganinv.models.registry import load_model
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ganinv.data.io import load_image
-from ganinv.invert import invert
+from ganinv.inversion import invert
 from ganinv.metrics import format_metric
 from ganinv.models.registry import load_model
 

@@ -24,7 +24,7 @@ import time
 import torch
 
 import ganinv
-from ganinv.invert import METHODS
+from ganinv.inversion import METHODS
 from ganinv.models.registry import load_model
 
 

@@ -16,8 +16,8 @@ from ganinv.app.session import (MAX_SLIDERS, STRENGTH_LIMIT, AppError, Direction
                                 SessionStore, Workspace, available_methods, default_method, display_image,
                                 inversion_settings, read_upload, result_from_sample, sample_seeds, sample_subject,
                                 step_controls, stream_inversion)
-from ganinv.edit import Direction
-from ganinv.invert import METHODS, InversionResult, invert
+from ganinv.editing import Direction
+from ganinv.inversion import METHODS, InversionResult, invert
 from ganinv.models.checkpoints import save_native
 from ganinv.models.registry import load_model
 from conftest import tiny_discriminator, tiny_generator
@@ -283,7 +283,7 @@ def test_render_edits_reset_and_export_roundtrip(model, library, inverted, works
         assert [e["strength"] for e in edit["edits"]] == [2.0, -1.5]
         assert "edit/directions/sefa_all.safetensors" in zf.namelist()
     # the edit in the zip reproduces the edited image
-    from ganinv.edit import edit_many, load_direction
+    from ganinv.editing import edit_many, load_direction
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(workspace.root / "unzipped")
     edits = []
@@ -351,7 +351,7 @@ def test_stream_inversion_raises_method_errors(model):
 
 
 def test_sample_seeds_follow_the_seed_convention(model):
-    from ganinv.edit.ops import latent_from_seed
+    from ganinv.editing.ops import latent_from_seed
     images = sample_seeds(model, [0, 5], 0.7)
     assert [seed for seed, _ in images] == [0, 5]
     expected = latent_from_seed(model, 5, truncation_psi=0.7).render()
@@ -487,14 +487,14 @@ def test_tuning_methods_stream_edit_and_export_their_generator(model, model_dir,
         assert any(name.startswith("result/generator/") for name in zf.namelist())
     loaded = InversionResult.load(archive, model=model_dir)
     assert loaded.G_tuned is not None
-    from ganinv.edit import edit_many
+    from ganinv.editing import edit_many
     assert torch.allclose(edit_many(loaded, [(session.sliders[0].direction, 0, 2.0)]), edited, atol=1e-4)
 
 
 def test_models_with_an_encoder_offer_instant_inversion(model):
     assert "encoder" in METHODS
     import dataclasses
-    from ganinv.invert.encoder_net import Encoder
+    from ganinv.inversion.encoder_net import Encoder
     with_encoder = dataclasses.replace(model, encoder=Encoder.for_generator(model.G).eval())
     assert default_method(with_encoder) == "encoder"
     assert {"encoder", "hybrid"} <= set(available_methods(with_encoder))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganinv.invert import InversionResult
+from ganinv.inversion import InversionResult
 from ganinv.models.checkpoints import save_native
 from conftest import tiny_discriminator, tiny_generator
 

@@ -38,7 +38,7 @@ def test_embedded_model_parts_fit_its_generator(name):
     """The encoder, classifier and directions that ship beside a generator were made for *that* generator
     (a re-exported generator with a stale encoder or stale directions fails here)."""
     assert name in available_models(), f"{name} is registered but its files are not in ganinv/assets"
-    from ganinv.edit import load_direction
+    from ganinv.editing import load_direction
     model = load_model(name)
     G = model.G
     assert model.encoder is not None, "every embedded model ships an encoder (issue: encoder inversion)"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import ganinv
-import ganinv.edit as E
-from ganinv.edit import Direction, DirectionError
-from ganinv.invert.base import InversionResult
+import ganinv.editing as E
+from ganinv.editing import Direction, DirectionError
+from ganinv.inversion.base import InversionResult
 from ganinv.models.stylegan2 import Generator
 
 STD_SAMPLES = 1000  # prior samples for the strength unit: enough for tests, fast

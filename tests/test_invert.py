@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganinv.cli import main
-from ganinv.invert import METHODS, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, invert
-from ganinv.invert.encoder_net import Encoder
+from ganinv.inversion import METHODS, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, invert
+from ganinv.inversion.encoder_net import Encoder
 from ganinv.models.checkpoints import save_native
 from ganinv.models.registry import load_model
 from conftest import tiny_discriminator, tiny_generator
@@ -252,7 +252,7 @@ def test_a_registered_method_is_offered_everywhere(model, monkeypatch, tmp_path)
 
 
 def test_progress_shows_a_loss_only_for_methods_that_have_one(model, tmp_path):
-    from ganinv.invert.encoder_net import save_encoder
+    from ganinv.inversion.encoder_net import save_encoder
     from ganinv.models.checkpoints import save_native as save
     assert StepInfo(step=0, num_steps=2, loss=None, psnr=21.5).progress_fields() == {"psnr": "21.50"}
     assert StepInfo(step=0, num_steps=2, loss=0.5, psnr=None).progress_fields() == {"loss": "0.5000"}
@@ -355,8 +355,8 @@ def _nan_after(fn, calls):
 
 
 def test_nan_is_survived(model, monkeypatch):
-    import ganinv.invert.clone as clone_module
-    import ganinv.invert.optimize as optimize_module
+    import ganinv.inversion.clone as clone_module
+    import ganinv.inversion.optimize as optimize_module
     target = _generated_target(model.G)
     build = optimize_module.build_objective
 
@@ -427,7 +427,7 @@ def test_clone_keeps_the_best_step_of_its_objective_not_of_l_recon_alone(model, 
     """With the default MSE term, the kept generator is the one with the lowest tuned objective. A stand-in
     L_recon that falls every step (and carries no gradient) makes the last step best on L_recon alone,
     while an overshooting step size makes the MSE, and so the objective, best earlier."""
-    import ganinv.invert.clone as clone_module
+    import ganinv.inversion.clone as clone_module
     calls = []
 
     real_terms = clone_module.laplacian_residual_terms

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from ganinv.invert import METHODS, InversionResult, invert
+from ganinv.inversion import METHODS, InversionResult, invert
 from ganinv.models.checkpoints import save_native
 from ganinv.models.local import (LocallyTunedGenerator, gate_distance, gate_request, gate_weight, locally_tuned,
                                  prior_scale)

@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import ganinv.edit as E
+import ganinv.editing as E
 from ganinv.cli import main
-from ganinv.invert.base import InversionResult as ReExported
-from ganinv.invert.result import (InversionResult, is_complete_result, read_result_report,
+from ganinv.inversion.base import InversionResult as ReExported
+from ganinv.inversion.result import (InversionResult, is_complete_result, read_result_report,
                                   result_model_name)
 from ganinv.latent import Latent, as_latent, latent_from_seed
 from ganinv.models.checkpoints import save_native

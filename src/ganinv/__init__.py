@@ -2,32 +2,47 @@
 
 Public API (see README for a tour):
     load_model, load_generator, load_discriminator  -- embedded models by name, or any checkpoint path
-    invert, InversionResult, list_methods           -- optimize / pti / clone / encoder / hybrid
-    directions, edit, Direction                     -- SeFa, GANSpace, InterFaceGAN, StyleSpace
+    invert, InversionResult, METHODS, list_methods  -- optimize / pti / clone / encoder / hybrid
+    edit, find_directions, load_direction, Direction, FINDERS
+                                                    -- SeFa, GANSpace, InterFaceGAN, StyleSpace
+The subpackages are `ganinv.inversion` and `ganinv.editing`; `ganinv.invert` and `ganinv.edit` are
+functions.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .models.checkpoints import CheckpointError, UnsafeCheckpoint, save_native  # noqa: E402
-from .models.registry import (Model, available_models, load_discriminator, load_generator,  # noqa: E402
-                              load_model)
-from .models.stylegan2 import Discriminator, Generator  # noqa: E402
+import importlib
+import pkgutil
+import sys
+
+from . import editing, inversion
+from .editing import FINDERS, Direction, find_directions, load_direction
+from .editing.render import edit
+from .inversion import METHODS, InversionResult, invert, list_methods
+from .latent import Latent
+from .models.checkpoints import CheckpointError, UnsafeCheckpoint, save_native
+from .models.registry import Model, available_models, load_discriminator, load_generator, load_model
+from .models.stylegan2 import Discriminator, Generator
 
 
-_LAZY = {
-    # Inversion and editing pull in more modules; they are imported on first use.
-    "invert": "invert", "InversionResult": "invert", "list_methods": "invert", "METHODS": "invert",
-    "edit": "edit", "Direction": "edit", "find_directions": "edit", "load_direction": "edit", "FINDERS": "edit",
-}
+def _keep_old_module_paths(old: str, package) -> None:
+    """`from ganinv.invert.base import X` and `from ganinv.edit import Y` (the subpackages' names before
+    they were renamed) keep working: the old dotted names are registered as the same module objects, so
+    importing them never rebinds `ganinv.invert` / `ganinv.edit`, which are functions."""
+    sys.modules[f"{__name__}.{old}"] = package
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        sys.modules[f"{__name__}.{old}.{info.name}"] = module
 
 
-def __getattr__(name: str):
-    import importlib
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        # `ganinv.invert` the function shadows the subpackage attribute once resolved.
-        return getattr(module, name)
-    if name in ("metrics", "losses", "data", "edit", "train", "bench"):
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'ganinv' has no attribute {name!r}")
+_keep_old_module_paths("invert", inversion)
+_keep_old_module_paths("edit", editing)
+
+__all__ = [
+    "__version__", "load_model", "load_generator", "load_discriminator", "available_models", "Model",
+    "Generator", "Discriminator", "CheckpointError", "UnsafeCheckpoint", "save_native",
+    "invert", "InversionResult", "METHODS", "list_methods", "Latent",
+    "edit", "find_directions", "load_direction", "Direction", "FINDERS",
+    "inversion", "editing",
+]

@@ -3,7 +3,7 @@
 A `Latent` is what renders one or more images: ws [N, num_ws, w_dim] (always w+), optional per-layer
 noise maps, the base generator whose directions apply, and, for results of tuning methods (PTI, Clone),
 the tuned copy that renders them. A prior sample (NVIDIA's gen_images seed convention) is a Latent;
-`ganinv.invert.result.InversionResult` is a Latent that also carries its target, reconstruction,
+`ganinv.inversion.result.InversionResult` is a Latent that also carries its target, reconstruction,
 metrics and settings. Editing (`ganinv.edit`) takes any Latent.
 
 This module sits between `models/` (the networks) and `invert/` / `edit/` (which both use it), so

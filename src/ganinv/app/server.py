@@ -25,7 +25,7 @@ from typing import Callable, Optional  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from ..invert import METHODS, InversionResult  # noqa: E402
+from ..inversion import METHODS, InversionResult  # noqa: E402
 from ..models.registry import Model  # noqa: E402
 from ..utils import parse_seeds  # noqa: E402
 from .session import (DEFAULT_MAX_UPLOAD_MB, FITS, MAX_EXAMPLES, MAX_SLIDERS, MAX_UI_STEPS,  # noqa: E402

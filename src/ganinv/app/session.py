@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from ..data.io import ImageLoadError, load_image, to_pil
-from ..edit import Direction, edit_many, find_ganspace_directions, find_sefa_directions, layer_groups, load_direction
-from ..invert import METHODS, InversionResult, StepInfo, invert
+from ..editing import Direction, edit_many, find_ganspace_directions, find_sefa_directions, layer_groups, load_direction
+from ..inversion import METHODS, InversionResult, StepInfo, invert
 from ..latent import Latent, latent_from_seed
 from ..models.registry import Model
 from ..utils import parse_layers
@@ -561,7 +561,7 @@ class EditorSession:
                                   "units": spec.direction.units})
             zf.writestr("edit/edit.json", json.dumps({
                 "edits": edits, "note": "strength in prior standard deviations along each component; "
-                "apply with ganinv.edit.edit_many(InversionResult.load(zip), ...)"}, indent=2))
+                "apply with ganinv.editing.edit_many(InversionResult.load(zip), ...)"}, indent=2))
         zip_path = self.folder / f"ganinv-{record.method}-result-{stamp}.zip"
         zip_path.write_bytes(buffer.getvalue())
         return png_path, zip_path

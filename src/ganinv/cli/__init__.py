@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from . import data, demo, edit, encoder, invert, models, serve, train
 from .common import run_main
 
 
@@ -15,16 +16,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import models as models_cmds
-    for command in models_cmds.COMMANDS:
-        main.add_command(command)
-    for module_name in ("data", "train", "invert", "edit", "demo", "serve", "encoder"):
-        try:
-            module = __import__(f"{__name__}.{module_name}", fromlist=["COMMANDS"])
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{module_name}":
-                continue  # that part of the CLI is not built yet
-            raise
+    for module in (models, data, train, invert, edit, demo, serve, encoder):
         for command in module.COMMANDS:
             main.add_command(command)
 

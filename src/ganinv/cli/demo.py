@@ -60,9 +60,9 @@ def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
     """Invert example images with several methods, edit the result, write demo.png + report.json."""
     from tqdm import tqdm
 
-    from .. import edit as E
+    from .. import editing as E
     from ..data.io import ImageLoadError, load_image
-    from ..invert import METHODS, invert
+    from ..inversion import METHODS, invert
     from ..utils import write_json
     set_threads()
     method_list = [m.strip() for m in methods.split(",") if m.strip()]

@@ -1,4 +1,4 @@
-"""`ganinv directions`, `ganinv edit`, `ganinv mix`, `ganinv interpolate`: thin shells over ganinv.edit."""
+"""`ganinv directions`, `ganinv edit`, `ganinv mix`, `ganinv interpolate`: thin shells over ganinv.editing."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ _SEED = re.compile(r"^(?:seed)?(\d+)$")
 
 
 def _finders_help() -> str:
-    from ..edit import FINDERS
+    from ..editing import FINDERS
     return "\n\n".join(f"{name}: {spec.summary} ({spec.paper})" for name, spec in FINDERS.items())
 
 
@@ -26,7 +26,7 @@ class _FindersCommand(click.Command):
 
 
 def _strengths(text: str) -> list[float]:
-    from ..edit import parse_strengths
+    from ..editing import parse_strengths
     try:
         return parse_strengths(text)
     except ValueError as e:
@@ -36,7 +36,7 @@ def _strengths(text: str) -> list[float]:
 def _load_model_for_sources(model, sources: list[str], device: str):
     """--model if given, else the model named by the first saved result among the sources, else the
     default embedded model."""
-    from ..invert.result import result_model_name
+    from ..inversion.result import result_model_name
     if model is None:
         for text in sources:
             if not _SEED.match(text):
@@ -59,7 +59,7 @@ def _source_path(text: str) -> Path:
 def _load_source(text: str, bundle, truncation_psi: float, class_index: int | None):
     """A seed ('12' or 'seed12') or a saved result folder (or zip) -> the subject (a Latent; an
     InversionResult for a saved result)."""
-    from ..invert.result import InversionResult
+    from ..inversion.result import InversionResult
     from ..latent import latent_from_seed
     match = _SEED.match(text)
     if match:
@@ -76,7 +76,7 @@ def _load_source(text: str, bundle, truncation_psi: float, class_index: int | No
 
 def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
     """User labels: JSON {seed: 1 | 0 | -1} -> (ws of those seeds, labels)."""
-    from ..edit import latent_from_seed
+    from ..editing import latent_from_seed
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -94,7 +94,7 @@ def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _resolve_direction(spec: str, bundle):
-    from ..edit import DirectionError, load_direction
+    from ..editing import DirectionError, load_direction
     try:
         return load_direction(spec, model=bundle)
     except DirectionError as e:
@@ -137,7 +137,7 @@ def directions(method, model, layers, num, attribute, labels_file, num_samples, 
                ranking, conditions, name, strengths, preview_seed, upscale, outdir, overwrite, device, seed, quiet):
     """Find editing directions with METHOD and save them (+ a preview: rows = components, cols = strengths)."""
     from ..data.io import save_grid
-    from ..edit import FINDERS, DirectionError, find_directions, preview_images, safe_file_stem
+    from ..editing import FINDERS, DirectionError, find_directions, preview_images, safe_file_stem
     set_threads()
     if method not in FINDERS:
         raise UserError(f"unknown direction finder {method!r}; choose from {', '.join(FINDERS)}")
@@ -227,7 +227,7 @@ def _load_subjects(sources: list[str], model, device: str, truncation_psi: float
 def _write_frames(frames: torch.Tensor, outdir: Path, gif_name: str, gif_ms: int, upscale: int) -> list[str]:
     """strip.png, the GIF and frames/frame_NNN.png; returns the frame paths relative to outdir."""
     from ..data.io import save_image
-    from ..edit import save_gif, save_strip
+    from ..editing import save_gif, save_strip
     save_strip(frames, outdir / "strip.png", upscale=upscale)
     save_gif(frames, outdir / gif_name, duration_ms=gif_ms, upscale=upscale)
     (outdir / "frames").mkdir(exist_ok=True)
@@ -261,8 +261,8 @@ def edit_command(source, direction_specs, strengths, model, truncation_psi, clas
                  overwrite, device, seed, quiet):
     """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined:
     strip PNG, GIF, frames."""
-    from ..edit import DirectionError
-    from ..edit.render import edit_sweep_many
+    from ..editing import DirectionError
+    from ..editing.render import edit_sweep_many
     from ..utils import write_json
     pairs = _edit_pairs(direction_specs, strengths)
     torch.manual_seed(seed)
@@ -301,7 +301,7 @@ def edit_command(source, direction_specs, strengths, model, truncation_psi, clas
 def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overwrite, device, seed, quiet):
     """Style mixing: A with B's ws on --layers (A and B: seeds or saved result folders)."""
     from ..data.io import save_grid, save_image
-    from ..edit import mix_latents
+    from ..editing import mix_latents
     from ..utils import parse_layers, write_json
     bundle, (subject_a, subject_b) = _load_subjects([a, b], model, device, truncation_psi, class_index)
     try:
@@ -330,8 +330,8 @@ def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overw
 def interpolate(a, b, num_frames, space, model, truncation_psi, class_index, gif_ms, upscale, outdir, overwrite,
                 device, seed, quiet):
     """Morph from A to B (seeds or saved result folders): frames, strip PNG and GIF."""
-    from ..edit import interpolation_weights
-    from ..edit import interpolate as run_interpolate
+    from ..editing import interpolation_weights
+    from ..editing import interpolate as run_interpolate
     from ..utils import write_json
     bundle, (subject_a, subject_b) = _load_subjects([a, b], model, device, truncation_psi, class_index)
     prepare_outdir(outdir, overwrite, ["strip.png", "interpolate.gif", "interpolate.json", "frames"])

@@ -124,7 +124,7 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
 def export_encoder(source, model_dir, overwrite, quiet):
     """Copy a trained encoder (a train-encoder run folder or an encoder folder) into a model folder,
     after checking that it was trained for that model's generator."""
-    from ..invert.encoder_net import load_encoder, save_encoder
+    from ..inversion.encoder_net import load_encoder, save_encoder
 
     encoder_dir = source / "encoder" if (source / "encoder" / "card.json").is_file() else source
     try:

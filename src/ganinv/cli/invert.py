@@ -12,7 +12,7 @@ from .common import (UserError, device_option, load_model_or_fail, model_option,
 
 
 def _methods_help() -> str:
-    from ..invert import METHODS
+    from ..inversion import METHODS
     lines = []
     for name, spec in METHODS.items():
         notes = []
@@ -120,9 +120,9 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     from tqdm import tqdm
 
     from ..data.io import ImageLoadError, load_image
-    from ..invert import METHODS
-    from ..invert import invert as run_invert
-    from ..invert.result import is_complete_result
+    from ..inversion import METHODS
+    from ..inversion import invert as run_invert
+    from ..inversion.result import is_complete_result
     from ..metrics import format_metric
     set_threads()
     if method not in METHODS:

@@ -1,4 +1,4 @@
-"""Training recipe for the inversion encoder (`ganinv.invert.encoder_net.Encoder`).
+"""Training recipe for the inversion encoder (`ganinv.inversion.encoder_net.Encoder`).
 
 Follows e4e (Tov et al., "Designing an Encoder for StyleGAN Image Manipulation", SIGGRAPH 2021) with
 ReStyle's iterative training (Alaluf et al., "ReStyle", ICCV 2021), adapted to what exists offline:
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..invert.encoder_net import Encoder, load_encoder, restyle, save_encoder
+from ..inversion.encoder_net import Encoder, load_encoder, restyle, save_encoder
 from ..losses import build_reconstruction_loss, frozen_parameters
 from ..utils import adam
 from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state

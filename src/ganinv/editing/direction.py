@@ -169,12 +169,12 @@ class Direction:
 
         ws: [N, num_ws, w_dim] (or [N, w_dim], broadcast to w+). strength: a number or a tensor [N].
         Returns a new tensor [N, num_ws, w_dim]; the input is not modified. An 's' direction does not
-        change ws: use `style_offsets` instead (``ganinv.edit.edit`` does that for you).
+        change ws: use `style_offsets` instead (``ganinv.editing.edit`` does that for you).
         """
         if self.space == "s":
             raise DirectionError(f"direction {self.name!r} lives in StyleSpace: it edits styles, not ws; use "
                                  "direction.style_offsets(strength) with G.synthesis(ws, style_offsets=...) "
-                                 "or ganinv.edit.edit(...)")
+                                 "or ganinv.editing.edit(...)")
         if not isinstance(ws, torch.Tensor):
             raise TypeError("ws must be a tensor [N, num_ws, w_dim]")
         if ws.ndim == 2 and ws.shape[1] == self.w_dim:

@@ -199,14 +199,3 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
 
 __all__ = ["invert", "InversionResult", "METHODS", "METRIC_NAMES", "list_methods", "StepInfo", "MethodSpec",
            "Setting"]
-
-
-class _CallableModule(__import__("types").ModuleType):
-    """`ganinv.invert` is both this subpackage and the function: importing the subpackage sets the
-    package attribute to the module, so the module forwards calls to `invert`."""
-
-    def __call__(self, *args, **kwargs):
-        return invert(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule

@@ -8,20 +8,17 @@ Finders (explicit registry `FINDERS`, one module each):
 
 Typical use::
 
-    from ganinv import edit as E
+    from ganinv import editing as E
     direction = E.find_directions("sefa", model, layers="0-1", num=5)
     direction.save("directions/")
     image = E.edit(result, "directions/sefa_0-1.json:2", strength=2.0)   # or ganinv.edit(...)
     frames = E.edit_sweep(result, direction, "-3:3:7", index=0)
     measured = E.measure_edit(result, direction, model.classifier, "class:Sneaker", "-2,2", model=model)
 
-The module itself is callable as `edit(...)`, so `ganinv.edit(result, direction, strength)` works
-whether `ganinv.edit` resolves to this package or to its `edit` function.
+`ganinv.edit(...)` is this package's `edit` function.
 """
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -208,16 +205,6 @@ def compute_default_directions(model, outdir: str | Path | None = None, *, num: 
             direction.settings["label_source"] = f"classifier head {spec.head}"
             keep(direction)
     return summary
-
-
-class _CallableModule(types.ModuleType):
-    """Lets `ganinv.edit(result, direction, strength)` work when `ganinv.edit` is this package."""
-
-    def __call__(self, *args, **kwargs) -> torch.Tensor:
-        return edit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "Direction", "DirectionError", "load_direction", "split_spec", "safe_file_stem", "sample_prior_ws", "prior_std",
