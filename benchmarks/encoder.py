@@ -4,7 +4,7 @@ On held-out images (never training images), CPU, batch 1, the thread count named
   1. encoder inference ms/image (median) for 1..N ReStyle passes: the network passes alone, and the whole
      `encoder` method call (input checks included, model load excluded);
   2. PSNR / SSIM of the encoder (per pass count) next to `optimize` in W at 100 steps, the quality floor
-     of DESIGN.md "Current targets" (with its default noise optimization, and with noise off; PSNR with
+     the encoder is held to (with its default noise optimization, and with noise off; PSNR with
      the noise reset to the constant maps is shown too), and `optimize` with its shipped defaults;
   3. `hybrid` (In-domain inversion): steps and seconds (encoder start included) until each image reaches
      the PSNR optimize-W-100 reached on it, against optimize's 100 steps and its seconds; plus the
@@ -29,7 +29,7 @@ import torch
 
 from ganinv.inversion import METHODS
 from ganinv.inversion.base import frozen_copy
-from ganinv.inversion.encoder_net import load_encoder, restyle
+from ganinv.models.encoder import load_encoder, restyle
 from ganinv.metrics import compute_metrics
 from ganinv.models.registry import load_model
 

@@ -8,7 +8,7 @@ runs each of them once, in a rotating order) and the script prints medians and t
   - public: `ganinv.invert(model, x, method=name)` (checks, the method, metrics, the result object);
   - render: `G.synthesis(ws)` under no_grad at batch 1.
 
-DESIGN.md "Current targets": for `encoder`, public / render <= 3.2 and public within 15% of the method.
+Target for `encoder`: public / render <= 3.2 and public within 15% of the method.
 
     taskset -c 0 python benchmarks/public_call.py --model emoji64 --method encoder --rounds 60 --threads 1
 """

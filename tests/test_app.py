@@ -494,7 +494,7 @@ def test_tuning_methods_stream_edit_and_export_their_generator(model, model_dir,
 def test_models_with_an_encoder_offer_instant_inversion(model):
     assert "encoder" in METHODS
     import dataclasses
-    from ganinv.inversion.encoder_net import Encoder
+    from ganinv.models.encoder import Encoder
     with_encoder = dataclasses.replace(model, encoder=Encoder.for_generator(model.G).eval())
     assert default_method(with_encoder) == "encoder"
     assert {"encoder", "hybrid"} <= set(available_methods(with_encoder))

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from conftest import tiny_discriminator, tiny_generator
 from ganinv.inversion import METHODS, invert
-from ganinv.inversion.encoder_net import Encoder, load_encoder, restyle, save_encoder, style_groups
+from ganinv.models.encoder import Encoder, load_encoder, restyle, save_encoder, style_groups
 from ganinv.models.registry import Model
 from ganinv.train.encoder_trainer import EncoderTrainConfig, EncoderTrainer, train_encoder
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ganinv.cli import main
 from ganinv.inversion import METHODS, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, invert
-from ganinv.inversion.encoder_net import Encoder
+from ganinv.models.encoder import Encoder
 from ganinv.models.checkpoints import save_native
 from ganinv.models.registry import load_model
 from conftest import tiny_discriminator, tiny_generator
@@ -252,7 +252,7 @@ def test_a_registered_method_is_offered_everywhere(model, monkeypatch, tmp_path)
 
 
 def test_progress_shows_a_loss_only_for_methods_that_have_one(model, tmp_path):
-    from ganinv.inversion.encoder_net import save_encoder
+    from ganinv.models.encoder import save_encoder
     from ganinv.models.checkpoints import save_native as save
     assert StepInfo(step=0, num_steps=2, loss=None, psnr=21.5).progress_fields() == {"psnr": "21.50"}
     assert StepInfo(step=0, num_steps=2, loss=0.5, psnr=None).progress_fields() == {"loss": "0.5000"}

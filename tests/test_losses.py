@@ -283,7 +283,7 @@ def test_reconstruction_loss_drives_optimization_down(D):
 
 
 def test_pyramid_blur_is_the_reflect_padded_binomial_filter():
-    # The blur is written as shifted slices for speed; it must equal the definition (DESIGN.md): a
+    # The blur is written as shifted slices for speed; it must equal the definition: a
     # separable [1, 4, 6, 4, 1] / 16 filter with reflect padding, here as a depthwise convolution.
     from ganinv.losses.laplacian import _blur
     image = _images(2, 3, 12, seed=4)[:, :, :, :9]  # not square, not a power of two

@@ -10,7 +10,7 @@ functions.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 import importlib
 import pkgutil

@@ -160,9 +160,8 @@ def seeded_generator(seed: int | None, device: str | torch.device = "cpu") -> to
 
 def adam(params, **kwargs) -> torch.optim.Adam:
     """torch.optim.Adam, with the fused implementation where PyTorch has one for these tensors (CPU and
-    CUDA floating point): one kernel for all parameters instead of a Python loop of small operations
-    (measured 8 ms -> 1.4 ms per step for the emoji64 synthesis network on one CPU thread, where a Clone
-    step takes ~80 ms). Same update rule; rounding may differ in the last bits from the looped form.
+    CUDA floating point): one kernel for all parameters instead of a Python loop of small operations.
+    Same update rule; rounding may differ in the last bits from the looped form.
 
     The fused CPU kernel (torch 2.13) reads a gradient's memory as if it had its parameter's layout: a
     gradient with other strides is applied to the wrong elements. `backward()` lays gradients out like

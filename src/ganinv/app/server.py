@@ -26,7 +26,7 @@ from typing import Callable, Optional  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from ..inversion import METHODS, InversionResult  # noqa: E402
-from ..models.registry import Model  # noqa: E402
+from ..models.registry import Model, load_model, resolve_device
 from ..utils import parse_seeds  # noqa: E402
 from .session import (DEFAULT_MAX_UPLOAD_MB, FITS, MAX_EXAMPLES, MAX_SLIDERS, MAX_UI_STEPS,  # noqa: E402
                       STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress, SessionStore, Workspace,
@@ -423,7 +423,6 @@ def serve(model: Model | str | None = None, *, host: str = "127.0.0.1", port: in
           on_ready: Optional[Callable[[str, Workspace], None]] = None) -> None:
     """Load the model, start the app on host:port and block until interrupted (Ctrl-C or SIGTERM); the
     temporary workspace is removed on the way out."""
-    from ..models.registry import load_model, resolve_device
 
     workspace = Workspace(workdir)
     demo = None

@@ -12,6 +12,7 @@ import torch
 
 from ..models.checkpoints import CheckpointError
 from ..train.loop import config_for_run
+from ..models.registry import load_model, resolve_device
 
 
 DATASET_HELP = "Dataset folder built by `ganinv data ...` (dataset.json, labels.json, images/)."
@@ -110,7 +111,6 @@ def prepare_outdir(outdir: Path, overwrite: bool, names: list[str] | None = None
 
 
 def load_model_or_fail(model, device: str):
-    from ..models.registry import load_model, resolve_device
     try:
         return load_model(model, device=resolve_device(device))
     except (CheckpointError, ValueError) as e:

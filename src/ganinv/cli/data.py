@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..data.dataset import DatasetError
+from ..data.dataset import DatasetError, read_dataset_info
 from .common import UserError, common_options, output_options, prepare_outdir
+from ..data.emoji import EmojiBuildReport, build_emoji
+from ..data.fashion_mnist import build_fashion_mnist
 
 DATASET_OUTPUTS = ["dataset.json", "labels.json", "images"]
 
@@ -40,7 +42,6 @@ class _Progress:
 
 
 def _summary(outdir: Path, seconds: float) -> str:
-    from ..data.dataset import read_dataset_info
     info = read_dataset_info(outdir)
     counts = info["counts"]
     return (f"{info['name']}: {counts['train']} train + {counts['heldout']} heldout images, "
@@ -80,7 +81,6 @@ def emoji_command(outdir: Path, overwrite: bool, limit: int | None, device: str,
     Needs the Debian packages fonts-noto-color-emoji and unicode-data. The build is deterministic and
     runs on the CPU; --device and --seed are accepted for uniformity and not used.
     """
-    from ..data.emoji import EmojiBuildReport, build_emoji
     report = EmojiBuildReport(outdir, {})
     seconds = _build(build_emoji, outdir, overwrite, quiet, limit=limit, report=report)
     if not quiet:
@@ -100,7 +100,6 @@ def fashion_mnist_command(outdir: Path, overwrite: bool, limit: int | None, devi
     Needs the Debian package dataset-fashion-mnist. The build is deterministic and runs on the CPU;
     --device and --seed are accepted for uniformity and not used.
     """
-    from ..data.fashion_mnist import build_fashion_mnist
     seconds = _build(build_fashion_mnist, outdir, overwrite, quiet, limit=limit)
     if not quiet:
         click.echo(_summary(outdir, seconds))

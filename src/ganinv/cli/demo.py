@@ -9,6 +9,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .common import UserError, common_options, load_model_or_fail, model_option, output_options, set_threads
+from ..data.io import ImageLoadError, load_image, to_pil
+from .. import editing as E
+from ..inversion import METHODS, invert
+from ..utils import atomic_path, write_json
 
 # Documented presets: fewer steps than the benchmark, so the demo stays quick on a CPU.
 DEMO_METHODS = {
@@ -29,7 +33,6 @@ def label_font():
 
 
 def _labelled_sheet(rows: list[list[torch.Tensor]], header: list[str], row_labels: list[str], scale: int):
-    from ..data.io import to_pil
     font = label_font()
     cell = rows[0][0].shape[-1] * scale
     pad, top, left = 4, 18, 0
@@ -60,10 +63,6 @@ def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
     """Invert example images with several methods, edit the result, write demo.png + report.json."""
     from tqdm import tqdm
 
-    from .. import editing as E
-    from ..data.io import ImageLoadError, load_image
-    from ..inversion import METHODS, invert
-    from ..utils import write_json
     set_threads()
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in method_list if m not in METHODS]
@@ -141,7 +140,6 @@ def demo(model, images, methods, outdir, overwrite, device, seed, quiet):
                                           for d, i in edit_specs for s in (-3, 3)]
     scale = max(1, 128 // G.img_resolution)
     sheet = _labelled_sheet(rows, header, row_labels, scale)
-    from ..utils import atomic_path
     with atomic_path(outdir / "demo.png") as tmp:
         sheet.save(tmp, format="PNG")
     report["edits"] = [{"direction": d.name, "index": i, "strengths": [-3, 3], "edited_result": method_list[-1]}

@@ -10,12 +10,19 @@ import torch
 
 from .common import (UserError, device_option, load_model_or_fail, model_option, outdir_option, prepare_outdir,
                      quiet_option, seed_option, set_threads)
+from ..editing import (
+    DirectionError, FINDERS, find_directions, interpolate as run_interpolate, interpolation_weights,
+    latent_from_seed, load_direction, mix_latents, parse_strengths, preview_images, safe_file_stem, save_gif,
+    save_strip)
+from ..inversion.result import InversionResult, result_model_name
+from ..data.io import save_grid, save_image
+from ..editing.render import edit_sweep_many
+from ..utils import parse_layers, write_json
 
 _SEED = re.compile(r"^(?:seed)?(\d+)$")
 
 
 def _finders_help() -> str:
-    from ..editing import FINDERS
     return "\n\n".join(f"{name}: {spec.summary} ({spec.paper})" for name, spec in FINDERS.items())
 
 
@@ -26,7 +33,6 @@ class _FindersCommand(click.Command):
 
 
 def _strengths(text: str) -> list[float]:
-    from ..editing import parse_strengths
     try:
         return parse_strengths(text)
     except ValueError as e:
@@ -36,7 +42,6 @@ def _strengths(text: str) -> list[float]:
 def _load_model_for_sources(model, sources: list[str], device: str):
     """--model if given, else the model named by the first saved result among the sources, else the
     default embedded model."""
-    from ..inversion.result import result_model_name
     if model is None:
         for text in sources:
             if not _SEED.match(text):
@@ -59,8 +64,6 @@ def _source_path(text: str) -> Path:
 def _load_source(text: str, bundle, truncation_psi: float, class_index: int | None):
     """A seed ('12' or 'seed12') or a saved result folder (or zip) -> the subject (a Latent; an
     InversionResult for a saved result)."""
-    from ..inversion.result import InversionResult
-    from ..latent import latent_from_seed
     match = _SEED.match(text)
     if match:
         try:
@@ -76,7 +79,6 @@ def _load_source(text: str, bundle, truncation_psi: float, class_index: int | No
 
 def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
     """User labels: JSON {seed: 1 | 0 | -1} -> (ws of those seeds, labels)."""
-    from ..editing import latent_from_seed
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -94,7 +96,6 @@ def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _resolve_direction(spec: str, bundle):
-    from ..editing import DirectionError, load_direction
     try:
         return load_direction(spec, model=bundle)
     except DirectionError as e:
@@ -136,8 +137,6 @@ def _resolve_direction(spec: str, bundle):
 def directions(method, model, layers, num, attribute, labels_file, num_samples, normalize, linear_classifier,
                ranking, conditions, name, strengths, preview_seed, upscale, outdir, overwrite, device, seed, quiet):
     """Find editing directions with METHOD and save them (+ a preview: rows = components, cols = strengths)."""
-    from ..data.io import save_grid
-    from ..editing import FINDERS, DirectionError, find_directions, preview_images, safe_file_stem
     set_threads()
     if method not in FINDERS:
         raise UserError(f"unknown direction finder {method!r}; choose from {', '.join(FINDERS)}")
@@ -226,8 +225,6 @@ def _load_subjects(sources: list[str], model, device: str, truncation_psi: float
 
 def _write_frames(frames: torch.Tensor, outdir: Path, gif_name: str, gif_ms: int, upscale: int) -> list[str]:
     """strip.png, the GIF and frames/frame_NNN.png; returns the frame paths relative to outdir."""
-    from ..data.io import save_image
-    from ..editing import save_gif, save_strip
     save_strip(frames, outdir / "strip.png", upscale=upscale)
     save_gif(frames, outdir / gif_name, duration_ms=gif_ms, upscale=upscale)
     (outdir / "frames").mkdir(exist_ok=True)
@@ -261,9 +258,6 @@ def edit_command(source, direction_specs, strengths, model, truncation_psi, clas
                  overwrite, device, seed, quiet):
     """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined:
     strip PNG, GIF, frames."""
-    from ..editing import DirectionError
-    from ..editing.render import edit_sweep_many
-    from ..utils import write_json
     pairs = _edit_pairs(direction_specs, strengths)
     torch.manual_seed(seed)
     bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)
@@ -300,9 +294,6 @@ def edit_command(source, direction_specs, strengths, model, truncation_psi, clas
 @_subject_options()
 def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overwrite, device, seed, quiet):
     """Style mixing: A with B's ws on --layers (A and B: seeds or saved result folders)."""
-    from ..data.io import save_grid, save_image
-    from ..editing import mix_latents
-    from ..utils import parse_layers, write_json
     bundle, (subject_a, subject_b) = _load_subjects([a, b], model, device, truncation_psi, class_index)
     try:
         indices = parse_layers(layers, bundle.G.num_ws)
@@ -330,9 +321,6 @@ def mix(a, b, layers, model, truncation_psi, class_index, upscale, outdir, overw
 def interpolate(a, b, num_frames, space, model, truncation_psi, class_index, gif_ms, upscale, outdir, overwrite,
                 device, seed, quiet):
     """Morph from A to B (seeds or saved result folders): frames, strip PNG and GIF."""
-    from ..editing import interpolation_weights
-    from ..editing import interpolate as run_interpolate
-    from ..utils import write_json
     bundle, (subject_a, subject_b) = _load_subjects([a, b], model, device, truncation_psi, class_index)
     prepare_outdir(outdir, overwrite, ["strip.png", "interpolate.gif", "interpolate.json", "frames"])
     try:

@@ -8,6 +8,11 @@ import torch
 
 from .common import (UserError, apply_threads, common_options, config_for_run_or_fail, dataset_option,
                      learning_rate_option, load_model_or_fail, model_option, options, quiet_option, training_options)
+from ..models.registry import resolve_device
+from ..train.encoder_trainer import (CHECKPOINT_FILE, EncoderTrainConfig, train_encoder as run_training,
+trainer_for_model)
+from ..train.classifier import load_classifier
+from ..models.encoder import load_encoder, save_encoder
 
 # The encoder's loss weights: (flag, default, help); each a float >= 0.
 LOSS_WEIGHTS = [
@@ -71,9 +76,6 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
     The latest encoder is written to OUTDIR/encoder at every snapshot; put it into a model folder with
     `ganinv export-encoder OUTDIR --model-dir MODEL_FOLDER`.
     """
-    from ..models.registry import resolve_device
-    from ..train.encoder_trainer import (CHECKPOINT_FILE, EncoderTrainConfig, train_encoder as run_training,
-                                         trainer_for_model)
 
     apply_threads(threads)
     try:
@@ -94,7 +96,6 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
     bundle = load_model_or_fail(model, str(device))
     classifier = None
     if classifier_dir is not None:
-        from ..train.classifier import load_classifier
         classifier = load_classifier(classifier_dir)
     try:
         trainer = trainer_for_model(config, bundle, data_dir, classifier=classifier, device=device,
@@ -124,7 +125,6 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
 def export_encoder(source, model_dir, overwrite, quiet):
     """Copy a trained encoder (a train-encoder run folder or an encoder folder) into a model folder,
     after checking that it was trained for that model's generator."""
-    from ..inversion.encoder_net import load_encoder, save_encoder
 
     encoder_dir = source / "encoder" if (source / "encoder" / "card.json").is_file() else source
     try:

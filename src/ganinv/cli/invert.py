@@ -9,10 +9,13 @@ import torch
 
 from .common import (UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option,
                      set_threads)
+from ..inversion import METHODS, invert as run_invert
+from ..data.io import ImageLoadError, load_image
+from ..inversion.result import is_complete_result
+from ..metrics import format_metric
 
 
 def _methods_help() -> str:
-    from ..inversion import METHODS
     lines = []
     for name, spec in METHODS.items():
         notes = []
@@ -36,7 +39,6 @@ def _parse_value(text: str):
 
 
 def _load_real_dir(real_dir: Path, G) -> torch.Tensor:
-    from ..data.io import ImageLoadError, load_image
     files = sorted(p for p in real_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
     images = []
     for p in files:
@@ -119,11 +121,6 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     OUTDIR/<image stem>/ per image."""
     from tqdm import tqdm
 
-    from ..data.io import ImageLoadError, load_image
-    from ..inversion import METHODS
-    from ..inversion import invert as run_invert
-    from ..inversion.result import is_complete_result
-    from ..metrics import format_metric
     set_threads()
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; available: {', '.join(METHODS)}")

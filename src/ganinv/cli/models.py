@@ -11,6 +11,8 @@ from ..models.checkpoints import CheckpointError, load_checkpoint, save_native
 from ..utils import one_hot, parse_seeds, z_from_seeds
 from .common import (UserError, common_options, load_model_or_fail, output_options, prepare_outdir,
                      set_threads)
+from ..models.registry import available_models, resolve_path
+from ..data.io import save_grid, save_image
 
 
 @click.command()
@@ -18,7 +20,6 @@ from .common import (UserError, common_options, load_model_or_fail, output_optio
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def info(model, as_json):
     """Print a model's card (embedded name or checkpoint path)."""
-    from ..models.registry import available_models, resolve_path
     try:
         path = resolve_path(model)
         ckpt = load_checkpoint(path)
@@ -60,7 +61,6 @@ def info(model, as_json):
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 def convert(source, out, name, fp16, overwrite):
     """Convert any supported checkpoint (NVIDIA .pkl, rosinality .pt, native) to a native folder."""
-    from ..models.registry import resolve_path
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace")
     try:
@@ -87,7 +87,6 @@ def convert(source, out, name, fp16, overwrite):
 def generate(model, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, upscale, outdir,
              overwrite, device, seed, quiet):
     """Generate one PNG per seed plus a grid (seeds follow NVIDIA's gen_images)."""
-    from ..data.io import save_grid, save_image
     set_threads()
     try:
         seed_list = parse_seeds(seeds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import UserError, common_options, model_option, set_threads
+from ..models.checkpoints import CheckpointError
 
 
 @click.command("serve")
@@ -26,7 +27,6 @@ def serve(model, host, port, device, max_upload_mb, max_concurrent_inversions, w
     except ImportError as e:
         raise UserError(f"the web UI needs gradio ({e}); install it with: pip install 'ganinv[ui]'") from None
     set_threads()
-    from ..models.checkpoints import CheckpointError
     try:
         server.serve(model, host=host, port=port, device=device, max_upload_mb=max_upload_mb,
                      max_concurrent_inversions=max_concurrent_inversions, seed=seed, workdir=workdir, quiet=quiet)

@@ -9,6 +9,11 @@ import torch
 from .common import (UserError, apply_threads, common_options, config_for_run_or_fail, dataset_option,
                      learning_rate_option, output_options, quiet_option, seed_option, threads_option,
                      training_options)
+from ..models.registry import resolve_device
+from ..train.augment import parse_policy
+from ..train.trainer import CHECKPOINT_FILE, TrainConfig, load_training_data, train
+from ..train.classifier import train_classifier_on_dataset
+from ..train.export import export_model
 
 
 @click.command("train")
@@ -47,9 +52,6 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
                   r1_gamma, pl_weight, style_mixing_prob, ema_kimg, augment, mirror, label_key,
                   mixed_precision, device, seed, quiet):
     """Train a StyleGAN2 generator on a dataset folder (resumable; Ctrl-C or SIGTERM saves and stops)."""
-    from ..models.registry import resolve_device
-    from ..train.augment import parse_policy
-    from ..train.trainer import CHECKPOINT_FILE, TrainConfig, load_training_data, train
 
     apply_threads(threads)
     try:
@@ -99,8 +101,6 @@ def train_classifier_command(data_dir, outdir, overwrite, heads, epochs, batch_s
     """Train the small multi-head label classifier (Fréchet features, InterFaceGAN labels)."""
     from tqdm import tqdm
 
-    from ..models.registry import resolve_device
-    from ..train.classifier import train_classifier_on_dataset
 
     apply_threads(threads)
     if (outdir / "card.json").exists() and not overwrite:
@@ -160,7 +160,6 @@ def export_model_command(run_dir, data_dir, classifier_dir, outdir, overwrite, n
                          num_real, max_heldout, num_quality_samples, weights_dtype, hardware, threads, notes,
                          seed, quiet):
     """Build an embedded model folder (weights, card, samples, classifier, real/held-out images)."""
-    from ..train.export import export_model
 
     apply_threads(threads)
     if (outdir / "card.json").exists() and not overwrite:

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
 from .dataset import DatasetError, debian_package_version, require_file, write_dataset
+from ..utils import write_json
 
 EMOJI_TEST_FILE = Path("/usr/share/unicode/emoji/emoji-test.txt")
 FONT_FILE = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -403,7 +404,6 @@ def build_emoji(outdir: str | os.PathLike, limit: int | None = None,
 def write_emoji_split(path: str | os.PathLike = SPLIT_FILE,
                       emoji_test_file: str | os.PathLike = EMOJI_TEST_FILE) -> Path:
     """Regenerate the frozen split from an emoji-test.txt (maintainers only; the result is committed)."""
-    from ..utils import write_json
     emoji_test_file = require_file(emoji_test_file, UNICODE_PACKAGE)
     entries = parse_emoji_test(emoji_test_file.read_text(encoding="utf-8"))
     source = f"{emoji_test_file} ({UNICODE_PACKAGE} {debian_package_version(UNICODE_PACKAGE)})"

@@ -39,6 +39,7 @@ from .render import (edit, edit_many, edit_sweep, parse_strengths, preview_image
                      resolve_direction, save_gif, save_strip)
 from .sefa import find_sefa_directions, sefa_eigen, sefa_weight_matrix  # noqa: F401
 from .stylespace import find_stylespace_directions, style_layout  # noqa: F401
+from ..models.registry import load_model
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,6 @@ def compute_default_directions(model, outdir: str | Path | None = None, *, num: 
     skin_tone light vs dark and gender man vs woman, fashion each class vs rest), all from one set of
     `num_samples` seeded prior samples. Returns one summary dict per direction (name, file, scores)
     and one per skipped attribute (name, skipped: reason)."""
-    from ..models.registry import load_model
 
     model = load_model(model)
     G = model.G

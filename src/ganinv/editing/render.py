@@ -11,7 +11,9 @@ from typing import Sequence
 
 import torch
 
+from ..data.io import save_grid, to_pil
 from ..latent import Latent, as_latent, latent_from_seed
+from ..utils import atomic_path
 from .direction import Direction, load_direction
 
 # One edit: (direction or 'NAME[:i]', component index or None, strength).
@@ -146,7 +148,6 @@ def preview_images(model, direction: Direction, strengths: Sequence[float] | str
 
 def save_strip(images: torch.Tensor, path: str | os.PathLike, ncols: int | None = None, upscale: int = 1) -> Path:
     """A grid (one row by default) of frames as PNG, written atomically."""
-    from ..data.io import save_grid
     return save_grid(images, path, ncols=ncols or images.shape[0], upscale=upscale)
 
 
@@ -154,9 +155,6 @@ def save_gif(images: torch.Tensor, path: str | os.PathLike, duration_ms: int = 1
              bounce: bool = True) -> Path:
     """Frames [F, C, H, W] in [-1, 1] as a looping animated GIF (forward then back if `bounce`)."""
     from PIL import Image
-
-    from ..data.io import to_pil
-    from ..utils import atomic_path
 
     if images.ndim != 4 or images.shape[0] < 1:
         raise ValueError(f"frames must be [F, C, H, W], got {tuple(images.shape)}")

@@ -5,7 +5,7 @@ The first thing a StyleGAN layer does with its ws entry is an affine map, the st
 Moving w by ``n`` changes the style by ``A n`` whatever the image, so the directions that change the
 styles most are the unit vectors maximizing ``|A n|^2``: the top eigenvectors of ``A^T A``.
 
-Official definition (as DESIGN.md fixes it): for the selected ws indices take the affine weight of the
+Official definition: for the selected ws indices take the affine weight of the
 layer that reads each index (the conv layers; the final toRGB for the last index), stack the output
 rows, scale each row to unit length, eigen-decompose ``A^T A`` with ``eigh``, sort by decreasing
 eigenvalue, and make each eigenvector's largest-magnitude entry positive. ``normalize=False`` skips the

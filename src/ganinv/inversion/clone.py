@@ -16,14 +16,14 @@ adversarial pair (the lambda term for G and D's update on x vs G(z)) every k-th 
 paper: 1). At 64 px the local adversarial pair alone costs more than the reconstruction step (D passes
 for G's gradient and for D's update), and a target needs many hundreds of steps, so the defaults space
 the two terms (every 16th and 32nd step) and tune at a higher rate than the GAN was trained with: that
-is what makes CPU runs reach 35 dB in under a minute at 32 and 64 px (README); `preset="paper"` restores
+is what makes CPU runs reach 35 dB within a minute (docs/benchmarks.md); `preset="paper"` restores
 the paper's p = 1/8, lambda = 10 and a global step every iteration. Without real images (or without D) the global
 term falls back to distillation against the frozen original generator, which the result records.
 The objective G is tuned on is also ours by default: plain MSE plus a Laplacian-band MSE with the finest
 bands weighted up (`band_weights`, finest first; ganinv.losses.laplacian_band_mse). Tuning a network on
 one image fits its coarse structure in a few hundred steps and its finest detail last (the spectral bias
 of Rahaman et al. 2019, as in Deep Image Prior); weighting the fine bands counters that and, measured on
-emoji64 at equal steps, gains several dB (README, "Clone's objective"). L_recon is still computed every
+emoji64 at equal steps, gains several dB (docs/benchmarks.md, "Clone's settings, measured"). L_recon is still computed every
 local step, for the epsilon stop; `laplacian_weight` > 0 adds it to the objective (the paper preset
 tunes on L_recon alone).
 `locality_weight` > 0 adds, every `locality_every` steps, the mean squared change of G+(w) vs G(w) at
@@ -31,9 +31,8 @@ tunes on L_recon alone).
 2022): the GAN loss is meant to keep G+ realistic, not unchanged away from the target. `frozen_params`
 lists name parts of synthesis parameters left untouched; by default the 4 and 8 px blocks ("b4.", "b8.";
 the paper preset tunes all). The coarse blocks set pose and shape, the attributes edits move: left as
-trained, the tuned generator still answers edits (benchmarks/editability.py on emoji64: the image changes
-5x more under an InterFaceGAN edit than with every block tuned, ratio+ 0.68 vs 0.57), and the photos still
-reach 35 dB in under a minute (freezing the 16 px block too costs the astronaut photo 2 dB).
+trained, the tuned generator still answers edits, and photos still reach 35 dB (benchmarks/editability.py
+and benchmarks/clone_sweep.py; figures in docs/benchmarks.md).
 
 Neither term keeps the rest of the manifold in place at CPU-minute budgets (benchmarks/clone_sweep.py:
 prior samples move more than the pivot). With `gate` on (the default; off in the paper preset) the

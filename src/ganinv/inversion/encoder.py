@@ -3,7 +3,7 @@
 - `encoder`: one or more passes of the e4e/ReStyle encoder (Tov et al., "Designing an Encoder for
   StyleGAN Image Manipulation", SIGGRAPH 2021; Alaluf et al., "ReStyle: A Residual-Based StyleGAN
   Encoder via Iterative Refinement", ICCV 2021). Each pass sees the target and the current
-  reconstruction and adds a residual to ws; pass 1 starts from w_avg. The network is `encoder_net.py`,
+  reconstruction and adds a residual to ws; pass 1 starts from w_avg. The network is `ganinv.models.encoder`,
   its training recipe `ganinv.train.encoder_trainer`.
 - `hybrid`: In-domain GAN inversion (Zhu, Shen, Zhao and Zhou, "In-Domain GAN Inversion for Real Image
   Editing", ECCV 2020): start from the encoder's latent, then optimize ws for reconstruction while a
@@ -24,7 +24,7 @@ import torch
 from ..losses import frozen_parameters
 from ..models.stylegan2 import Generator
 from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, frozen_view, psnr_of
-from .encoder_net import Encoder, restyle
+from ..models.encoder import Encoder, restyle
 from .objective import OBJECTIVE_SETTINGS, build_objective
 
 MISSING_ENCODER = ("this model has no encoder; train one with `ganinv train-encoder --model M --data DIR "

@@ -35,15 +35,14 @@ from typing import Iterator
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from ..version import __version__
 from ..data.io import save_image
 from ..latent import Latent
 from ..models.checkpoints import load_native, save_native
 from ..models.local import LocallyTunedGenerator
 from ..models.registry import load_model
+from ..models.storage import load_tensors, save_tensors
 from ..utils import atomic_path, jsonable, write_json
 
 FORMAT_VERSION = 1
@@ -154,8 +153,7 @@ class InversionResult(Latent):
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
         if self.noise is not None:
-            with atomic_path(outdir / "noise.safetensors") as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in self.noise.items()}, str(tmp))
+            save_tensors(outdir / "noise.safetensors", self.noise)
         if self.G_tuned is not None:
             card = {"name": f"{self.model_name or 'model'}-{self.method}-tuned",
                     "base_model": {"name": self.model_name, "sha256": self.model_sha256},
@@ -398,10 +396,7 @@ def _read_latent(path: Path, G) -> dict[str, torch.Tensor]:
 
 def _read_noise(path: Path, G) -> dict[str, torch.Tensor]:
     """noise.safetensors -> {layer: [1, 1, H, W]}, layers and sizes checked against G."""
-    try:
-        noise = load_file(str(path))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read safetensors ({e})") from None
+    noise = load_tensors(path, what="noise maps", error=ValueError)
     buffers = G.synthesis.noise_buffers()
     for name, value in noise.items():
         if name not in buffers:

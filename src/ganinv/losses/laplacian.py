@@ -2,7 +2,7 @@
 GAN Inversion", Sec. 3.3), built on the Laplacian pyramid of Burt & Adelson (1983) as used for
 image losses by Bojanowski et al. ("Optimizing the Latent Space of Generative Networks", 2018).
 
-Definition used here (DESIGN.md, "Evaluation protocol"): a separable 5-tap binomial kernel
+Definition used here: a separable 5-tap binomial kernel
 [1, 4, 6, 4, 1] / 16 with reflect padding; each level blurs and subsamples by 2, the band-pass
 level is the image minus the upsampled (zero-insert, blur with gain 4) low-pass; log2(res) - 2
 band-pass levels (the last low-pass is 4x4 for a power-of-two image) plus the low-pass residual.

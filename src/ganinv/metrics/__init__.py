@@ -1,4 +1,4 @@
-"""Image metrics for inversion (DESIGN.md, "Evaluation protocol"): MSE, PSNR, SSIM, LPIPS and
+"""Image metrics for inversion (the protocol of docs/benchmarks.md): MSE, PSNR, SSIM, LPIPS and
 feature (identity) similarity, per image, on images in [-1, 1].
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Structural similarity (Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error
 visibility to structural similarity", IEEE TIP 2004).
 
-As the paper and DESIGN.md's evaluation protocol set it: an 11x11 Gaussian window with sigma 1.5,
+As the paper sets it: an 11x11 Gaussian window with sigma 1.5,
 K1 = 0.01, K2 = 0.03, images mapped from [-1, 1] to [0, 1] (data range 1), local statistics with the
 population (not sample) covariance, the SSIM map averaged over the valid region (no padding: only
 positions where the whole window fits) and over channels. This matches scikit-image's

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.classifier import CARD_FORMAT, CARD_VERSION, Classifier, load_classifier, save_classifier  # noqa: F401
+from ..data.dataset import images_to_tensor, load_dataset, read_dataset_info
 
 # ---------------------------------------------------------------------------------------------
 # Labels
@@ -135,7 +136,6 @@ def train_classifier_on_dataset(dataset_dir: str | os.PathLike, heads: Sequence[
                                 mirror: bool = False, seed: int = 0, device: str | torch.device = "cpu",
                                 on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Train on a dataset folder's train split, evaluate on its held-out split, save; returns the card."""
-    from ..data.dataset import images_to_tensor, load_dataset, read_dataset_info
 
     info = read_dataset_info(dataset_dir)
     train_arr, train_records = load_dataset(dataset_dir, "train")

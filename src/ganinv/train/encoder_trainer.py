@@ -1,4 +1,4 @@
-"""Training recipe for the inversion encoder (`ganinv.inversion.encoder_net.Encoder`).
+"""Training recipe for the inversion encoder (`ganinv.models.encoder.Encoder`).
 
 Follows e4e (Tov et al., "Designing an Encoder for StyleGAN Image Manipulation", SIGGRAPH 2021) with
 ReStyle's iterative training (Alaluf et al., "ReStyle", ICCV 2021), adapted to what exists offline:
@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inversion.encoder_net import Encoder, load_encoder, restyle, save_encoder
+from ..models.encoder import Encoder, load_encoder, restyle, save_encoder
 from ..losses import build_reconstruction_loss, frozen_parameters
 from ..utils import adam
 from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
+from ..metrics import WeightsUnavailable, find_lpips_weights
+from ..data.dataset import images_to_tensor, load_dataset
 
 CHECKPOINT_FORMAT = "ganinv-encoder-train-checkpoint"
 SIMILARITY_NOTE = ("e4e's similarity loss uses MoCo-v2 (or ArcFace) features, whose weights are not available "
@@ -117,7 +119,6 @@ class LatentDiscriminator(nn.Module):
 def _resolve_lpips_weight(config: EncoderTrainConfig, lpips_dir) -> tuple[float, str]:
     if config.lpips_weight is not None:
         return float(config.lpips_weight), "as configured"
-    from ..metrics import WeightsUnavailable, find_lpips_weights
     try:
         find_lpips_weights("vgg", lpips_dir)
     except WeightsUnavailable:
@@ -499,7 +500,6 @@ def trainer_for_model(config: EncoderTrainConfig, model, dataset_dir: str | Path
                       lpips_dir: str | None = None) -> EncoderTrainer:
     """An `EncoderTrainer` for a model bundle (`ganinv.load_model`) and a dataset folder (train split for
     training, the first `num_eval` held-out images for the periodic check)."""
-    from ..data.dataset import images_to_tensor, load_dataset
 
     train_images = None
     eval_images = None

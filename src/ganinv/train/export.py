@@ -24,6 +24,7 @@ from ..models.checkpoints import save_native
 from ..models.classifier import load_classifier
 from .quality import generate_samples, measure_quality, save_nearest_neighbors
 from .trainer import CHECKPOINT_FILE, networks_from_checkpoint
+from ..data.dataset import load_dataset, read_dataset_info
 
 # A weight dtype is used for storage only when images differ by at most this many 8-bit levels.
 VISIBLE_LEVELS = 1
@@ -72,7 +73,6 @@ def export_model(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, cla
         weights_dtype: 'auto' (float16 when it changes no image by more than one 8-bit level),
             'float16' or 'float32'.
     """
-    from ..data.dataset import load_dataset, read_dataset_info
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     G, D, info = networks_from_checkpoint(run_dir / CHECKPOINT_FILE)

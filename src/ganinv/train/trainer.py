@@ -35,6 +35,7 @@ from ..models.stylegan2 import Discriminator, Generator
 from ..utils import adam
 from .augment import diff_augment, parse_policy
 from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
+from ..data.dataset import load_dataset
 
 CHECKPOINT_FORMAT = "ganinv-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -441,7 +442,6 @@ def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, devic
 
 def load_training_data(dataset_dir: str | Path, label_key: str | None = None) -> TrainingData:
     """The train split of a dataset folder (see `ganinv.data.dataset`), with labels when asked."""
-    from ..data.dataset import load_dataset
 
     images, records = load_dataset(dataset_dir, split="train")
     if label_key is None:
