@@ -4,6 +4,7 @@ Under CI=true every skip is reported as a failure (.ci/run installs everything t
 test may skip only for a missing optional system piece (Chromium, a Debian data package), and its reason
 says how to install it.
 """
+import copy
 import importlib.util
 import os
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganinv.inversion.result import InversionResult
+from ganinv.models.prior import sample_prior
 from ganinv.models.stylegan2 import Discriminator, Generator
 
 pytest_plugins = ["pytester"]
@@ -84,3 +87,25 @@ def rosinality_converted(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("converted") / make_small.CONVERTED
     make_small.write_converted(FIXTURES / make_small.TRAIN_CHECKPOINT, FIXTURES / "rosinality_res32_ref.npz", path)
     return str(path)
+
+
+def tiny_result(G, tuned: bool, batch: int = 1):
+    """A result as `ganinv.invert` builds it (same keywords), with noise maps and optionally a tuned G."""
+    ws = sample_prior(G, batch, seed=21) + 0.1
+    gen = torch.Generator().manual_seed(4)
+    noise = {name: torch.randn(batch, 1, *buf.shape, generator=gen)
+             for name, buf in G.synthesis.noise_buffers().items()}
+    G_tuned = None
+    if tuned:
+        G_tuned = copy.deepcopy(G)
+        with torch.no_grad():
+            for p in G_tuned.synthesis.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    with torch.no_grad():
+        reconstruction = (G_tuned or G).synthesis(ws, noise_mode="const", noise=noise).clamp(-1, 1)
+    return InversionResult(
+        method="pti" if tuned else "optimize", space="w+", target=reconstruction.clone(), ws=ws,
+        reconstruction=reconstruction, noise=noise, G_tuned=G_tuned, G_base=G, model_name="tiny",
+        model_sha256=None, z=None, metrics={"psnr": [30.0 + i for i in range(batch)]},
+        history=[{"step": 0, "loss": 1.0}], seconds=2.0 * batch, settings={"num_steps": 3},
+        stop_reason="num_steps", device="cpu", threads=1, extras={"note": "test"})

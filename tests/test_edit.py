@@ -1,7 +1,6 @@
 """Editing: direction finders, Direction files, edits of results, latent operations, CLI."""
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -13,6 +12,8 @@ import ganinv.editing as E
 from ganinv.editing import Direction, DirectionError
 from ganinv.inversion.base import InversionResult
 from ganinv.models.stylegan2 import Generator
+
+from conftest import tiny_result
 
 STD_SAMPLES = 1000  # prior samples for the strength unit: enough for tests, fast
 
@@ -305,23 +306,8 @@ def test_classifier_attributes_and_default_directions(G, tmp_path):
 # ---------------------------------------------------------------------- edits of inversion results
 
 
-def _result(G, tuned: bool) -> InversionResult:
-    ws = E.sample_prior_ws(G, 1, seed=21) + 0.1
-    noise = {name: torch.randn(1, 1, *buf.shape, generator=torch.Generator().manual_seed(4))
-             for name, buf in G.synthesis.noise_buffers().items()}
-    G_tuned = None
-    if tuned:
-        G_tuned = copy.deepcopy(G)
-        with torch.no_grad():
-            for p in G_tuned.synthesis.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    target = torch.zeros(1, 3, 16, 16)
-    return InversionResult(method="pti" if tuned else "optimize", space="w+", target=target, ws=ws,
-                           reconstruction=target, noise=noise, G_tuned=G_tuned, G_base=G)
-
-
 def test_edit_of_tuned_result_uses_tuned_weights_and_noise(G, found):
-    result = _result(G, tuned=True)
+    result = tiny_result(G, tuned=True)
     direction = found["sefa"]
     edited_ws = direction.apply(result.ws, 2.0, index=0)
     image = E.edit(result, direction, 2.0)
@@ -366,7 +352,7 @@ def test_interpolation_endpoints_reproduce_inputs(G):
         assert torch.allclose(frames[-1], b.render()[0], atol=1e-5)
         assert (frames[2] - frames[0]).abs().mean() > 1e-3
     # a tuned result with its own noise at one end (a result is a subject as it is), a seed at the other
-    result = _result(G, tuned=True)
+    result = tiny_result(G, tuned=True)
     frames = E.interpolate(result, b, num_frames=4)
     assert torch.allclose(frames[0], result.render()[0], atol=1e-6)
     assert torch.allclose(frames[-1], b.render()[0], atol=1e-6)
@@ -556,8 +542,8 @@ def test_cli_directions_runs_every_finder_from_its_entry(model_dir, tmp_path, na
     assert r.exit_code == 1 and "unknown direction finder" in r.output
 
 
-def test_cli_edit_of_saved_tuned_result(G, model_dir, tmp_path):
-    result = _result(G, tuned=True)
+def test_cli_edit_of_saved_tunedtiny_result(G, model_dir, tmp_path):
+    result = tiny_result(G, tuned=True)
     result.model_name = "tiny"
     result.save(tmp_path / "result")
     direction = E.find_sefa_directions(G, num=2, num_std_samples=STD_SAMPLES)
@@ -608,7 +594,7 @@ def test_measure_edit_sees_the_planted_attribute_and_the_tuned_generator(G, foun
     assert E.editability_ratio(m, m) == pytest.approx([1.0] * 4)
 
     # A list of results: each renders with its own (tuned) generator, so the numbers change.
-    plain, tuned = _result(G, tuned=False), _result(G, tuned=True)
+    plain, tuned = tiny_result(G, tuned=False), tiny_result(G, tuned=True)
     m_plain = E.measure_edit([plain, plain], direction, classifier, "bright", "-2,2", model=model)
     m_tuned = E.measure_edit([tuned, tuned], direction, classifier, "bright", "-2,2", model=model)
     assert m_plain.num_subjects == 2

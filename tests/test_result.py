@@ -21,7 +21,7 @@ from ganinv.inversion.result import (InversionResult, is_complete_result, read_r
                                   result_model_name)
 from ganinv.latent import Latent, as_latent, latent_from_seed
 from ganinv.models.checkpoints import save_native
-from conftest import tiny_generator
+from conftest import tiny_generator, tiny_result
 
 
 @pytest.fixture(scope="module")
@@ -41,33 +41,11 @@ def direction(G):
     return E.find_sefa_directions(G, num=3, num_std_samples=500)
 
 
-def _result(G, tuned: bool, batch: int = 1) -> InversionResult:
-    """A result as `ganinv.invert` builds it (same keywords), with noise maps and optionally a tuned G."""
-    ws = E.sample_prior_ws(G, batch, seed=21) + 0.1
-    gen = torch.Generator().manual_seed(4)
-    noise = {name: torch.randn(batch, 1, *buf.shape, generator=gen)
-             for name, buf in G.synthesis.noise_buffers().items()}
-    G_tuned = None
-    if tuned:
-        G_tuned = copy.deepcopy(G)
-        with torch.no_grad():
-            for p in G_tuned.synthesis.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    with torch.no_grad():
-        reconstruction = (G_tuned or G).synthesis(ws, noise_mode="const", noise=noise).clamp(-1, 1)
-    return InversionResult(
-        method="pti" if tuned else "optimize", space="w+", target=reconstruction.clone(), ws=ws,
-        reconstruction=reconstruction, noise=noise, G_tuned=G_tuned, G_base=G, model_name="tiny",
-        model_sha256=None, z=None, metrics={"psnr": [30.0 + i for i in range(batch)]},
-        history=[{"step": 0, "loss": 1.0}], seconds=2.0 * batch, settings={"num_steps": 3},
-        stop_reason="num_steps", device="cpu", threads=1, extras={"note": "test"})
-
-
 # ---------------------------------------------------------------------- one subject type
 
 
 def test_an_inversion_result_is_a_latent_and_edits_directly(G, direction):
-    result = _result(G, tuned=True)
+    result = tiny_result(G, tuned=True)
     assert ReExported is InversionResult  # the older import path still works
     assert isinstance(result, Latent) and result.G is result.generator is result.G_tuned
     assert result.G_base is G and result.label == "pti result" and len(result) == 1
@@ -106,7 +84,7 @@ def test_latent_constructor_and_indexing(G):
     with pytest.raises(IndexError):
         plain[2]
     # a batch result indexes to one target with its own metrics, noise and time share
-    batch = _result(G, tuned=False, batch=2)
+    batch = tiny_result(G, tuned=False, batch=2)
     one = batch[np.int64(1)]
     assert type(one) is InversionResult and len(one) == 1 and one.metrics == {"psnr": [31.0]}
     assert torch.equal(one.ws, batch.ws[1:]) and torch.equal(one.noise["b8.conv0"], batch.noise["b8.conv0"][1:])
@@ -128,7 +106,7 @@ def test_from_subject_makes_a_result_record_of_a_sample(G, model_dir, tmp_path):
 
 
 def test_save_writes_the_documented_folder_and_loads_back(G, model_dir, tmp_path):
-    result = _result(G, tuned=True)
+    result = tiny_result(G, tuned=True)
     folder = result.save(tmp_path / "r")[0]
     assert {p.name for p in folder.iterdir()} == {"latent.npz", "noise.safetensors", "generator", "target.png",
                                                   "reconstruction.png", "report.json"}
@@ -268,7 +246,7 @@ CORRUPTIONS = [
 
 @pytest.fixture(scope="module")
 def saved_tuned(G, tmp_path_factory):
-    return _result(G, tuned=True).save(tmp_path_factory.mktemp("saved") / "tuned")[0]
+    return tiny_result(G, tuned=True).save(tmp_path_factory.mktemp("saved") / "tuned")[0]
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS)
@@ -346,7 +324,7 @@ def _invoke(args):
 
 def test_cli_edit_combines_several_directions(G, model_dir, direction, tmp_path):
     direction_path = direction.save(tmp_path)
-    result = _result(G, tuned=True)
+    result = tiny_result(G, tuned=True)
     result.save(tmp_path / "result")
     out = tmp_path / "combined"
     r = _invoke(["edit", tmp_path / "result", "--model", model_dir, "--direction", f"{direction_path}:0",
@@ -401,7 +379,7 @@ def test_cli_edit_pairs_mismatch_is_one_clear_error(model_dir, direction, tmp_pa
 
 def test_cli_edit_names_the_model_of_a_result_and_resumes_only_complete_folders(G, model_dir, tmp_path):
     # the model named in report.json is found without --model when it is not embedded: a clear error
-    _result(G, tuned=False).save(tmp_path / "r")
+    tiny_result(G, tuned=False).save(tmp_path / "r")
     r = CliRunner().invoke(main, ["edit", str(tmp_path / "r"), "--direction", "x", "--outdir", str(tmp_path / "o")])
     assert r.exit_code == 1 and "tiny" in r.output and "Traceback" not in r.output
     (tmp_path / "r" / "report.json").write_text("{broken")
