@@ -20,6 +20,7 @@ from . import editing, inversion
 from .editing import FINDERS, Direction, find_directions, load_direction
 from .editing.render import edit
 from .inversion import METHODS, InversionResult, invert, list_methods
+from .errors import GanInvError
 from .latent import Latent
 from .models.checkpoints import CheckpointError, UnsafeCheckpoint, save_native
 from .models.registry import Model, available_models, load_discriminator, load_generator, load_model
@@ -41,7 +42,7 @@ _keep_old_module_paths("edit", editing)
 
 __all__ = [
     "__version__", "load_model", "load_generator", "load_discriminator", "available_models", "Model",
-    "Generator", "Discriminator", "CheckpointError", "UnsafeCheckpoint", "save_native",
+    "Generator", "Discriminator", "GanInvError", "CheckpointError", "UnsafeCheckpoint", "save_native",
     "invert", "InversionResult", "METHODS", "list_methods", "Latent",
     "edit", "find_directions", "load_direction", "Direction", "FINDERS",
     "inversion", "editing",

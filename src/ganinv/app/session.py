@@ -36,6 +36,7 @@ from ..inversion import METHODS, InversionResult, StepInfo, invert
 from ..latent import Latent, latent_from_seed
 from ..models.registry import Model
 from ..utils import parse_layers
+from ..errors import GanInvError
 
 #: Most sliders shown at once (SeFa/GANSpace count control goes up to this).
 MAX_SLIDERS = 10
@@ -64,7 +65,7 @@ FAMILIES = {"sefa": "SeFa (closed form)", "ganspace": "GANSpace (PCA of W)",
             "shipped": "InterFaceGAN (shipped)"}
 
 
-class AppError(ValueError):
+class AppError(GanInvError):
     """A user-facing problem (bad upload, nothing to invert yet): the message is shown as is."""
 
 

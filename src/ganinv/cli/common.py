@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import torch
 
+from ..errors import GanInvError
 from ..models.checkpoints import CheckpointError
 from ..train.loop import config_for_run
 from ..models.registry import load_model, resolve_device
@@ -145,7 +146,7 @@ def run_main(main) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (GanInvError, CheckpointError, FileNotFoundError, ValueError) as e:
         click.echo(f"Error: {e}", err=True)
         return 1
     return 0

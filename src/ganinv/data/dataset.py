@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from ..utils import atomic_path, write_json
+from ..errors import GanInvError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "heldout")
@@ -34,7 +35,7 @@ REQUIRED_INFO_FIELDS = ("name", "source_package", "source_version", "license", "
                         "resolution", "channels", "label_fields", "created_by")
 
 
-class DatasetError(ValueError):
+class DatasetError(GanInvError):
     """A dataset folder is missing, incomplete or inconsistent, or its source package is not installed."""
 
 

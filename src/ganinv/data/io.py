@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..utils import atomic_path
+from ..errors import GanInvError
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -82,7 +83,7 @@ DEFAULT_MAX_PIXELS = 80_000_000
 FITS = ("crop", "pad", "stretch")
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(GanInvError):
     """A file or buffer that cannot be used as an image: names the source and the problem."""
 
 

@@ -30,6 +30,7 @@ import torch
 from ..models import storage
 from ..models.prior import sample_prior
 from ..utils import jsonable
+from ..errors import GanInvError
 
 FORMAT = "ganinv-direction"
 FORMAT_VERSION = 1
@@ -37,7 +38,7 @@ SPACES = ("w", "w+", "s")
 UNITS = "prior_std"  # strength 1 = one standard deviation of prior latents along the component
 
 
-class DirectionError(ValueError):
+class DirectionError(GanInvError):
     """A direction file or specification that cannot be used (missing, malformed, mismatched)."""
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from ..nets import BACKBONES, load_torchvision_state_dict
 from ..nets.common import WeightsMismatch
 from ._checks import check_image_pair
+from ..errors import GanInvError
 
 # ImageNet channel statistics on [0, 1] (the torchvision backbones' training normalization).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,7 +57,7 @@ HEAD_FILES: dict[str, tuple[str, ...]] = {
 ENV_VAR = "GANINV_LPIPS_DIR"
 
 
-class WeightsUnavailable(FileNotFoundError):
+class WeightsUnavailable(GanInvError, FileNotFoundError):
     """Genuine pretrained weights needed for LPIPS are not on this machine."""
 
 

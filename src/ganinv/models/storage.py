@@ -22,13 +22,14 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..errors import GanInvError
 from ..utils import atomic_path, write_json
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GanInvError):
     """A checkpoint or saved file could not be read: names the file and the problem."""
 
 

@@ -5,9 +5,10 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from ..errors import GanInvError
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(GanInvError):
     """A state dict does not fit the backbone (missing keys, unexpected keys, wrong shapes)."""
 
 
