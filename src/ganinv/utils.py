@@ -98,15 +98,43 @@ def one_hot(label: int | None, c_dim: int, batch: int = 1) -> torch.Tensor | Non
     return c
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows
+    (/proc/self/status on Linux); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_like_new_file(path: str | os.PathLike) -> None:
+    """Give a temporary file (or folder) the mode a plain `open(path, "w")` (or mkdir) would have:
+    mkstemp creates 0600, and os.replace keeps the temporary's mode."""
+    if os.path.islink(path):
+        return
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    The file that appears at `path` has the permissions of any newly created file (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.lexists(tmp):
+            _chmod_like_new_file(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

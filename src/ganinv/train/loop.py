@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 import torch
 from tqdm import tqdm
 
-from ..utils import atomic_path
+from ..utils import atomic_path, write_json
 
 CHECKPOINT_FILE = "checkpoint.pt"
 STATS_FILE = "stats.jsonl"
@@ -200,7 +200,7 @@ class TrainingLoop:
         return True
 
     def write_config(self, config: dict) -> None:
-        (self.run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(self.run_dir / CONFIG_FILE, config)
 
     def snapshot(self) -> None:
         """Checkpoint (atomic), the trainer's artifacts and one stats line, for the current state."""
