@@ -13,7 +13,7 @@ import torch
 from ..errors import GanInvError
 from ..models.checkpoints import CheckpointError
 from ..train.loop import config_for_run
-from ..models.registry import load_model, resolve_device
+from ..models.registry import load_model, resolve_device, set_default_trust_card
 
 
 DATASET_HELP = "Dataset folder built by `ganinv data ...` (dataset.json, labels.json, images/)."
@@ -52,10 +52,21 @@ def common_options(f):
     return options(device_option, seed_option, quiet_option)(f)
 
 
+def trust_card_option(f):
+    """--trust-card: load a native model card that lacks the sha256 of its weights (for every model loaded)."""
+    def remember(ctx, param, value):
+        set_default_trust_card(value)
+        return value
+    return click.option("--trust-card", is_flag=True, expose_value=False, callback=remember,
+                        help="Load a native model folder whose card.json has no sha256 of its weights "
+                             "(refused by default: the weights cannot be verified).")(f)
+
+
 def model_option(f):
-    return click.option("--model", "model", default=None,
-                        help="Embedded model name (emoji64, fashion32) or a checkpoint path "
-                             "(native folder, NVIDIA .pkl, rosinality .pt). Default: the embedded default.")(f)
+    return trust_card_option(click.option(
+        "--model", "model", default=None,
+        help="Embedded model name (emoji64, fashion32) or a checkpoint path "
+             "(native folder, NVIDIA .pkl, rosinality .pt). Default: the embedded default.")(f))
 
 
 def output_options(required: bool = True, *, default: Path | None = None, help: str | None = "Folder for outputs.",

@@ -7,23 +7,25 @@ from pathlib import Path
 import click
 import torch
 
-from ..models.checkpoints import CheckpointError, load_checkpoint, save_native
+from ..errors import GanInvError
+from ..models.checkpoints import load_checkpoint, save_native
 from ..utils import one_hot, parse_seeds, z_from_seeds
 from .common import (UserError, common_options, load_model_or_fail, output_options, prepare_outdir,
-                     set_threads)
-from ..models.registry import available_models, resolve_path
+                     set_threads, trust_card_option)
+from ..models.registry import available_models, default_trust_card, resolve_path
 from ..data.io import save_grid, save_image
 
 
 @click.command()
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@trust_card_option
 def info(model, as_json):
     """Print a model's card (embedded name or checkpoint path)."""
     try:
         path = resolve_path(model)
-        ckpt = load_checkpoint(path)
-    except CheckpointError as e:
+        ckpt = load_checkpoint(path, trust_card=default_trust_card())
+    except GanInvError as e:
         raise UserError(str(e)) from None
     card = dict(ckpt.card)
     G = ckpt.G
@@ -59,13 +61,14 @@ def info(model, as_json):
 @click.option("--name", default=None, help="Model name for the card (default: the file's stem).")
 @click.option("--fp16", is_flag=True, help="Store weights as float16 (half the size).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@trust_card_option
 def convert(source, out, name, fp16, overwrite):
     """Convert any supported checkpoint (NVIDIA .pkl, rosinality .pt, native) to a native folder."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace")
     try:
-        ckpt = load_checkpoint(resolve_path(source))
-    except CheckpointError as e:
+        ckpt = load_checkpoint(resolve_path(source), trust_card=default_trust_card())
+    except GanInvError as e:
         raise UserError(str(e)) from None
     card = dict(ckpt.card)
     card["name"] = name or card.get("name") or out.name
@@ -75,6 +78,7 @@ def convert(source, out, name, fp16, overwrite):
 
 @click.command()
 @click.option("--model", default=None, help="Embedded model name or checkpoint path.")
+@trust_card_option
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds, e.g. 0,3,5-9.")
 @click.option("--truncation-psi", "--trunc", "truncation_psi", default=1.0, show_default=True,
               type=click.FloatRange(-2, 2), help="Truncation psi (1 = none).")

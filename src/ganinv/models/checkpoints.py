@@ -774,8 +774,8 @@ class LoadedCheckpoint:
     extra: dict[str, torch.Tensor]
 
 
-# What torch.save's legacy (non-zip) format writes first: its magic number, pickled with protocol 2.
-_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# What torch.save's legacy (non-zip) format writes first: its magic number (a pickled LONG1).
+_TORCH_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 def detect_format(path: Path) -> str:
@@ -790,10 +790,10 @@ def detect_format(path: Path) -> str:
     if path.name == CARD_FILE or path.name == WEIGHTS_FILE:
         return "native-file"
     with open(path, "rb") as f:
-        head = f.read(len(_TORCH_LEGACY_MAGIC))
+        head = f.read(32)
     if head[:2] == b"PK":
         return "torch-zip"
-    if head == _TORCH_LEGACY_MAGIC:
+    if head[:1] == b"\x80" and _TORCH_LEGACY_MAGIC in head:  # any pickle protocol torch.save was given
         return "torch-legacy"
     if head[:1] == b"\x80":
         return "pickle"
@@ -818,17 +818,6 @@ def load_checkpoint(path: str | os.PathLike, *, trust_card: bool = False,
         if fmt in ("torch-zip", "torch-legacy"):
             G, D, info = load_rosinality(path, max_parameters)
         else:
-            try:
-                G, D, info = load_nvidia_pickle(path, max_parameters)
-            except UnsafeCheckpoint:
-                raise
-            except CheckpointError as nvidia_error:
-                # Some other pickle: a weights-only torch load is the only other reading we allow.
-                try:
-                    G, D, info = load_rosinality(path, max_parameters)
-                except UnsafeCheckpoint:
-                    raise
-                except CheckpointError:
-                    raise nvidia_error from None
+            G, D, info = load_nvidia_pickle(path, max_parameters)
         card = {"name": path.stem, "source": {"file": path.name, "sha256": sha256_file(path), **info}}
         return LoadedCheckpoint(G, D, card, {})

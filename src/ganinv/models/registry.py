@@ -43,6 +43,11 @@ def set_default_trust_card(trust: bool) -> None:
     _trust_card_default = bool(trust)
 
 
+def default_trust_card() -> bool:
+    """What `set_default_trust_card` chose (False unless set)."""
+    return _trust_card_default
+
+
 def _trust(trust_card: bool | None) -> bool:
     return _trust_card_default if trust_card is None else bool(trust_card)
 

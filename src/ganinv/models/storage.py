@@ -279,7 +279,12 @@ def load_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], path: str
 
     Floating-point tensors are cast to `dtype` when given (e.g. float16 storage into a float32 net); every
     floating-point tensor must be finite (a NaN weight would render black images without an error)."""
-    check_state_dict(tensors, module.state_dict(), path, what, error)
+    expected = module.state_dict()
+    check_state_dict(tensors, expected, path, what, error)
+    for key in sorted(tensors):
+        if expected[key].is_floating_point() and not tensors[key].is_floating_point():
+            raise error(f"{path}: tensor {key} has dtype {str(tensors[key].dtype).replace('torch.', '')}; the {what} "
+                        "needs floating-point values")
     check_finite(tensors, path, "tensor", error)
     try:
         if dtype is not None:
