@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import storage
+from . import official_encoders, storage
 from .prior import compute_w_avg
 from .storage import CARD_FILE, WEIGHTS_FILE, CheckpointError, sha256_file
 from .stylegan2 import Discriminator, Generator
@@ -259,7 +259,7 @@ def read_rosinality(path: str | os.PathLike) -> dict:
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(data, dict) or "g_ema" not in data:
+    if not isinstance(data, dict) or ("g_ema" not in data and not official_encoders.has_decoder(data)):
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: expected a rosinality checkpoint with a 'g_ema' state dict, found {keys}")
     return data
@@ -384,6 +384,13 @@ def load_rosinality(path: str | os.PathLike) -> tuple[Generator, Discriminator |
     latent_avg = data.get("latent_avg")
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
         latent_avg = None
+    if "g_ema" not in data:
+        # A pSp / e4e / ReStyle checkpoint: its decoder is a rosinality generator under `decoder.`, and its
+        # latent_avg ([n_styles, 512], one w repeated) is that generator's mean w.
+        decoder = {k[len("decoder."):]: v for k, v in data["state_dict"].items() if k.startswith("decoder.")}
+        w_avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0] if latent_avg is not None else None
+        G, info = _rosinality_generator(decoder, path, w_avg)
+        return G, None, {**info, "source_format": official_encoders.CHECKPOINT_FORMAT}
     G, info = _rosinality_generator(data["g_ema"], path, latent_avg)
     D = None
     if isinstance(data.get("d"), dict):
