@@ -331,16 +331,23 @@ class EncoderForGenerator(nn.Module):
         self.max_iterations = official.max_iterations
         self.num_ws, self.w_dim = official.num_ws, official.w_dim
         self.img_resolution, self.img_channels = int(G.img_resolution), int(G.img_channels)
-        device = official.latent_avg.device
         with torch.no_grad():
             avg_image = G.synthesis(official.latent_avg[None].to(next(G.parameters()).device), noise_mode="const")
-            _, w_std = w_stats(G, num_samples=4096)
-        self.register_buffer("avg_image", avg_image.float().to(device))
-        self.register_buffer("w_scale", torch.tensor(max(float(w_std), 1e-6) / math.sqrt(G.w_dim), device=device))
+        self.register_buffer("avg_image", avg_image.float().to(official.latent_avg.device))
+        # Only the hybrid method needs the prior's spread; sampling it costs thousands of mapping passes.
+        self._prior_w_std = lambda: w_stats(G, num_samples=4096)[1]
+        self._w_scale: float | None = None
 
     @property
     def w_avg(self) -> torch.Tensor:
         return self.official.latent_avg[0]
+
+    @property
+    def w_scale(self) -> torch.Tensor:
+        if self._w_scale is None:
+            with torch.no_grad():
+                self._w_scale = max(float(self._prior_w_std()), 1e-6) / math.sqrt(self.w_dim)
+        return torch.tensor(self._w_scale, device=self.avg_image.device)
 
     def start_ws(self, batch: int) -> torch.Tensor:
         return self.official.latent_avg[None].repeat(batch, 1, 1)
