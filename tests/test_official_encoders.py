@@ -47,8 +47,11 @@ def _checkpoint(name: str, config: dict, *, keys=None, n_styles=None, opts_as_na
     for k, v in (decoder or {}).items():
         state[f"decoder.{k}"] = v
     opts = {**config["opts"], "device": "cuda:0", "exp_dir": "experiment", "checkpoint_path": None}
+    latent_avg = torch.from_numpy(recipe.latent_avg(name, n_styles or config["n_styles"]))
+    if config["opts"].get("learn_in_w"):
+        latent_avg = latent_avg[:1]  # pSp saves [1, 512] when it learns a single w
     return {"state_dict": state, "opts": argparse.Namespace(**opts) if opts_as_namespace else opts,
-            "latent_avg": torch.from_numpy(recipe.latent_avg(name, n_styles or config["n_styles"]))}
+            "latent_avg": latent_avg}
 
 
 def _load(tmp_path, name, checkpoint) -> official_encoders.OfficialEncoder:
@@ -266,6 +269,7 @@ def test_psp_runs_once_and_takes_no_start(restyle_files, small_input):
     torch.manual_seed(1)
     enc = PSPEncoder("GradualStyleEncoder", 4, 3, torch.randn(512) * 0.1).eval()
     model.encoder = enc
+    assert not enc.for_generator(model.G).training  # else every run would copy the network first
     target = torch.rand(1, 3, 8, 8) * 2 - 1
     result = ganinv.invert(model, target, "encoder", iterations=3)
     assert result.extras["iterations"] == 1

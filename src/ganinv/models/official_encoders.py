@@ -15,6 +15,8 @@
   `ResNetProgressiveBackboneEncoder` (e4e variant: base + deltas), `GradualStyleEncoder` /
   `ResNetGradualStyleEncoder` (the pSp pyramid); IR-SE50 or ResNet34 (He et al., CVPR 2016; the
   ResNet variants replace the stem by a 7x7 stride-2 conv and a PReLU and drop the max-pool).
+- pSp's `BackboneEncoderUsingLastLayerIntoW` (also e4e's `SingleStyleCodeEncoder`: one w from the pooled
+  last map, used at every index) and `BackboneEncoderUsingLastLayerIntoWPlus`.
 
 A checkpoint is `{'state_dict': {'encoder.*', 'decoder.*' (a rosinality StyleGAN2)}, 'opts', 'latent_avg'}`
 (their coaches save `opts` as a dict; older files as an `argparse.Namespace`). It is read with
@@ -62,6 +64,10 @@ ENCODER_TYPES = {
     "ResNetGradualStyleEncoder": ("resnet34", "gradual"),
     "ResNetBackboneEncoder": ("resnet34", "backbone"),
     "ResNetProgressiveBackboneEncoder": ("resnet34", "progressive"),
+    # pSp's and e4e's single-code encoders: one w from the pooled last map; pSp's W+ variant.
+    "BackboneEncoderUsingLastLayerIntoW": ("ir_se50", "w"),
+    "SingleStyleCodeEncoder": ("ir_se50", "w"),
+    "BackboneEncoderUsingLastLayerIntoWPlus": ("ir_se50", "w_plus"),
 }
 # The pyramid: ws indices below COARSE read the 16x16 level, below MIDDLE the 32x32 one, the rest 64x64.
 COARSE, MIDDLE = 3, 7
@@ -156,7 +162,7 @@ class StyleEncoderNetwork(nn.Module):
 
     Args:
         backbone: "ir_se50" or "resnet34".
-        head: "gradual", "e4e", "backbone" or "progressive" (see ENCODER_TYPES).
+        head: "gradual", "e4e", "backbone", "progressive", "w" or "w_plus" (see ENCODER_TYPES).
         n_styles: number of ws indices predicted.
         in_channels: 3 (pSp, e4e) or 6 (ReStyle: image and previous reconstruction).
     forward: x [N, in_channels, 256, 256] -> codes [N, n_styles, 512].
@@ -193,10 +199,17 @@ class StyleEncoderNetwork(nn.Module):
             ends.append(total - 1)
         self.taps = tuple(ends[1:])
         pyramid = head in ("gradual", "e4e")
-        if head not in ("gradual", "e4e", "backbone", "progressive"):
+        if head not in ("gradual", "e4e", "backbone", "progressive", "w", "w_plus"):
             raise ValueError(f"unknown encoder head {head!r}")
-        spatial = [16 if not pyramid or i < COARSE else 32 if i < MIDDLE else 64 for i in range(n_styles)]
-        self.styles = nn.ModuleList(_Map2Style(s) for s in spatial)
+        if head == "w":
+            self.linear = _EqualLinear(512, W_DIM)
+        elif head == "w_plus":
+            self.output_layer_2 = nn.Sequential(nn.BatchNorm2d(512), nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(),
+                                                nn.Linear(512 * 7 * 7, 512))
+            self.linear = _EqualLinear(512, W_DIM * n_styles)
+        else:
+            spatial = [16 if not pyramid or i < COARSE else 32 if i < MIDDLE else 64 for i in range(n_styles)]
+            self.styles = nn.ModuleList(_Map2Style(s) for s in spatial)
         if pyramid:
             self.latlayer1 = nn.Conv2d(256, 512, 1)
             self.latlayer2 = nn.Conv2d(128, 512, 1)
@@ -216,6 +229,11 @@ class StyleEncoderNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fine_map, middle_map, coarse_map = self.features(x)
+        if self.head == "w":
+            w = self.linear(coarse_map.mean(dim=(2, 3)))
+            return w[:, None].expand(-1, self.n_styles, -1)
+        if self.head == "w_plus":
+            return self.linear(self.output_layer_2(coarse_map)).reshape(-1, self.n_styles, W_DIM)
         if self.head in ("backbone", "progressive"):
             levels = [coarse_map] * self.n_styles
         else:
@@ -337,6 +355,7 @@ class EncoderForGenerator(nn.Module):
         # Only the hybrid method needs the prior's spread; sampling it costs thousands of mapping passes.
         self._prior_w_std = lambda: w_stats(G, num_samples=4096)[1]
         self._w_scale: float | None = None
+        self.eval()  # (a module in training mode would be copied by the inversion methods before use)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -418,7 +437,16 @@ def _prefixed(state_dict: dict, prefix: str, path: Path) -> dict[str, torch.Tens
     return out
 
 
-def _n_styles(tensors: dict[str, torch.Tensor], path: Path) -> int:
+def _n_styles(tensors: dict[str, torch.Tensor], path: Path, head: str = "gradual", opts: dict | None = None) -> int:
+    if head == "w_plus" and isinstance(tensors.get("linear.weight"), torch.Tensor):
+        return max(1, int(tensors["linear.weight"].shape[0]) // W_DIM)
+    if head == "w":
+        # one w for every index: as many as the decoder reads (pSp: output_size, e4e: stylegan_size)
+        size = (opts or {}).get("output_size", (opts or {}).get("stylegan_size"))
+        if not isinstance(size, int) or size < 4 or size & (size - 1):
+            raise CheckpointError(f"{path}: opts has no valid output_size / stylegan_size ({size!r}) to tell "
+                                  "how many ws the single-code encoder feeds")
+        return 2 * int(math.log2(size)) - 2
     indices = {int(k.split(".")[1]) for k in tensors if k.startswith("styles.") and k.split(".")[1].isdigit()}
     if not indices or indices != set(range(len(indices))):
         raise CheckpointError(f"{path}: the encoder's styles.* heads are missing or not numbered 0..n-1")
@@ -464,12 +492,12 @@ def encoder_from_checkpoint(data: dict, path: str | os.PathLike) -> OfficialEnco
         kind = "restyle_e4e" if head in ("e4e", "progressive") else "restyle_psp"
         cls: type[OfficialEncoder] = ReStyleEncoder
     elif in_channels == 3:
-        kind = "e4e" if head in ("e4e", "progressive") else "psp"
+        kind = "e4e" if head in ("e4e", "progressive") or encoder_type == "SingleStyleCodeEncoder" else "psp"
         cls = PSPEncoder
     else:
         raise CheckpointError(f"{path}: the encoder reads {in_channels}-channel inputs; only RGB encoders (3 channels; "
                               "6 for ReStyle) can invert images")
-    n_styles = _n_styles(tensors, path)
+    n_styles = _n_styles(tensors, path, head, opts)
     latent_avg = _latent_avg(data, opts, kind, n_styles, path)
     plain_opts = {k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool, type(None), list))}
     encoder = cls(encoder_type, n_styles, in_channels, latent_avg, plain_opts, kind)
