@@ -388,7 +388,7 @@ def load_rosinality(path: str | os.PathLike) -> tuple[Generator, Discriminator |
         # A pSp / e4e / ReStyle checkpoint: its decoder is a rosinality generator under `decoder.`, and its
         # latent_avg ([n_styles, 512], one w repeated) is that generator's mean w.
         decoder = {k[len("decoder."):]: v for k, v in data["state_dict"].items() if k.startswith("decoder.")}
-        w_avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0] if latent_avg is not None else None
+        w_avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0] if latent_avg is not None and latent_avg.ndim else None
         G, info = _rosinality_generator(decoder, path, w_avg)
         return G, None, {**info, "source_format": official_encoders.CHECKPOINT_FORMAT}
     G, info = _rosinality_generator(data["g_ema"], path, latent_avg)
