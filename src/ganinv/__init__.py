@@ -24,6 +24,7 @@ from .errors import GanInvError
 from .latent import Latent
 from .models.checkpoints import CheckpointError, UnsafeCheckpoint, save_native
 from .models.registry import Model, available_models, load_discriminator, load_generator, load_model
+from .models.official_encoders import load_encoder
 from .models.stylegan2 import Discriminator, Generator
 
 
@@ -42,7 +43,7 @@ _keep_old_module_paths("edit", editing)
 
 __all__ = [
     "__version__", "load_model", "load_generator", "load_discriminator", "available_models", "Model",
-    "Generator", "Discriminator", "GanInvError", "CheckpointError", "UnsafeCheckpoint", "save_native",
+    "Generator", "Discriminator", "load_encoder", "GanInvError", "CheckpointError", "UnsafeCheckpoint", "save_native",
     "invert", "InversionResult", "METHODS", "list_methods", "Latent",
     "edit", "find_directions", "load_direction", "Direction", "FINDERS",
     "inversion", "editing",

@@ -12,6 +12,8 @@ from .common import (UserError, device_option, load_model_or_fail, model_option,
 from ..inversion import METHODS, invert as run_invert
 from ..data.io import ImageLoadError, load_image
 from ..inversion.result import is_complete_result
+from ..models.official_encoders import load_encoder
+from ..models.storage import CheckpointError
 from ..metrics import format_metric
 
 
@@ -97,6 +99,9 @@ class _MethodsCommand(click.Command):
 @click.option("--preset", default=None, help="Clone preset: fast (default) or paper.")
 @click.option("--target-psnr", type=float, default=None, help="Stop when this PSNR is reached (pti, clone).")
 @click.option("--init-from", default=None, help="Start the method from this method's latent (e.g. optimize).")
+@click.option("--encoder", "encoder_path", type=click.Path(path_type=Path), default=None,
+              help="Encoder to use instead of the model's: a pSp / e4e / ReStyle checkpoint (.pt) or a ganinv "
+                   "encoder folder (methods encoder and hybrid run it; pti and clone start from it).")
 @click.option("--real-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Real training images for Clone's global loss (default: the model's own).")
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
@@ -116,7 +121,7 @@ class _MethodsCommand(click.Command):
 @seed_option
 @quiet_option
 def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
-           lpips_dir, outdir, overwrite, skip_existing, shard, device, seed, quiet):
+           lpips_dir, outdir, overwrite, skip_existing, shard, device, seed, quiet, encoder_path=None):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
     OUTDIR/<image stem>/ per image."""
     from tqdm import tqdm
@@ -147,6 +152,11 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     shard_spec = _parse_shard(shard)
     bundle = load_model_or_fail(model, device)
     G = bundle.G
+    if encoder_path is not None:
+        try:
+            bundle.encoder = load_encoder(encoder_path, device=next(G.parameters()).device)
+        except (CheckpointError, ValueError) as e:
+            raise UserError(str(e)) from None
     real = _load_real_dir(real_dir, G) if real_dir is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -25,6 +25,7 @@ from ..losses import frozen_parameters
 from ..models.stylegan2 import Generator
 from .base import Callback, MethodOutput, MethodSpec, Setting, StepInfo, frozen_view, psnr_of
 from ..models.encoder import Encoder, restyle
+from ..models.official_encoders import EncoderForGenerator, OfficialEncoder
 from .objective import OBJECTIVE_SETTINGS, build_objective
 
 MISSING_ENCODER = ("this model has no encoder; train one with `ganinv train-encoder --model M --data DIR "
@@ -49,11 +50,14 @@ HYBRID_SETTINGS = (
 HYBRID_DEFAULTS = {s.name: s.default for s in HYBRID_SETTINGS}
 
 
-def _ready_encoder(encoder: Encoder | None, G: Generator, device: torch.device) -> Encoder:
-    """The encoder, on the target's device and in eval mode, checked against G (never mutated)."""
+def _ready_encoder(encoder: Encoder | OfficialEncoder | None, G: Generator, device: torch.device) -> Encoder:
+    """The encoder, on the target's device and in eval mode, checked against G (never mutated).
+    A pSp / e4e / ReStyle encoder is seen through ganinv's encoder interface for G (`for_generator`)."""
     if encoder is None:
         raise ValueError(MISSING_ENCODER)
-    if not isinstance(encoder, Encoder):
+    if isinstance(encoder, OfficialEncoder):
+        encoder = encoder.for_generator(G)
+    if not isinstance(encoder, (Encoder, EncoderForGenerator)):
         raise TypeError(f"encoder must be a ganinv Encoder (load one with load_encoder), got {type(encoder).__name__}")
     if encoder.w_avg.device != device or encoder.training:
         encoder = copy.deepcopy(encoder).to(device).eval()
@@ -61,11 +65,13 @@ def _ready_encoder(encoder: Encoder | None, G: Generator, device: torch.device) 
     return encoder
 
 
-def _check_iterations(value, name: str) -> int:
+def _check_iterations(value, name: str, encoder=None) -> int:
+    """The number of passes; an encoder that predicts ws in one pass (pSp, e4e: `max_iterations` 1) runs once."""
     iterations = int(value)
     if iterations < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    return iterations
+    limit = getattr(encoder, "max_iterations", None)
+    return min(iterations, limit) if limit else iterations
 
 
 def run_encoder(G: Generator, target: torch.Tensor, *, encoder: Encoder | None = None, D=None, real_images=None,
@@ -75,6 +81,9 @@ def run_encoder(G: Generator, target: torch.Tensor, *, encoder: Encoder | None =
     s = {**ENCODER_DEFAULTS, **settings}
     iterations = _check_iterations(s["iterations"], "iterations")
     encoder = _ready_encoder(encoder, G, target.device)
+    iterations = _check_iterations(iterations, "iterations", encoder)
+    if init_ws is not None and getattr(encoder, "max_iterations", None) == 1:
+        raise ValueError("this encoder (pSp/e4e) predicts ws from the image alone and cannot start from a given latent")
     if init_ws is not None and init_ws.ndim == 2:
         init_ws = init_ws.unsqueeze(1).repeat(1, G.num_ws, 1)
     with torch.no_grad():
@@ -126,7 +135,8 @@ def _optimize_in_domain(G: Generator, encoder: Encoder, target: torch.Tensor, s:
     n = target.shape[0]
     with torch.no_grad():
         if init_ws is None:
-            start, _ = restyle(G, encoder, target, _check_iterations(s["encoder_iterations"], "encoder_iterations"))
+            start, _ = restyle(G, encoder, target,
+                               _check_iterations(s["encoder_iterations"], "encoder_iterations", encoder))
         else:
             start = init_ws.to(target.device).float()
             if start.ndim == 2:

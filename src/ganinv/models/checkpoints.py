@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import GanInvError
-from . import storage
+from . import official_encoders, storage
 from .prior import compute_w_avg
 from .storage import CARD_FILE, MAX_PARAMETERS, WEIGHTS_FILE, CheckpointError, sha256_file
 from .stylegan2 import Discriminator, Generator
@@ -516,7 +516,7 @@ def read_rosinality(path: str | os.PathLike) -> dict:
     except Exception as e:  # RuntimeError, EOFError, BadZipFile, RecursionError, MemoryError...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
-    if not isinstance(data, dict) or "g_ema" not in data:
+    if not isinstance(data, dict) or ("g_ema" not in data and not official_encoders.has_decoder(data)):
         keys = sorted(str(k)[:40] for k in data)[:20] if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: expected a rosinality checkpoint with a 'g_ema' state dict, found {keys}")
     return data
@@ -666,6 +666,14 @@ def load_rosinality(path: str | os.PathLike, max_parameters: int | None = None
             latent_avg = None
         if latent_avg is not None and not bool(torch.isfinite(latent_avg).all()):
             raise CheckpointError(f"{path}: tensor latent_avg contains NaN or infinite values")
+        if "g_ema" not in data:
+            # A pSp / e4e / ReStyle checkpoint: its decoder is a rosinality generator under `decoder.`, and
+            # its latent_avg ([n_styles, 512], one w repeated) is that generator's mean w.
+            decoder = {k[len("decoder."):]: v for k, v in data["state_dict"].items() if k.startswith("decoder.")}
+            w_avg = (latent_avg.reshape(-1, latent_avg.shape[-1])[0]
+                     if latent_avg is not None and latent_avg.ndim else None)
+            G, info = _rosinality_generator(decoder, path, w_avg, max_parameters)
+            return G, None, {**info, "source_format": official_encoders.CHECKPOINT_FORMAT}
         G, info = _rosinality_generator(data["g_ema"], path, latent_avg, max_parameters)
         D = None
         if isinstance(data.get("d"), dict):

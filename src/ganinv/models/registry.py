@@ -25,6 +25,7 @@ import torch
 from ..errors import GanInvError
 from . import storage
 from .checkpoints import CheckpointError, load_checkpoint, read_card
+from . import official_encoders
 from .classifier import load_classifier
 from .encoder import load_encoder
 from .stylegan2 import Discriminator, Generator
@@ -190,6 +191,8 @@ def load_model(name_or_path: str | os.PathLike | Model | Generator | None = None
     path = resolve_path(name_or_path)
     ckpt = load_checkpoint(path, trust_card=_trust(trust_card), max_parameters=max_parameters)
     model = Model(G=ckpt.G, D=ckpt.D, card=ckpt.card, folder=path if path.is_dir() else None)
+    if ckpt.card.get("source", {}).get("source_format") == official_encoders.CHECKPOINT_FORMAT:
+        model.encoder = official_encoders.load_official_encoder(path)  # the checkpoint's own encoder
     if model.folder is not None:
         real = storage.file_in_folder(model.folder, "real_images.npz", "image file")
         if real.is_file():
