@@ -14,7 +14,8 @@ import torch
 from ..data.io import save_grid, to_pil
 from ..latent import Latent, as_latent, latent_from_seed
 from ..utils import atomic_path
-from .direction import Direction, load_direction
+from .direction import Direction
+from .published import load_any_direction
 
 # One edit: (direction or 'NAME[:i]', component index or None, strength).
 EditSpec = tuple[Direction | str, int | None, float]
@@ -53,7 +54,7 @@ def resolve_direction(direction: Direction | str, index: int | None = None, mode
     if isinstance(direction, Direction):
         found, spec_index = direction, None
     else:
-        found, spec_index = load_direction(direction, model=model)
+        found, spec_index = load_any_direction(direction, model=model)
     chosen = index if index is not None else (spec_index if spec_index is not None else 0)
     return found, found._check_index(chosen)
 

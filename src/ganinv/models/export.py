@@ -104,7 +104,8 @@ def rosinality_args(G: Generator, allow_custom_channels: bool = False) -> dict:
                     refuse(f"b{res}.{name} has no noise input")
                 if layer.activation != "lrelu" or tuple(layer.weight.shape[2:]) != (3, 3):
                     refuse(f"b{res}.{name} is not a 3x3 leaky-ReLU convolution")
-                if not torch.allclose(layer.resample_filter.cpu().float(), expected_filter, atol=1e-6):
+                kernel = layer.resample_filter.cpu().float()
+                if kernel.shape != expected_filter.shape or not torch.allclose(kernel, expected_filter, atol=1e-6):
                     refuse(f"b{res}.{name} uses a resample filter other than [1, 3, 3, 1]")
             elif tuple(layer.weight.shape[2:]) != (1, 1):
                 refuse(f"b{res}.{name} is not a 1x1 toRGB")
@@ -124,7 +125,7 @@ def rosinality_args(G: Generator, allow_custom_channels: bool = False) -> dict:
         if not allow_custom_channels:
             widths = ", ".join(f"{r}: {c}" for r, c in sorted(channels.items()))
             refuse(f"its channel widths {{{widths}}} are not rosinality's table (512 up to 32 px, then "
-                   "channel_multiplier x 256/128/64/32/16); allow custom channels to write it anyway")
+                   "channel_multiplier x 256/128/64/32/16); --custom-channels (allow_custom_channels) writes it anyway")
         args["channels"] = {str(r): c for r, c in sorted(channels.items())}
     return args
 
