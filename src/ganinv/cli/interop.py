@@ -162,7 +162,7 @@ def convert_to_rosinality(source: str, out: Path, *, overwrite: bool = False, al
 @click.argument("results", nargs=-1, required=True)
 @click.option("--to", "target", type=click.Choice(["e4e", "nvidia"]), default="e4e", show_default=True,
               help="e4e: latents.pt, a tensor [N, num_ws, w_dim] as encoder4editing's inference saves; "
-                   "nvidia: projected_w.npz with key w [N, num_ws, w_dim] (gen_images.py --projected-w).")
+                   "nvidia: projected_w.npz with key w [N, num_ws, w_dim] (stylegan2-ada-pytorch generate.py --projected-w).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="File to write (latents.pt or projected_w.npz).")
 @model_option
