@@ -176,8 +176,14 @@ def _write_bad(tmp_path, name, writer):
     ("wide_pca.pt", lambda p: torch.save({"comp": torch.ones(3, 1, 512), "mean": torch.zeros(1, 512),
                                           "std": torch.ones(3)}, p), "512-dimensional"),
     ("wide.npz", lambda p: np.savez(p, lat_comp=np.ones((3, 1, 512), np.float32),
-                                    lat_mean=np.zeros((1, 512), np.float32), lat_stdev=np.ones(3, np.float32)),
+                                    lat_mean=np.zeros((1, 512), np.float32), lat_stdev=np.full(3, 2, np.float32)),
      "512-dimensional"),
+    ("stylegan2-ffhq_style_ipca_c80_n1000000.npz",
+     lambda p: np.savez(p, lat_comp=np.ones((3, 1, 32), np.float32), lat_mean=np.zeros((1, 32), np.float32),
+                        lat_stdev=np.full(3, 2, np.float32)), "lives in Z"),
+    ("zdecomp.npz", lambda p: np.savez(p, lat_comp=np.ones((3, 1, 32), np.float32),
+                                       lat_mean=np.zeros((1, 32), np.float32), lat_stdev=np.ones(3, np.float32)),
+     "lives in Z"),
     ("matrix.npy", lambda p: np.save(p, np.ones((3, 32))), r"shape \[w_dim\], \[1, w_dim\]"),
     ("ints.npy", lambda p: np.save(p, np.ones((1, 32), dtype=np.int64)), "floating point"),
     ("objects.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "not a readable"),
@@ -202,10 +208,15 @@ def test_bad_direction_files_give_one_line(G, tmp_path, name, writer, match):
     assert "\n" not in message and name in message
 
 
-def test_z_boundary_accepted_when_declared_w(G, tmp_path):
+def test_z_named_files_accepted_when_declared_w(G, tmp_path):
     np.save(tmp_path / "stylegan_ffhq_age_boundary.npy", _unit(np.random.RandomState(5), 1, G.w_dim))
     d = import_direction(tmp_path / "stylegan_ffhq_age_boundary.npy", G, source_space="w", num_std_samples=NUM_STD)
     assert d.space == "w"
+    comp = _pca_basis(np.random.RandomState(6), 2, G.w_dim)[:, None]
+    for stem in ("stylegan2-ffhq_style_ipca_c80_n1000000_w", "stylegan2-ffhq_style_ipca_c80_n1000000_w_seed3"):
+        np.savez(tmp_path / f"{stem}.npz", lat_comp=comp, lat_mean=np.zeros((1, G.w_dim), np.float32),
+                 lat_stdev=np.array([1.5, 1.2], np.float32))
+        assert len(import_direction(tmp_path / f"{stem}.npz", G, num_std_samples=NUM_STD)) == 2
 
 
 class _Boom:

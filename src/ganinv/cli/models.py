@@ -69,6 +69,8 @@ def convert(source, out, name, fp16, overwrite, target, custom_channels):
     """Convert any supported checkpoint (NVIDIA .pkl, rosinality .pt, native) to a native folder, or any
     model or tuned result to a rosinality .pt (--to rosinality)."""
     if target == "rosinality":
+        if fp16:
+            raise UserError("--fp16 applies to native folders; rosinality files are float32")
         click.echo(convert_to_rosinality(source, out, overwrite=overwrite, allow_custom_channels=custom_channels,
                                          name=name))
         return

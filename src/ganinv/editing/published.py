@@ -5,7 +5,8 @@ Formats read (all in W; each file is untrusted: numpy without pickles, torch wei
 - **InterFaceGAN boundaries** (Shen et al., "Interpreting the Latent Space of GANs for Semantic Face
   Editing", CVPR 2020): ``.npy`` arrays ``[1, w_dim]`` holding the unit normal n of a linear attribute
   boundary; an edit is ``w + a * n``. That repository's ``*_w_boundary.npy`` files are in W; its other
-  StyleGAN/PGGAN boundaries are in Z, which an offset in W cannot express, so they are refused.
+  StyleGAN/PGGAN boundaries are in Z, which an offset in W cannot express, so they are refused (as are
+  GANSpace's Z decompositions, told by their file names or their all-ones ``lat_stdev``).
 - **encoder4editing / ReStyle / PTI direction tensors** (Tov et al., "Designing an Encoder for StyleGAN
   Image Manipulation", 2021): ``interfacegan_directions/*.pt`` holding a tensor ``[1, w_dim]`` (edit
   ``w + a * d``) or ``[1, num_ws, w_dim]`` per ws index (their pose direction); and
@@ -53,6 +54,9 @@ MAX_FILE_BYTES = 64 * 2 ** 20
 # the boundary lives in Z.
 _INTERFACEGAN_Z_NAME = re.compile(r"^(stylegan|pggan)_.+_boundary$")
 _INTERFACEGAN_W_NAME = re.compile(r"_w_boundary$")
+# GANSpace's decompositions: `<model>-<class>_<layer>_<estimator>_c<K>_n<N>[_w][_seed<S>].npz`; without `_w`
+# the components live in Z (and their lat_stdev is all ones).
+_GANSPACE_NAME = re.compile(r"^.+_n\d+(?P<w>_w)?(_seed\d+)?$")
 
 
 @dataclass
@@ -94,8 +98,8 @@ def is_published_file(path: str | os.PathLike) -> bool:
 def read_published_direction(path: str | os.PathLike, source_space: str = "auto") -> PublishedDirection:
     """Read an InterFaceGAN / e4e / GANSpace direction file (see the module docstring).
 
-    `source_space`: 'auto' refuses InterFaceGAN's Z-space boundaries by their file names; 'w' reads any
-    file as a W direction. Raises DirectionError with one line naming the file and the problem."""
+    `source_space`: 'auto' refuses InterFaceGAN's and GANSpace's Z-space files (by their file names, and
+    GANSpace's all-ones lat_stdev); 'w' reads any file as a W direction. Raises DirectionError with one line naming the file and the problem."""
     path = Path(path)
     if source_space not in ("auto", "w"):
         raise DirectionError(f"source_space must be 'auto' or 'w', got {source_space!r}")
@@ -124,6 +128,12 @@ def read_published_direction(path: str | os.PathLike, source_space: str = "auto"
             raise DirectionError(f"{path}: an InterFaceGAN boundary named like this lives in Z (its W boundaries "
                                  "end in _w_boundary.npy); ganinv edits in W, so it cannot be applied (pass "
                                  "source_space='w' / --source-space w if it is a W boundary)")
+    if source_space == "auto" and found.format == "ganspace-npz":
+        match = _GANSPACE_NAME.match(path.stem)
+        if (match and not match.group("w")) or bool((found.source_unit == 1).all()):
+            raise DirectionError(f"{path}: this GANSpace decomposition lives in Z (its name has no _w, or its "
+                                 "lat_stdev is all ones as GANSpace writes for Z); ganinv edits in W (pass "
+                                 "source_space='w' / --source-space w if it is a W decomposition)")
     if not torch.isfinite(found.vectors).all() or not torch.isfinite(found.source_unit).all():
         raise DirectionError(f"{path}: the direction contains NaN or inf")
     norms = found.vectors.flatten(1).norm(dim=1)
