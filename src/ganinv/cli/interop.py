@@ -41,7 +41,8 @@ MAX_PREVIEW_ROWS = 10
 @click.option("--source-space", type=click.Choice(["auto", "w"]), default="auto", show_default=True,
               help="auto refuses InterFaceGAN's Z-space boundaries by their file names; w reads any file as W.")
 @click.option("--strengths", default="-3:3:7", show_default=True, help="Preview columns: START:STOP:COUNT.")
-@click.option("--preview-seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the preview subject.")
+@click.option("--preview-seed", default=0, show_default=True, type=click.IntRange(0),
+              help="Seed of the preview subject.")
 @click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of PNGs.")
 @click.option("--outdir", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for NAME.json, NAME.safetensors and NAME_preview.png.")
@@ -77,7 +78,8 @@ def import_direction_command(file, model, name, layers, source_space, strengths,
             click.echo(f"  {stem}:{i}  {direction.label(i)}  (1 unit = {float(direction.std[i]):.4g} along the "
                        f"vector; their 1.0 = strength {factors[i]:.4g})")
         if len(direction) > MAX_PREVIEW_ROWS:
-            click.echo(f"  ... {len(direction) - MAX_PREVIEW_ROWS} more (the preview shows the first {MAX_PREVIEW_ROWS})")
+            click.echo(f"  ... {len(direction) - MAX_PREVIEW_ROWS} more (the preview shows the first "
+                       f"{MAX_PREVIEW_ROWS})")
 
 
 # ---------------------------------------------------------------------------------- convert --to rosinality
@@ -94,7 +96,8 @@ def _noise_from_result(folder: Path, G) -> dict[str, torch.Tensor]:
         raise UserError(str(e)) from None
     buffers = G.synthesis.noise_buffers()
     for key, value in noise.items():
-        if key not in buffers or tuple(value.shape[-2:]) != tuple(buffers[key].shape) or value.numel() != buffers[key].numel():
+        fits = key in buffers and tuple(value.shape[-2:]) == tuple(buffers[key].shape)
+        if not fits or value.numel() != buffers[key].numel():
             raise UserError(f"{path}: noise map {key!r} {tuple(value.shape)} does not fit the tuned generator")
     return noise
 
@@ -162,7 +165,8 @@ def convert_to_rosinality(source: str, out: Path, *, overwrite: bool = False, al
 @click.argument("results", nargs=-1, required=True)
 @click.option("--to", "target", type=click.Choice(["e4e", "nvidia"]), default="e4e", show_default=True,
               help="e4e: latents.pt, a tensor [N, num_ws, w_dim] as encoder4editing's inference saves; "
-                   "nvidia: projected_w.npz with key w [N, num_ws, w_dim] (stylegan2-ada-pytorch generate.py --projected-w).")
+                   "nvidia: projected_w.npz with key w [N, num_ws, w_dim] (stylegan2-ada-pytorch "
+                   "generate.py --projected-w).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="File to write (latents.pt or projected_w.npz).")
 @model_option

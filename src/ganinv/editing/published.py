@@ -99,7 +99,8 @@ def read_published_direction(path: str | os.PathLike, source_space: str = "auto"
     """Read an InterFaceGAN / e4e / GANSpace direction file (see the module docstring).
 
     `source_space`: 'auto' refuses InterFaceGAN's and GANSpace's Z-space files (by their file names, and
-    GANSpace's all-ones lat_stdev); 'w' reads any file as a W direction. Raises DirectionError with one line naming the file and the problem."""
+    GANSpace's all-ones lat_stdev); 'w' reads any file as a W direction. Raises DirectionError with one
+    line naming the file and the problem."""
     path = Path(path)
     if source_space not in ("auto", "w"):
         raise DirectionError(f"source_space must be 'auto' or 'w', got {source_space!r}")

@@ -49,7 +49,8 @@ def parse_strengths(text: str | float | Sequence[float]) -> list[float]:
 
 
 def resolve_direction(direction: Direction | str, index: int | None = None, model=None) -> tuple[Direction, int]:
-    """(Direction, component index) from a Direction or a spec 'NAME[:i]' / 'PATH[:i]'. An explicit
+    """(Direction, component index) from a Direction or a spec 'NAME[:i]' / 'PATH[:i]' (a ganinv direction
+    file, or a published one read by `published.load_any_direction`). An explicit
     `index` wins over the spec's; the default is component 0."""
     if isinstance(direction, Direction):
         found, spec_index = direction, None
