@@ -153,6 +153,34 @@ def test_ganspace_npz_and_saved_edit_equal_theirs(G, tmp_path):
         import_direction(tmp_path / "light.pkl", tiny_generator(resolution=4))  # its range 2:4 does not fit
 
 
+def test_edits_equal_the_projects_own_functions(G, tmp_path):
+    """Against outputs of InterFaceGAN's linear_interpolate and e4e's ganspace.edit on the same inputs
+    (tests/fixtures/make_published_edit_refs.py)."""
+    ref = np.load(FIXTURES / "published_edits_ref.npz")
+    assert G.num_ws == ref["ws"].shape[1] and G.w_dim == ref["ws"].shape[2]
+    np.save(tmp_path / "attr_w_boundary.npy", ref["boundary"])
+    d = import_direction(tmp_path / "attr_w_boundary.npy", G, num_std_samples=NUM_STD)
+    start, end, steps = ref["distances"]
+    w, wplus = torch.from_numpy(ref["ws"][0, :1]), torch.from_numpy(ref["ws"][:1])
+    for k, distance in enumerate(np.linspace(start, end, int(steps))):
+        ours = d.apply(w, strength_to_reach(d, w, float(distance)))
+        theirs = torch.from_numpy(ref["interfacegan_w"][k]).float()
+        torch.testing.assert_close(ours[0], theirs.expand(G.num_ws, -1), atol=1e-5, rtol=0)
+        ours = d.apply(wplus, source_strength(d, float(distance)))
+        torch.testing.assert_close(ours[0], torch.from_numpy(ref["interfacegan_wplus"][k]).float(), atol=1e-5, rtol=0)
+    torch.save({"mean": torch.from_numpy(ref["mean"]), "comp": torch.from_numpy(ref["comp"]),
+                "std": torch.from_numpy(ref["std"])}, tmp_path / "pca.pt")
+    ws = torch.from_numpy(ref["ws"])
+    edits = ref["edits"]
+    for j, (pca_idx, first, stop, strength) in enumerate(edits):
+        pca_idx, first, stop = int(pca_idx), int(first), int(stop)
+        d = import_direction(tmp_path / "pca.pt", G, layers=f"{first}-{stop - 1}", num_std_samples=NUM_STD)
+        ours = d.apply(ws, strength_to_reach(d, ws, float(strength), pca_idx), pca_idx)
+        for i in range(ws.shape[0]):  # their output lists every edit of the first latent, then the next
+            theirs = torch.from_numpy(ref["e4e_ganspace"][i * len(edits) + j])
+            torch.testing.assert_close(ours[i], theirs, atol=1e-4, rtol=0)
+
+
 def test_strength_unit_is_the_prior_std(G, tmp_path):
     """A GANSpace file whose lat_stdev is our own prior std converts 1:1."""
     rs = np.random.RandomState(4)
