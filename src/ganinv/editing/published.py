@@ -369,7 +369,7 @@ def import_direction(path: str | os.PathLike, model: Any, *, name: str | None = 
         bad = [i for i in found.layers if i >= G.num_ws]
         if bad:
             raise DirectionError(f"{where}: the file's ws indices {found.layers} do not fit "
-                                 f"this model (num_ws={G.num_ws}); give layers explicitly")
+                                 f"this model (num_ws={G.num_ws}); give layers (--layers) explicitly")
         layer_list, layers_from = list(found.layers), "file"
     else:
         layer_list, layers_from = list(range(G.num_ws)), "all (as the file's code applies it)"
