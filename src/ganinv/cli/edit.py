@@ -12,11 +12,13 @@ from .common import (UserError, device_option, load_model_or_fail, model_option,
                      quiet_option, seed_option, set_threads)
 from ..editing import (
     DirectionError, FINDERS, find_directions, interpolate as run_interpolate, interpolation_weights,
-    latent_from_seed, load_direction, mix_latents, parse_strengths, preview_images, safe_file_stem, save_gif,
+    latent_from_seed, mix_latents, parse_strengths, preview_images, safe_file_stem, save_gif,
     save_strip)
 from ..inversion.result import InversionResult, result_model_name
 from ..data.io import save_grid, save_image
 from ..editing.render import edit_sweep_many
+from ..editing.published import load_any_direction
+from .interop import import_direction_command
 from ..utils import parse_layers, write_json
 
 _SEED = re.compile(r"^(?:seed)?(\d+)$")
@@ -30,6 +32,15 @@ class _FindersCommand(click.Command):
     def format_epilog(self, ctx, formatter):
         with formatter.section("Finders"):
             formatter.write_text(_finders_help())
+        with formatter.section("Published directions"):
+            formatter.write_text("ganinv directions import FILE --model M --outdir DIR: read an InterFaceGAN, "
+                                 "e4e or GANSpace file (see ganinv directions import --help)")
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        # `directions import FILE ...` is its own command; every other first word names a finder.
+        if args and args[0] == "import":
+            return import_direction_command.make_context(f"{info_name} import", args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
 
 
 def _strengths(text: str) -> list[float]:
@@ -97,7 +108,7 @@ def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _resolve_direction(spec: str, bundle):
     try:
-        return load_direction(spec, model=bundle)
+        return load_any_direction(spec, model=bundle)
     except DirectionError as e:
         raise UserError(str(e)) from None
 

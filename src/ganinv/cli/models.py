@@ -14,6 +14,7 @@ from .common import (UserError, common_options, load_model_or_fail, output_optio
                      set_threads, trust_card_option)
 from ..models.registry import available_models, default_trust_card, resolve_path
 from ..data.io import save_grid, save_image
+from .interop import convert_to_rosinality
 
 
 @click.command()
@@ -61,9 +62,21 @@ def info(model, as_json):
 @click.option("--name", default=None, help="Model name for the card (default: the file's stem).")
 @click.option("--fp16", is_flag=True, help="Store weights as float16 (half the size).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option("--to", "target", type=click.Choice(["native", "rosinality"]), default="native", show_default=True,
+              help="native: a model folder; rosinality: OUT.pt as rosinality/pSp/e4e/PTI load it (SOURCE may be "
+                   "a PTI/Clone result folder: its tuned generator).")
+@click.option("--custom-channels", is_flag=True,
+              help="rosinality: write channel widths outside rosinality's table too (recorded in args['channels']).")
 @trust_card_option
-def convert(source, out, name, fp16, overwrite):
-    """Convert any supported checkpoint (NVIDIA .pkl, rosinality .pt, native) to a native folder."""
+def convert(source, out, name, fp16, overwrite, target, custom_channels):
+    """Convert any supported checkpoint (NVIDIA .pkl, rosinality .pt, native) to a native folder, or any
+    model or tuned result to a rosinality .pt (--to rosinality)."""
+    if target == "rosinality":
+        if fp16:
+            raise UserError("--fp16 applies to native folders; rosinality files are float32")
+        click.echo(convert_to_rosinality(source, out, overwrite=overwrite, allow_custom_channels=custom_channels,
+                                         name=name))
+        return
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace")
     try:

@@ -14,7 +14,8 @@ import torch
 from ..data.io import save_grid, to_pil
 from ..latent import Latent, as_latent, latent_from_seed
 from ..utils import atomic_path
-from .direction import Direction, load_direction
+from .direction import Direction
+from .published import load_any_direction
 
 # One edit: (direction or 'NAME[:i]', component index or None, strength).
 EditSpec = tuple[Direction | str, int | None, float]
@@ -48,12 +49,13 @@ def parse_strengths(text: str | float | Sequence[float]) -> list[float]:
 
 
 def resolve_direction(direction: Direction | str, index: int | None = None, model=None) -> tuple[Direction, int]:
-    """(Direction, component index) from a Direction or a spec 'NAME[:i]' / 'PATH[:i]'. An explicit
+    """(Direction, component index) from a Direction or a spec 'NAME[:i]' / 'PATH[:i]' (a ganinv direction
+    file, or a published one read by `published.load_any_direction`). An explicit
     `index` wins over the spec's; the default is component 0."""
     if isinstance(direction, Direction):
         found, spec_index = direction, None
     else:
-        found, spec_index = load_direction(direction, model=model)
+        found, spec_index = load_any_direction(direction, model=model)
     chosen = index if index is not None else (spec_index if spec_index is not None else 0)
     return found, found._check_index(chosen)
 
