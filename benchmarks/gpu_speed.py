@@ -1,0 +1,146 @@
+"""Speed on a CUDA device: generator throughput in float32 and float16, and inversion time per image.
+
+Generator: the 256 px paper256 configuration (z/w 512, 8 mapping layers, channel_base 16384, channel_max
+512), mapping + synthesis with constant noise, at each batch size, float32 and float16 (the four
+highest-resolution blocks in half precision with conv_clamp 256, as the official configs do). With
+`--official-repo DIR` (a checkout of NVIDIA's stylegan3 or stylegan2-ada-pytorch repository) the official
+`networks_stylegan2.Generator` of the same configuration is timed interleaved with ours, run by run, on its
+own code path (its CUDA plugins when they build, else its reference path, as it decides), and the ratio of
+medians is printed. Inversion: seconds per image at batch 1 of the encoder, PTI and Clone with their
+defaults on the embedded model's held-out images (model load excluded).
+
+    python benchmarks/gpu_speed.py --device cuda --official-repo .gpu/stylegan3 --json out/gpu_speed.json
+    python benchmarks/gpu_speed.py --device cpu --batches 1 --repeats 1 --min-seconds 0 --methods encoder --num-images 1
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ganinv.inversion import invert
+from ganinv.models.registry import load_model
+from ganinv.models.stylegan2 import Generator
+
+CONFIG_256 = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
+                  mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=16384, channel_max=512))
+HALF = dict(num_fp16_res=4, conv_clamp=256)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def images_per_second(G, batch: int, device: torch.device, min_seconds: float) -> float:
+    """Mapping + synthesis at this batch, repeated for at least `min_seconds` (one pass at least)."""
+    z = torch.randn(batch, G.z_dim, device=device)
+    _sync(device)
+    start, count = time.perf_counter(), 0
+    with torch.no_grad():
+        while True:
+            G.synthesis(G.mapping(z, None), noise_mode="const")
+            count += 1
+            _sync(device)
+            if time.perf_counter() - start >= min_seconds:
+                break
+    return batch * count / (time.perf_counter() - start)
+
+
+def official_generator(repo: str, half: bool):
+    """The official implementation's Generator of the same configuration (random weights)."""
+    sys.path.insert(0, str(Path(repo).resolve()))
+    networks = importlib.import_module("training.networks_stylegan2")
+    synthesis = dict(CONFIG_256["synthesis_kwargs"], **(HALF if half else {}))
+    return networks.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
+                              mapping_kwargs=dict(num_layers=8), **synthesis)
+
+
+def generator_rows(device: torch.device, batches: list[int], precisions: list[str], repeats: int,
+                   min_seconds: float, official_repo: str | None) -> list[dict]:
+    rows = []
+    for precision in precisions:
+        half = precision == "fp16"
+        torch.manual_seed(0)
+        synthesis = dict(CONFIG_256["synthesis_kwargs"], **(HALF if half else {}))
+        ours = Generator(**dict(CONFIG_256, synthesis_kwargs=synthesis)).eval().to(device)
+        official = official_generator(official_repo, half).eval().to(device) if official_repo else None
+        for batch in batches:
+            timed = {"ours": [], "official": []}
+            nets = {"ours": ours, "official": official}
+            for name, net in nets.items():
+                if net is not None:
+                    images_per_second(net, batch, device, 0.0)  # warm-up (plugin build, cuDNN autotune)
+            for _ in range(repeats):
+                for name, net in nets.items():
+                    if net is not None:
+                        timed[name].append(images_per_second(net, batch, device, min_seconds))
+            row = {"config": "256px", "precision": precision, "batch": batch, "device": str(device),
+                   "img_per_s": statistics.median(timed["ours"])}
+            if official is not None:
+                row["official_img_per_s"] = statistics.median(timed["official"])
+                row["ratio_vs_official"] = statistics.median(o / r for o, r in zip(timed["ours"], timed["official"]))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def inversion_rows(device: torch.device, model_name: str, methods: list[str], num_images: int) -> list[dict]:
+    model = load_model(model_name, device=device)
+    images = model.heldout[:num_images].to(device)
+    rows = []
+    for method in methods:
+        if method == "encoder" and model.encoder is None:
+            continue
+        invert(model, images[:1], method, device=device)  # warm-up
+        seconds, psnr = [], []
+        for i in range(len(images)):
+            _sync(device)
+            start = time.perf_counter()
+            result = invert(model, images[i:i + 1], method, device=device)
+            _sync(device)
+            seconds.append(time.perf_counter() - start)
+            psnr.append(result.metrics["psnr"][0])
+        row = {"model": model_name, "method": method, "device": str(device), "images": len(images),
+               "seconds_per_image": statistics.median(seconds), "psnr_median": statistics.median(psnr)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--precisions", default="fp32,fp16")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=0.5)
+    parser.add_argument("--official-repo", default=None, help="checkout of NVIDIA's stylegan3 / stylegan2-ada-pytorch")
+    parser.add_argument("--model", default="emoji64")
+    parser.add_argument("--methods", default="encoder,pti,clone")
+    parser.add_argument("--num-images", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
+    print(json.dumps(info), flush=True)
+    generator = generator_rows(device, [int(b) for b in args.batches.split(",")], args.precisions.split(","),
+                               args.repeats, args.min_seconds, args.official_repo)
+    inversion = inversion_rows(device, args.model, [m for m in args.methods.split(",") if m], args.num_images)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"info": info, "generator": generator, "inversion": inversion}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

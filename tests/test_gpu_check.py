@@ -1,0 +1,67 @@
+"""The GPU checklist (scripts/gpu_check.sh) as a dry run on the CPU, and the checkpoint packing it uses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_train import _tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import pack_run  # noqa: E402
+
+
+def _train(data: Path, run: Path, steps: int) -> None:
+    from click.testing import CliRunner
+    from ganinv.cli import main
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--outdir", str(run), "--max-steps", str(steps),
+                                       "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-base", "128",
+                                       "--channel-max", "16", "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+
+
+def test_dry_run_leaves_logs_speed_samples_and_a_resumable_packed_checkpoint(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cpu", "--dry-run",
+                           "--data", str(data), "--out", str(out), "--budget", "400"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "log.txt").read_text()
+    for step in ("tests", "speed", "train"):
+        assert f"{step} exit=0" in log, log
+    speed = json.loads((out / "gpu_speed.json").read_text())
+    assert speed["generator"][0]["img_per_s"] > 0 and speed["inversion"][0]["method"] == "encoder"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and (out / "samples.png").is_file()  # what a lent machine hands back
+    run = tmp_path / "resumed"
+    pack_run.unpack(out / "packed", run)
+    _train(data, run, steps=5)  # five more steps after the dry run's three
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert int(state["step_index"]) == 8
+
+
+def test_pack_reduces_until_it_fits_and_unpack_restores_float32(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    _train(data, run, steps=2)
+    full = (run / "checkpoint.pt").stat().st_size / 2 ** 20
+    manifest = pack_run.pack(run, tmp_path / "packed", part_mb=0.05, max_total_mb=0.8 * full)
+    assert manifest["level"] != "float32" and len(manifest["parts"]) > 1
+    original = torch.load(run / "checkpoint.pt", weights_only=True)
+    restored = torch.load(pack_run.unpack(tmp_path / "packed", tmp_path / "back"), weights_only=True)
+    for key, value in original["G"].items():
+        assert restored["G"][key].dtype == value.dtype
+        assert torch.allclose(restored["G"][key], value, atol=1e-2, rtol=1e-2)
+    (tmp_path / "packed" / "checkpoint.part01").write_bytes(b"truncated")
+    with pytest.raises(SystemExit, match="sha256"):
+        pack_run.unpack(tmp_path / "packed", tmp_path / "again")
+    with pytest.raises(SystemExit, match="even reduced"):
+        pack_run.pack(run, tmp_path / "tiny", max_total_mb=0.001)
