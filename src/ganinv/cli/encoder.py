@@ -9,6 +9,7 @@ import torch
 from .common import (UserError, apply_threads, common_options, config_for_run_or_fail, dataset_option,
                      learning_rate_option, load_model_or_fail, model_option, options, quiet_option, training_options)
 from ..models.registry import resolve_device
+from ..train import distributed
 from ..train.encoder_trainer import (CHECKPOINT_FILE, EncoderTrainConfig, train_encoder as run_training,
 trainer_for_model)
 from ..train.classifier import load_classifier
@@ -79,7 +80,7 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
 
     apply_threads(threads)
     try:
-        device = resolve_device(device)
+        device = distributed.init_from_environment(resolve_device(device))
     except ValueError as e:
         raise UserError(str(e)) from None
     config = EncoderTrainConfig(
@@ -102,7 +103,7 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
                                     init_encoder=init_encoder, lpips_dir=lpips_dir)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
-    log = (lambda text: click.echo(text, err=True)) if not quiet else None
+    log = (lambda text: click.echo(text, err=True)) if not quiet and distributed.is_main() else None
     if log:
         log(f"encoder for {bundle.name} ({bundle.G.img_resolution}px, num_ws={bundle.G.num_ws}); run folder {outdir}; "
             f"device {device}, {torch.get_num_threads()} threads; LPIPS {trainer.lpips_note}")

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 import torch
 
+from .batch import batch_options, run_batch, wants_batch
+from ..batch import VIDEO_SUFFIXES
 from .common import (UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option,
                      set_threads)
 from ..inversion import METHODS, invert as run_invert
@@ -53,7 +55,7 @@ def _load_real_dir(real_dir: Path, G) -> torch.Tensor:
     return torch.cat(images)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", *VIDEO_SUFFIXES)
 
 
 def _expand_images(paths) -> list[Path]:
@@ -117,11 +119,13 @@ class _MethodsCommand(click.Command):
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th of N interleaved slices of the image list (1-based), so N processes "
                    "or machines can share one batch and OUTDIR.")
+@batch_options
 @device_option
 @seed_option
 @quiet_option
 def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
-           lpips_dir, outdir, overwrite, skip_existing, shard, device, seed, quiet, encoder_path=None):
+           lpips_dir, outdir, overwrite, skip_existing, shard, engine, address, num_workers, gpus_per_worker,
+           threads_per_worker, every_frame, max_frames, device, seed, quiet, encoder_path=None):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
     OUTDIR/<image stem>/ per image."""
     from tqdm import tqdm
@@ -150,6 +154,12 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     if overwrite and skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pick one")
     shard_spec = _parse_shard(shard)
+    paths = _expand_images(images)
+    if wants_batch(engine, paths):
+        return run_batch(paths, model=model, method=method, settings=settings, outdir=outdir, engine=engine,
+                         address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                         threads_per_worker=threads_per_worker, every_frame=every_frame, max_frames=max_frames,
+                         device=device, seed=seed, fit=fit, quiet=quiet, encoder=encoder_path)
     bundle = load_model_or_fail(model, device)
     G = bundle.G
     if encoder_path is not None:
@@ -161,7 +171,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0
     stems: dict[str, int] = {}
-    for index, path in enumerate(_expand_images(images)):
+    for index, path in enumerate(paths):
         stem = path.stem
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:

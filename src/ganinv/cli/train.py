@@ -10,6 +10,7 @@ from .common import (UserError, apply_threads, common_options, config_for_run_or
                      learning_rate_option, output_options, quiet_option, seed_option, threads_option,
                      training_options)
 from ..models.registry import resolve_device
+from ..train import distributed
 from ..train.augment import parse_policy
 from ..train.trainer import CHECKPOINT_FILE, TrainConfig, load_training_data, train
 from ..train.classifier import train_classifier_on_dataset
@@ -56,7 +57,7 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
     apply_threads(threads)
     try:
         parse_policy(augment)
-        device = resolve_device(device)
+        device = distributed.init_from_environment(resolve_device(device))
     except ValueError as e:
         raise UserError(str(e)) from None
     config = TrainConfig(z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers, channel_base=channel_base,
@@ -72,7 +73,7 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
         data = load_training_data(data_dir, config.label_key)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
-    log = (lambda text: click.echo(text, err=True)) if not quiet else None
+    log = (lambda text: click.echo(text, err=True)) if not quiet and distributed.is_main() else None
     if log:
         log(f"training on {len(data.images)} images {data.images.shape[1:]} from {data_dir}; run folder {outdir}; "
             f"device {device}, {torch.get_num_threads()} threads")

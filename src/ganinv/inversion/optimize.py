@@ -61,6 +61,11 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     n = target.shape[0]
     G = frozen_view(G)  # gradients reach only our latents and noise maps; the caller's G stays as it is
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
+
+    def draw(*shape: int) -> torch.Tensor:
+        # One draw per step, shared by the batch: image i of a batch sees the random numbers a batch of
+        # one would, so batching changes only the speed, not the results.
+        return torch.randn([1, *shape], generator=gen).repeat(n, *[1] * len(shape)).to(device)
     w_avg, w_std = w_stats(G)
     loss_fn = build_objective(s, D=D, lpips_dir=lpips_dir).to(device)
     noise_reg = NoiseRegularization()
@@ -70,7 +75,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     if space == "z":
         if init_ws is not None:
             raise ValueError("init_ws cannot start an optimization in Z; use space 'w' or 'w+'")
-        z_param = torch.randn([n, G.z_dim], generator=gen).to(device).requires_grad_(True)
+        z_param = draw(G.z_dim).requires_grad_(True)
         params = [z_param]
     else:
         if init_ws is not None:
@@ -93,7 +98,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         # Starting from the model's own constant noise keeps the start point an image the model makes.
         noise = {name: (buf.detach().reshape(1, 1, *buf.shape).repeat(n, 1, 1, 1).clone().to(device)
                         if s["noise_init"] == "const"
-                        else torch.randn([n, 1, *buf.shape], generator=gen).to(device)).requires_grad_(True)
+                        else draw(1, *buf.shape)).requires_grad_(True)
                  for name, buf in noise_bufs.items()}
         params += list(noise.values())
     optimizer = torch.optim.Adam(params, betas=(0.9, 0.999), lr=s["learning_rate"])
@@ -103,7 +108,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
             return G.mapping(z_param, None, update_w_avg=False)
         w = w_param
         if noise_scale > 0:
-            w = w + torch.randn(w.shape, generator=gen).to(device) * noise_scale
+            w = w + draw(*w.shape[1:]) * noise_scale
         return w.repeat(1, G.num_ws, 1) if space == "w" else w
 
     best_loss = torch.full([n], float("inf"), device=device)

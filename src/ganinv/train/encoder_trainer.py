@@ -38,6 +38,7 @@ from torch import nn
 from ..models.encoder import Encoder, load_encoder, restyle, save_encoder
 from ..losses import build_reconstruction_loss, frozen_parameters
 from ..utils import adam
+from . import distributed
 from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
 from ..metrics import WeightsUnavailable, find_lpips_weights
 from ..data.dataset import images_to_tensor, load_dataset
@@ -175,7 +176,9 @@ class EncoderTrainer:
         self.eval_images = None if eval_images is None else eval_images.to(self.device)
 
         torch.manual_seed(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        # Under torchrun every process draws its own batches (ganinv.train.distributed); process 0 draws
+        # what a single-process run would.
+        self.generator = torch.Generator().manual_seed(distributed.process_seed(config.seed))
         if init_encoder is not None:
             self.encoder = Encoder(**init_encoder.init_kwargs).to(self.device)
             self.encoder.load_state_dict(init_encoder.state_dict())
@@ -188,6 +191,8 @@ class EncoderTrainer:
             self.encoder = Encoder.for_generator(self.G, **config.architecture)
         self.encoder.train().requires_grad_(True)
         self.latent_d = LatentDiscriminator(G.w_dim).to(self.device)
+        distributed.broadcast_module(self.encoder)
+        distributed.broadcast_module(self.latent_d)
         self.optimizer = adam(self.encoder.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
         self.d_optimizer = adam(self.latent_d.parameters(), lr=config.latent_d_learning_rate,
                                 betas=(0.9, 0.99))
@@ -301,6 +306,7 @@ class EncoderTrainer:
             raise FloatingPointError(f"non-finite encoder loss at step {self.step_index}; the last checkpoint is kept")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        distributed.average_gradients(self.encoder)
         self.optimizer.step()
         stats["loss"] = float(total.detach())
         stats["psnr"] = float((10 * torch.log10(4 / (reconstruction.detach().clamp(-1, 1) - target)
@@ -338,6 +344,7 @@ class EncoderTrainer:
             loss = loss + c.r1_gamma / 2 * r1
         self.d_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.latent_d)
         self.d_optimizer.step()
         return {"latent_d": float(loss.detach()), "latent_r1": float(r1.detach())}
 
@@ -421,6 +428,8 @@ class EncoderTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.generator.set_state(state["rng"])
+        if distributed.rank() > 0:  # the checkpoint holds process 0's random state
+            self.generator.manual_seed(distributed.process_seed(self.config.seed) + int(state["step_index"]))
         self.order = state["order"].clone()
         self.position = int(state["position"])
         self.pool = state["pool"].to(self.device).clone()

@@ -11,7 +11,9 @@ A trainer supplies what is particular to it: `step()` trains one batch and retur
   moment leaves either the previous or the new checkpoint, never a partial one;
 - snapshots each time the count crosses a multiple of `snapshot_every`, and once more when the loop ends:
   the checkpoint, the trainer's own artifacts and a line of `RUN/stats.jsonl`;
-- a progress bar (tqdm) and the throughput in count units per second, measured over windows of 10 s.
+- a progress bar (tqdm) and the throughput in count units per second, measured over windows of 10 s;
+- under torchrun (`ganinv.train.distributed`), files and the progress bar on process 0 only, and every
+  stop decision taken by all processes together, so they always run the same number of steps.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from ..utils import atomic_path, write_json
+from . import distributed
 
 CHECKPOINT_FILE = "checkpoint.pt"
 STATS_FILE = "stats.jsonl"
@@ -200,10 +203,13 @@ class TrainingLoop:
         return True
 
     def write_config(self, config: dict) -> None:
-        write_json(self.run_dir / CONFIG_FILE, config)
+        if distributed.is_main():
+            write_json(self.run_dir / CONFIG_FILE, config)
 
     def snapshot(self) -> None:
         """Checkpoint (atomic), the trainer's artifacts and one stats line, for the current state."""
+        if not distributed.is_main():
+            return
         evaluation = self.evaluate() if self.evaluate is not None else {}
         self.trainer.save_checkpoint(self.checkpoint)
         if self.artifacts is not None:
@@ -221,7 +227,7 @@ class TrainingLoop:
         self.steps_done = 0
         self.rate = 0.0
         bar = tqdm(total=self.total, initial=count, unit=self.unit, unit_scale=self.unit_scale,
-                   disable=not self.progress, mininterval=2.0, dynamic_ncols=True)
+                   disable=not (self.progress and distributed.is_main()), mininterval=2.0, dynamic_ncols=True)
         started = time.perf_counter()
         window_start, window_count = started, 0
         reason = "total"
@@ -231,13 +237,14 @@ class TrainingLoop:
                     if count >= self.total:
                         reason = "total"
                         break
-                    if self.stop.requested:
+                    if distributed.any_process(self.stop.requested, trainer.device):
                         reason = "stop_requested"
                         break
                     if max_steps is not None and self.steps_done >= max_steps:
                         reason = "max_steps"
                         break
-                    if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                    if max_seconds is not None and distributed.any_process(
+                            time.perf_counter() - started >= max_seconds, trainer.device):
                         reason = "max_seconds"
                         break
                     step_started = time.perf_counter()

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..data.io import save_grid
 from ..models.stylegan2 import Discriminator, Generator
 from ..utils import adam
+from . import distributed
 from .augment import diff_augment, parse_policy
 from .loop import CHECKPOINT_FILE, RunConfig, TrainingLoop, read_state, save_state
 from ..data.dataset import load_dataset
@@ -135,6 +136,8 @@ class Trainer:
         images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
         self.images = images.contiguous()  # uint8 NCHW, converted per batch
         self.num_images = len(images)
+        # Under torchrun each process trains on its share of every batch (see ganinv.train.distributed).
+        self.local_batch = distributed.local_share(config.batch_size, "batch size")
         if self.num_images < config.batch_size:
             raise ValueError(f"{self.num_images} training images is fewer than one batch ({config.batch_size})")
         self.resolution = int(images.shape[2])
@@ -152,8 +155,12 @@ class Trainer:
         self.ema_kimg = config.ema_kimg if config.ema_kimg is not None else config.batch_size * 10 / 32
 
         torch.manual_seed(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(distributed.process_seed(config.seed))
         self.G, self.D = build_networks(config, self.resolution, self.channels, self.c_dim, self.device)
+        distributed.broadcast_module(self.G)
+        distributed.broadcast_module(self.D)
+        if distributed.rank() > 0:
+            torch.manual_seed(distributed.process_seed(config.seed))  # noise maps differ per process
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.G.train()
         self.D.train()
@@ -193,7 +200,7 @@ class Trainer:
         return torch.cat(parts)
 
     def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = self._next_indices(self.config.batch_size)
+        idx = self._next_indices(self.local_batch)
         img = self.images[idx].to(self.device, torch.float32) / 127.5 - 1
         if self.config.mirror:
             flip = torch.rand([len(idx)], generator=self.generator) < 0.5
@@ -233,7 +240,7 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """Train one batch: a D step (with lazy R1), a G step (with lazy path-length reg), EMA."""
         cfg = self.config
-        batch = cfg.batch_size
+        batch = self.local_batch
         stats: dict[str, float] = {}
         real, real_c = self._real_batch()
         gen_c = self._fake_labels(batch)
@@ -261,6 +268,7 @@ class Trainer:
             stats["r1_penalty"] = float(penalty.detach().mean())
         loss_D.backward()
         self._sanitize(self.D)
+        distributed.average_gradients(self.D)
         self.opt_D.step()
 
         # Generator: softplus(-D(G(z))) through the updated D, on the fakes generated above.
@@ -271,6 +279,7 @@ class Trainer:
         stats["loss_G"] = float(loss_G.detach())
         loss_G.backward()
         self._sanitize(self.G)
+        distributed.average_gradients(self.G)
         self.opt_G.step()
         del fake, ws
 
@@ -281,15 +290,16 @@ class Trainer:
             if not math.isfinite(stats[key]):
                 raise FloatingPointError(f"{key} became {stats[key]} at step {self.step_index} "
                                          f"({self.kimg:.1f} kimg); the last checkpoint is kept")
-        self.num_images_seen += batch
+        self.num_images_seen += cfg.batch_size
         self.step_index += 1
+        distributed.average_buffers(self.G.mapping)  # w_avg tracks every process's latents
         self._update_ema()
         return stats
 
     def _path_length_step(self) -> float:
         """Path-length regularization (StyleGAN2 section 3.2), lazily every pl_interval steps."""
         cfg = self.config
-        count = max(cfg.batch_size // 2, 1)
+        count = max(self.local_batch // 2, 1)
         self.opt_G.zero_grad(set_to_none=True)
         ws = self._mapping(self._latents(count), self._fake_labels(count), update_w_avg=False)
         img = self.G.synthesis(ws, noise_mode="random")
@@ -297,10 +307,11 @@ class Trainer:
             img.shape[2] * img.shape[3])
         (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
-        self.pl_mean = self.pl_mean.lerp(lengths.mean().detach(), cfg.pl_decay)
+        self.pl_mean = self.pl_mean.lerp(distributed.average_scalar(lengths.mean().detach()), cfg.pl_decay)
         penalty = (lengths - self.pl_mean).square()
         (penalty.mean() * cfg.pl_weight * cfg.pl_interval + img[:, 0, 0, 0].mean() * 0).backward()
         self._sanitize(self.G)
+        distributed.average_gradients(self.G)
         self.opt_G.step()
         return float(penalty.detach().mean())
 
@@ -366,6 +377,11 @@ class Trainer:
         self.num_images_seen = int(state["num_images_seen"])
         self.training_seconds = float(state["training_seconds"])
         self.pl_mean = state["pl_mean"].to(self.device)
+        if distributed.rank() > 0:
+            # The checkpoint holds process 0's random state: the others draw their own from here on.
+            seed = distributed.process_seed(self.config.seed) + self.step_index
+            self.generator.manual_seed(seed)
+            torch.manual_seed(seed)
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the one rolling resume checkpoint atomically."""
