@@ -72,6 +72,8 @@ def finder_settings(name: str) -> dict:
         "ganspace": dict(num=4, num_samples=2000, **common),
         "interfacegan": dict(labeller=brightness_labeller, num_samples=300, **common),
         "stylespace": dict(labeller=brightness_labeller, num=3, num_samples=200, **common),
+        "voynov": dict(num=3, steps=30, batch_size=12, **common),
+        "steerability": dict(transformations="brightness,shift_x", steps=20, **common),
     }[name]
 
 
@@ -84,7 +86,7 @@ def found(G) -> dict[str, Direction]:
 
 
 def test_registry_is_explicit_and_complete():
-    assert list(E.FINDERS) == ["sefa", "ganspace", "interfacegan", "stylespace"]
+    assert list(E.FINDERS) == ["sefa", "ganspace", "interfacegan", "stylespace", "voynov", "steerability"]
     for name, spec in E.FINDERS.items():
         assert spec.name == name and callable(spec.find) and spec.summary and spec.paper
         # What the entry says it takes, its defaults hold.
@@ -522,6 +524,8 @@ def test_cli_directions_runs_every_finder_from_its_entry(model_dir, tmp_path, na
     args = ["directions", name, "--model", model_dir, "--outdir", tmp_path / "out", "--num", "2", "--name", "d"]
     if spec.samples_prior:
         args += ["--num-samples", "40"]
+    if "steps" in spec.defaults:
+        args += ["--steps", "5"]
     r = _invoke(args + (["--labels", labels] if spec.needs_labels else []))
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "d.json").is_file()

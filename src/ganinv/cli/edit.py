@@ -126,6 +126,8 @@ def _resolve_direction(spec: str, bundle):
               help="User labels instead of the classifier: JSON {seed: 1 or 0}.")
 @click.option("--num-samples", type=click.IntRange(10), default=None,
               help="Prior samples to label (interfacegan, stylespace) or for the PCA (ganspace).")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Training steps of a finder that trains (voynov, steerability); its default if omitted.")
 @click.option("--normalize/--no-normalize", default=True, show_default=True,
               help="SeFa: unit-length weight rows (official); --no-normalize is rosinality's variant.")
 @click.option("--classifier", "linear_classifier", type=click.Choice(["logistic", "svm"]), default="logistic",
@@ -145,7 +147,7 @@ def _resolve_direction(spec: str, bundle):
 @device_option
 @seed_option
 @quiet_option
-def directions(method, model, layers, num, attribute, labels_file, num_samples, normalize, linear_classifier,
+def directions(method, model, layers, num, attribute, labels_file, num_samples, steps, normalize, linear_classifier,
                ranking, conditions, name, strengths, preview_seed, upscale, outdir, overwrite, device, seed, quiet):
     """Find editing directions with METHOD and save them (+ a preview: rows = components, cols = strengths)."""
     set_threads()
@@ -159,9 +161,13 @@ def directions(method, model, layers, num, attribute, labels_file, num_samples, 
         settings["num"] = num
     if "normalize" in spec.defaults:
         settings["normalize"] = normalize
+    if steps is not None:
+        if "steps" not in spec.defaults:
+            raise UserError(f"--steps does not apply to {method} (it trains nothing)")
+        settings["steps"] = steps
     if num_samples is not None:
         if not spec.samples_prior:
-            raise UserError(f"--num-samples does not apply to {method} (it reads the weights only)")
+            raise UserError(f"--num-samples does not apply to {method}")
         settings["num_samples"] = num_samples
     if spec.needs_labels:
         if labels_file is not None:

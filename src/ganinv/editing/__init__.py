@@ -5,6 +5,8 @@ Finders (explicit registry `FINDERS`, one module each):
     ganspace      Härkönen et al., NeurIPS 2020: principal components of W (unsupervised)
     interfacegan  Shen et al., CVPR 2020: normal of a linear attribute boundary in W (labels needed)
     stylespace    Wu et al., CVPR 2021: single style channels that control an attribute (labels needed)
+    voynov        Voynov & Babenko, ICML 2020: directions a reconstructor can tell apart (unsupervised)
+    steerability  Jahanian et al., ICLR 2020: linear walks for zoom, shift, brightness, colour (self-supervised)
 
 Typical use::
 
@@ -38,7 +40,9 @@ from .ops import (Latent, analogy, analogy_latent, as_latent, interpolate, inter
 from .render import (edit, edit_many, edit_sweep, parse_strengths, preview_images,  # noqa: F401
                      resolve_direction, save_gif, save_strip)
 from .sefa import find_sefa_directions, sefa_eigen, sefa_weight_matrix  # noqa: F401
+from .steerability import find_steerability_directions, measure_walk  # noqa: F401
 from .stylespace import find_stylespace_directions, style_layout  # noqa: F401
+from .voynov import find_voynov_directions  # noqa: F401
 from ..models.registry import load_model
 
 
@@ -51,6 +55,7 @@ class FinderSpec:
     - `samples_prior`: it draws prior samples (`num_samples`); False for closed-form finders that read
       the weights only.
     - `takes_conditions`: it can be made orthogonal to other directions (`conditions`).
+    - a finder that trains something has a `steps` setting (voynov, steerability).
     The other settings it takes are the keys of `defaults` (e.g. `num`, `normalize`, `ranking`).
     """
 
@@ -88,6 +93,20 @@ FINDERS: dict[str, FinderSpec] = {
              num_std_samples=10_000, seed=0),
         "single style channels ranked for an attribute (mean difference or classifier gradient)",
         "Wu, Lischinski & Shechtman, StyleSpace Analysis, CVPR 2021", needs_labels=True),
+    "voynov": FinderSpec(
+        "voynov", find_voynov_directions,
+        dict(layers="all", num=16, steps=800, batch_size=24, shift_scale=3.0, learning_rate=1e-3,
+             num_std_samples=10_000, seed=0),
+        "directions trained jointly with a reconstructor that must tell which one moved an image",
+        "Voynov & Babenko, Unsupervised Discovery of Interpretable Directions in the GAN Latent Space, ICML 2020",
+        samples_prior=False),
+    "steerability": FinderSpec(
+        "steerability", find_steerability_directions,
+        dict(layers="all", transformations="all", steps=300, batch_size=16, learning_rate=0.01,
+             num_std_samples=10_000, seed=0),
+        "linear walks learned to reproduce zoom, shifts, brightness and colour shifts of the image",
+        "Jahanian, Chai & Isola, On the 'steerability' of generative adversarial networks, ICLR 2020",
+        samples_prior=False),
 }
 
 
@@ -96,7 +115,7 @@ def list_finders() -> list[str]:
 
 
 def find_directions(method: str, model, **settings) -> Direction:
-    """Run the finder `method` ('sefa', 'ganspace', 'interfacegan', 'stylespace') on a Model or a
+    """Run the finder `method` (a key of FINDERS: 'sefa', 'ganspace', 'interfacegan', ...) on a Model or a
     generator; `settings` override the finder's defaults (see FINDERS[method].defaults)."""
     if method not in FINDERS:
         raise ValueError(f"unknown direction finder {method!r}; choose from {', '.join(FINDERS)}")

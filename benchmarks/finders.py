@@ -1,0 +1,146 @@
+"""Every direction finder side by side: how much an edit changes its attribute, and how much the rest.
+
+For each finder in `ganinv.editing.FINDERS` the script finds directions on the model (supervised finders
+on each of the model's classifier heads' first attributes), then edits `--num-samples` seeded prior
+latents by +/- `--strength` along each component and asks the model's classifier what changed: per head
+the total-variation distance between its class distributions before and after (0 = untouched, 1 =
+entirely different). The target head is the attribute a supervised direction was fit on, and for
+unsupervised ones the head the component changes most. Reported per finder (median over components):
+the target head's change, the mean change of the other heads, their ratio (selectivity: higher = more
+disentangled) and the mean absolute pixel change. Steerability walks are also measured against the
+transformation they were asked for (image registration; `ganinv.editing.measure_walk`).
+
+    python benchmarks/finders.py --model fashion32 --json out/finders_fashion32.json
+    python benchmarks/finders.py --model emoji64 --finders sefa,ganspace,voynov --num 8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ganinv.editing import FINDERS, find_directions, measure_walk, sample_prior_ws
+from ganinv.editing.interfacegan import classifier_heads
+from ganinv.models.registry import load_model
+
+
+def edited_images(model, direction, ws: torch.Tensor, strength: float, index: int) -> torch.Tensor:
+    with torch.no_grad():
+        if direction.space == "s":  # StyleSpace edits offset the styles, not ws
+            offsets = direction.style_offsets(strength, index=index)
+            return model.G.synthesis(ws, noise_mode="const", style_offsets=offsets).clamp(-1, 1)
+        return model.G.synthesis(direction.apply(ws, strength, index=index), noise_mode="const").clamp(-1, 1)
+
+
+def head_changes(model, ws: torch.Tensor, after: torch.Tensor) -> tuple[dict[str, float], float]:
+    """Per classifier head, the mean total-variation distance between its class distributions on the
+    original latents' images and `after`; and the mean absolute pixel change."""
+    with torch.no_grad():
+        before = model.G.synthesis(ws, noise_mode="const").clamp(-1, 1)
+        a, b = model.classifier(before), model.classifier(after)
+    changes = {head: float(0.5 * (a[head].softmax(1) - b[head].softmax(1)).abs().sum(1).mean()) for head in a}
+    return changes, float((after - before).abs().mean())
+
+
+def finder_settings(name: str, model, args) -> list[dict]:
+    spec = FINDERS[name]
+    base = {"num_std_samples": 5000}
+    if "num" in spec.defaults:
+        base["num"] = args.num
+    if name == "voynov":
+        base.update(steps=args.voynov_steps, num=max(args.num, 2))
+    if name == "steerability":
+        base.update(steps=args.steerability_steps)
+    if not spec.needs_labels:
+        return [base]
+    heads = classifier_heads(model)
+    out = []
+    for head, classes in heads.items():
+        if len(classes) < 2:
+            continue
+        if len(classes) == 2:
+            attribute = f"{head}:{classes[1]}"
+        else:
+            attribute = f"{head}:{classes[0]}"
+        out.append({**base, "attribute": attribute})
+    return out[:args.max_attributes]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="fashion32")
+    parser.add_argument("--finders", default=",".join(FINDERS))
+    parser.add_argument("--num", type=int, default=6, help="components per unsupervised finder")
+    parser.add_argument("--strength", type=float, default=2.0)
+    parser.add_argument("--num-samples", type=int, default=64)
+    parser.add_argument("--max-attributes", type=int, default=3, help="attributes per supervised finder")
+    parser.add_argument("--voynov-steps", type=int, default=800)
+    parser.add_argument("--steerability-steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    if model.classifier is None:
+        raise SystemExit(f"model {model.name} has no classifier to measure edits with")
+    ws = sample_prior_ws(model.G, args.num_samples, seed=1234)
+    rows, walks = [], []
+    for name in args.finders.split(","):
+        for settings in finder_settings(name, model, args):
+            started = time.perf_counter()
+            direction = find_directions(name, model, **settings)
+            seconds = time.perf_counter() - started
+            for index in range(len(direction)):
+                changes = {}
+                pixels = []
+                for sign in (-1.0, 1.0):
+                    delta, pixel = head_changes(model, ws, edited_images(model, direction, ws, sign * args.strength,
+                                                                         index))
+                    pixels.append(pixel)
+                    for head, value in delta.items():
+                        changes[head] = changes.get(head, 0.0) + value / 2
+                attribute = direction.settings.get("attribute")
+                target = str(attribute).split(":")[0] if attribute else max(changes, key=changes.get)
+                others = [v for h, v in changes.items() if h != target]
+                other = statistics.mean(others) if others else 0.0
+                rows.append({"finder": name, "direction": direction.name, "component": index,
+                             "label": direction.label(index), "target_head": target,
+                             "target_change": changes[target], "other_change": other,
+                             "selectivity": changes[target] / max(other, 1e-6),
+                             "pixel_change": statistics.mean(pixels), "find_seconds": seconds})
+            if name == "steerability":
+                for index, kind in enumerate(direction.labels):
+                    walks.extend(measure_walk(model.G, direction, index, kind, num_samples=16))
+    print(f"\n{model.name}: edits of {args.num_samples} prior samples at strength +/-{args.strength} "
+          f"(total-variation change of the classifier's heads; median over components)")
+    print(f"{'finder':13} {'comps':>5} {'target':>7} {'others':>7} {'select.':>8} {'pixels':>7} {'find s':>7}")
+    summary = []
+    for name in dict.fromkeys(r["finder"] for r in rows):
+        mine = [r for r in rows if r["finder"] == name]
+        entry = {"finder": name, "components": len(mine),
+                 **{key: statistics.median(r[key] for r in mine)
+                    for key in ("target_change", "other_change", "selectivity", "pixel_change")},
+                 "find_seconds": statistics.median(r["find_seconds"] for r in mine)}
+        summary.append(entry)
+        print(f"{name:13} {entry['components']:5d} {entry['target_change']:7.3f} {entry['other_change']:7.3f} "
+              f"{entry['selectivity']:8.2f} {entry['pixel_change']:7.3f} {entry['find_seconds']:7.1f}")
+    if walks:
+        print("\nsteerability: requested vs achieved transformation (median over samples)")
+        for w in walks:
+            print(f"  {w['transformation']:10} alpha {w['alpha']:+.1f}: requested {w['requested']:+.3f} "
+                  f"achieved {w['achieved_median']:+.3f} (|error| {w['abs_error_median']:.3f})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "model": model.name, "strength": args.strength, "num_samples": args.num_samples,
+            "threads": args.threads, "machine": platform.processor() or platform.machine(),
+            "summary": summary, "rows": rows, "walks": walks}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
