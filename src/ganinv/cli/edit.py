@@ -14,7 +14,7 @@ from ..editing import (
     DirectionError, FINDERS, find_directions, interpolate as run_interpolate, interpolation_weights,
     latent_from_seed, load_direction, mix_latents, parse_strengths, preview_images, safe_file_stem, save_gif,
     save_strip)
-from ..inversion.result import InversionResult, result_model_name
+from ..inversion.result import InversionResult, resolve_result_model
 from ..data.io import save_grid, save_image
 from ..editing.render import edit_sweep_many
 from ..utils import parse_layers, write_json
@@ -40,17 +40,17 @@ def _strengths(text: str) -> list[float]:
 
 
 def _load_model_for_sources(model, sources: list[str], device: str):
-    """--model if given, else the model named by the first saved result among the sources, else the
-    default embedded model."""
+    """--model if given, else the model of the first saved result among the sources (an embedded model it
+    names, or a model folder inside it: never a path a result names elsewhere), else the default
+    embedded model."""
     if model is None:
         for text in sources:
             if not _SEED.match(text):
                 try:
-                    model = result_model_name(_source_path(text))
+                    model = resolve_result_model(_source_path(text))
                 except ValueError as e:
                     raise UserError(str(e)) from None
-                if model:
-                    break
+                break
     return load_model_or_fail(model, device)
 
 

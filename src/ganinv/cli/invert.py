@@ -1,6 +1,7 @@
 """`ganinv invert`: photos -> latents (+ tuned generators), one result folder per image."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from .common import (UserError, device_option, load_model_or_fail, model_option,
                      set_threads)
 from ..inversion import METHODS, invert as run_invert
 from ..data.io import ImageLoadError, load_image
-from ..inversion.result import is_complete_result
+from ..errors import GanInvError
+from ..inversion.result import is_complete_result, read_result_report, result_input_sha256
 from ..metrics import format_metric
 
 
@@ -68,6 +70,52 @@ def _expand_images(paths) -> list[Path]:
     return out
 
 
+def result_names(paths: list[Path]) -> list[str]:
+    """One result folder name per input, unique (case-insensitively) and deterministic for a given list.
+
+    An input whose stem no other input shares keeps its stem ('photo.png' -> 'photo'). Inputs sharing a
+    stem get the stem plus their extension ('a.jpg' -> 'a-jpg', 'a.png' -> 'a-png'), and a numbered
+    suffix where that still clashes (the same name in two folders, or another input's own stem)."""
+    stems = [p.stem or p.name for p in paths]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    names: list[str | None] = [stem if counts[stem.casefold()] == 1 else None for stem in stems]
+    used = {n.casefold() for n in names if n is not None}
+    for i, (path, stem) in enumerate(zip(paths, stems)):
+        if names[i] is not None:
+            continue
+        base = f"{stem}-{path.suffix.lstrip('.').lower()}" if path.suffix else stem
+        name, k = base, 2
+        while name.casefold() in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name.casefold())
+        names[i] = name
+    return [str(n) for n in names]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _recorded_input_path(folder: Path) -> str | None:
+    try:
+        recorded = read_result_report(folder)["input"].get("path")
+    except (ValueError, OSError):
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+def _same_file(recorded: str | None, path: Path) -> bool:
+    """Whether a recorded input path names the same file as `path` (by name: the working folder or the
+    folder of inputs may differ between runs)."""
+    return recorded is not None and Path(recorded).name == path.name
+
+
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -105,10 +153,11 @@ class _MethodsCommand(click.Command):
 @click.option("--lpips-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with genuine LPIPS weights (to report LPIPS).")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True, help="Replace existing result folders.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing result folders (each is replaced as a whole, once the new one is complete).")
 @click.option("--skip-existing", is_flag=True,
-              help="Leave images whose result folder is complete (report.json and every result file) alone "
-                   "and redo incomplete ones: resume an interrupted batch.")
+              help="Leave images whose result folder is complete and records this very input (its sha256) "
+                   "alone, and redo incomplete ones: resume an interrupted batch.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th of N interleaved slices of the image list (1-based), so N processes "
                    "or machines can share one batch and OUTDIR.")
@@ -118,7 +167,7 @@ class _MethodsCommand(click.Command):
 def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
            lpips_dir, outdir, overwrite, skip_existing, shard, device, seed, quiet):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
-    OUTDIR/<image stem>/ per image."""
+    OUTDIR/<image stem>/ per image (inputs sharing a stem: OUTDIR/<stem>-<extension>/)."""
     from tqdm import tqdm
 
     set_threads()
@@ -150,20 +199,38 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     real = _load_real_dir(real_dir, G) if real_dir is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    stems: dict[str, int] = {}
-    for index, path in enumerate(_expand_images(images)):
-        stem = path.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}-{stems[stem]}"
+    inputs: list[Path] = []
+    seen: set[Path] = set()
+    for path in _expand_images(images):  # the same file named twice is inverted once
+        key = path.resolve() if path.exists() else path
+        if key not in seen:
+            seen.add(key)
+            inputs.append(path)
+    for index, (path, name) in enumerate(zip(inputs, result_names(inputs))):
         if shard_spec is not None and index % shard_spec[1] != shard_spec[0] - 1:
             continue  # (output names are assigned before sharding, so every shard agrees on them)
-        out = outdir / stem
-        if skip_existing and is_complete_result(out):
-            if not quiet:
-                click.echo(f"{path.name}: {out} already done (skipped)")
+        out = outdir / name
+        try:
+            input_sha256 = _file_sha256(path)
+        except OSError as e:
+            click.echo(f"{path}: skipped: cannot read ({e.strerror or e})", err=True)
+            failures += 1
             continue
-        if out.exists() and not (overwrite or skip_existing):  # --skip-existing redoes incomplete folders
+        if skip_existing and (out.exists() or out.is_symlink()):
+            recorded = result_input_sha256(out)
+            if recorded == input_sha256:
+                if not quiet:
+                    click.echo(f"{path.name}: {out} already done (skipped)")
+                continue
+            other = _recorded_input_path(out) if recorded is not None else None
+            if other is not None and not _same_file(other, path):
+                # a complete result of another file: never replace it silently
+                click.echo(f"{path}: {out} holds the result of another input ({other}); move it or choose "
+                           "another --outdir (skipped)", err=True)
+                failures += 1
+                continue
+            # incomplete, made before inputs were recorded, or this file changed since: redo it
+        if out.exists() and not (overwrite or skip_existing):
             click.echo(f"{path}: {out} exists; pass --overwrite to replace (skipped)", err=True)
             failures += 1
             continue
@@ -194,7 +261,17 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             bar.close()
             raise UserError(str(e)) from None
         bar.close()
-        result.save(out)
+        result.input = {"path": str(path), "sha256": input_sha256}
+        try:
+            result.save(out)
+        except GanInvError as e:
+            click.echo(f"{path}: not saved: {e}", err=True)
+            failures += 1
+            continue
+        except OSError as e:
+            click.echo(f"{path}: not saved: {out}: {e.strerror or e}", err=True)
+            failures += 1
+            continue
         if not quiet:
             m = result.metrics
             first = {k: v[0] if isinstance(v, list) and v else None for k, v in m.items()}

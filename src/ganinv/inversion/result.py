@@ -37,6 +37,7 @@ import secrets
 import shutil
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -297,9 +298,12 @@ def _hidden_sibling(target: Path, kind: str) -> Path:
     return target.parent / f"{_hidden_prefix(target.name, kind)}{os.getpid()}-{secrets.token_hex(4)}"
 
 
+#: Hidden folders this process is building or setting aside right now (threads may save concurrently).
+_IN_PROGRESS: set[str] = set()
+_IN_PROGRESS_LOCK = threading.Lock()
+
+
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -319,7 +323,12 @@ def _remove_stale_siblings(target: Path) -> None:
             return
         for sibling in siblings:
             match = re.match(r"(\d+)-", sibling.name[len(prefix):])
-            if match and not _pid_alive(int(match.group(1))):
+            if not match:
+                continue
+            pid = int(match.group(1))
+            with _IN_PROGRESS_LOCK:
+                busy = sibling.name in _IN_PROGRESS
+            if (pid == os.getpid() and not busy) or (pid != os.getpid() and not _pid_alive(pid)):
                 _remove(sibling)
 
 
@@ -369,31 +378,43 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
             break
         except FileExistsError:
             continue
+    with _IN_PROGRESS_LOCK:
+        _IN_PROGRESS.add(building.name)
     try:
         yield building
         _swap_in(building, target)
     except BaseException:
         _remove(building)
         raise
+    finally:
+        with _IN_PROGRESS_LOCK:
+            _IN_PROGRESS.discard(building.name)
 
 
 def _swap_in(new: Path, target: Path) -> None:
     old = None
-    if target.exists() or target.is_symlink():
-        _check_replaceable(target)  # again: it may have changed while the new folder was built
-        old = _hidden_sibling(target, "old")
-        os.rename(target, old)
     try:
-        os.rename(new, target)
-    except BaseException:
+        if target.exists() or target.is_symlink():
+            _check_replaceable(target)  # again: it may have changed while the new folder was built
+            old = _hidden_sibling(target, "old")
+            with _IN_PROGRESS_LOCK:
+                _IN_PROGRESS.add(old.name)
+            os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except BaseException:
+            if old is not None:
+                try:
+                    os.rename(old, target)
+                except OSError:
+                    pass
+            raise
         if old is not None:
-            try:
-                os.rename(old, target)
-            except OSError:
-                pass
-        raise
-    if old is not None:
-        _remove(old)
+            _remove(old)
+    finally:
+        if old is not None:
+            with _IN_PROGRESS_LOCK:
+                _IN_PROGRESS.discard(old.name)
 
 
 # ---------------------------------------------------------------------- looking at saved results
