@@ -475,7 +475,7 @@ def _load_npy_vectors(path: Path, sha256) -> torch.Tensor:
     if array.size != count:
         raise DirectionError(f"{path}: truncated (shape {tuple(shape)} in the header)")
     array = array.reshape(shape, order="F" if fortran else "C")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True))
 
 
 def safe_file_stem(name: str) -> str:

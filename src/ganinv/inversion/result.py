@@ -71,6 +71,9 @@ RESULT_ENTRIES = frozenset(REQUIRED_FILES + ("noise.safetensors", "generator", "
 MAX_ZIP_BYTES = 2 * 2 ** 30
 MAX_ZIP_MEMBER_BYTES = 1 * 2 ** 30
 MAX_ZIP_MEMBERS = 256
+#: A member larger than 1 MiB may unpack to at most this many times its compressed size (weights and
+#: PNGs hardly compress; a zip bomb unpacks to a thousand times its size).
+MAX_ZIP_RATIO = 100
 MAX_REPORT_BYTES = 64 * 2 ** 20
 #: latent.npz holds a few small arrays; anything much larger is not one.
 MAX_LATENT_BYTES = 64 * 2 ** 20
@@ -625,6 +628,9 @@ def _extracted_zip(path: Path) -> Iterator[tuple[Path, Path]]:
                 if member.file_size > MAX_ZIP_MEMBER_BYTES:
                     raise ResultError(f"{path}: {name!r} unpacks to {member.file_size:,} bytes "
                                       f"(at most {MAX_ZIP_MEMBER_BYTES:,} per file)")
+                if member.file_size > 2 ** 20 and member.file_size > MAX_ZIP_RATIO * max(member.compress_size, 1):
+                    raise ResultError(f"{path}: {name!r} has a compression ratio over {MAX_ZIP_RATIO} "
+                                      f"({member.compress_size:,} -> {member.file_size:,} bytes); not a result zip")
                 declared += member.file_size
             if declared > MAX_ZIP_BYTES:
                 raise ResultError(f"{path}: the zip unpacks to {declared:,} bytes (at most {MAX_ZIP_BYTES:,})")
