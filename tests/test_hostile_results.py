@@ -345,6 +345,8 @@ def _hostile_folder_cases():
         "npz header lies": (npz_lying_header, "latent.npz: cannot read array 'w'"),
         "noise one NaN": (noise_nan, "noise map 'b8.conv0' must be finite"),
         "noise huge": (noise_huge, "too large"),
+        "noise a fifo": (lambda f, G: ((f / "noise.safetensors").unlink(), os.mkfifo(f / "noise.safetensors")),
+                         "not a regular file"),  # reading it would wait forever
         "target truncated": (target_truncated, "target.png: cannot read the image"),
         "target 60000 px header": (target_header_only, "target.png"),
         "latent links outside": (link("latent.npz", lambda f, o: shutil.copy(f / "latent.npz", o)),
@@ -578,6 +580,18 @@ def test_overwrite_replaces_the_whole_folder_pti_then_encoder_free_method(model_
         written = np.asarray(im.convert("RGB")).astype(int)
     rendered = ((loaded.render()[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(int)
     assert np.abs(written - rendered).max() <= 1  # the re-render is the saved reconstruction
+
+
+def test_edit_overwrite_leaves_no_frames_of_the_earlier_run(model_dir, direction, tmp_path, capsys, monkeypatch):
+    path = direction.save(tmp_path / "dirs")
+    out = tmp_path / "edit"
+    common = ["edit", "3", "--model", model_dir, "--direction", f"{path}:0", "--outdir", out, "--quiet"]
+    assert run_cli(common + ["--strength", "-3:3:7"], capsys, monkeypatch)[0] == 0
+    assert len(list((out / "frames").iterdir())) == 7
+    code, _, err = run_cli(common + ["--strength", "1", "--overwrite"], capsys, monkeypatch)
+    assert code == 0, err
+    assert [p.name for p in (out / "frames").iterdir()] == ["frame_000.png"]
+    assert json.loads((out / "edit.json").read_text())["frames"] == ["frames/frame_000.png"]
 
 
 # ====================================================================== CLI outputs: interruptions

@@ -81,8 +81,10 @@ def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
     """User labels: JSON {seed: 1 | 0 | -1} -> (ws of those seeds, labels)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: cannot read labels ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: cannot read labels (nested too deeply)") from None
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: labels must be a JSON object {{seed: 1 or 0}}")
     ws, labels = [], []
@@ -231,6 +233,9 @@ def _write_frames(frames: torch.Tensor, outdir: Path, gif_name: str, gif_ms: int
     names = [f"frames/frame_{i:03d}.png" for i in range(len(frames))]
     for frame, name in zip(frames, names):
         save_image(frame, outdir / name, upscale=upscale)
+    for stale in (outdir / "frames").glob("frame_*.png"):  # frames of an earlier, longer run (--overwrite)
+        if f"frames/{stale.name}" not in names:
+            stale.unlink()
     return names
 
 

@@ -726,6 +726,8 @@ def _reason(error: BaseException) -> str:
 
 def _read_noise(path: Path, G) -> dict[str, torch.Tensor]:
     """noise.safetensors -> {layer: [1, 1, H, W]}, layers, sizes and values checked against G."""
+    if not path.is_file():
+        raise ResultError(f"{path}: not a regular file")
     buffers = G.synthesis.noise_buffers()
     # float64 maps of every layer plus the header: anything larger is not this model's noise
     limit = 8 * sum(b.numel() for b in buffers.values()) + (1 << 20)
