@@ -13,7 +13,7 @@ from .common import (UserError, device_option, load_model_or_fail, model_option,
 from ..inversion import METHODS, invert as run_invert
 from ..data.io import ImageLoadError, load_image
 from ..errors import GanInvError
-from ..inversion.result import is_complete_result, read_result_report, result_input_sha256
+from ..inversion.result import read_result_report, result_input_sha256
 from ..metrics import format_metric
 
 

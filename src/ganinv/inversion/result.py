@@ -29,6 +29,7 @@ model folder inside the result folder, is loaded. Callers that only need to look
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -86,6 +87,7 @@ UNTRUSTED_FILE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeE
 
 class ResultError(GanInvError):
     """A result folder or zip that cannot be used (missing, malformed, not this input's): names the file."""
+
 
 # report.json fields: name -> (accepted types, description for the error message, default)
 _REPORT_FIELDS: dict[str, tuple[tuple[type, ...], str, object]] = {
@@ -292,7 +294,6 @@ class InversionResult(Latent):
 def _hidden_prefix(name: str, kind: str) -> str:
     """`.NAME.KIND-` (NAME shortened with a hash when long), the prefix of the hidden siblings of NAME."""
     if len(name.encode()) > 150:
-        import hashlib
         name = name[:64] + "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
     return f".{name}.{kind}-"
 
