@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -236,6 +237,14 @@ def test_image_files_are_closed_whether_loading_fails_or_not(tmp_path):
             gc.collect()
         unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
         assert not unclosed, unclosed
+    # a caller's own stream is left open for the caller, whether loading fails or not
+    for data, fails in [(full.read_bytes(), False), (truncated.read_bytes(), True)]:
+        stream = io.BytesIO(data)
+        try:
+            read_image(stream, 3)
+        except ImageLoadError:
+            assert fails
+        assert not stream.closed
 
 
 # ====================================================================== result folders
@@ -263,7 +272,6 @@ def _npz_with_members(path, members: dict[str, bytes]):
 
 
 def _npy_bytes(shape, data: bytes = b"", dtype="<f4") -> bytes:
-    import io
     f = io.BytesIO()
     np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
     return f.getvalue() + data

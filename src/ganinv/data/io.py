@@ -135,7 +135,8 @@ def _open_image(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
         try:
             _check_and_decode(image, name, max_pixels)
         except BaseException:
-            image.close()  # the file Pillow opened for it; a caller's own stream stays open
+            if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+                image.close()  # the file or buffer opened here; a caller's own stream stays open
             raise
         return image
     _check_and_decode(image, name, max_pixels)
@@ -259,6 +260,8 @@ def read_image(source: ImageSource, channels: int = 3, max_pixels: int = DEFAULT
     """
     name = _source_name(source)
     opened = _open_image(source, name, max_pixels)
+    # A file or buffer opened here is closed before returning; a caller's image or stream stays open.
+    owned = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview))
     try:
         image = opened
         try:
@@ -277,11 +280,11 @@ def read_image(source: ImageSource, channels: int = 3, max_pixels: int = DEFAULT
             raise ImageLoadError(f"{name}: {e}") from None
         except (OSError, ValueError, MemoryError) as e:
             raise ImageLoadError(f"{name}: cannot convert mode {image.mode} ({e})") from None
-        if normalized is opened and opened is not source:
+        if normalized is opened and owned:
             normalized = normalized.copy()  # independent of the file, which is closed below
         return normalized
     finally:
-        if opened is not source:
+        if owned:
             opened.close()
 
 
