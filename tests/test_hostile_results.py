@@ -567,6 +567,16 @@ def test_colliding_stems_get_one_result_each_and_skip_existing_checks_the_input(
     assert (out / "a-png" / "latent.npz").read_bytes() == before
 
 
+def test_inputs_that_are_not_files_are_skipped_without_reading_them(model_dir, tmp_path, capsys, monkeypatch):
+    _photos(tmp_path, ["good.png"])
+    os.mkfifo(tmp_path / "pipe.png")  # hashing or decoding it would wait forever
+    code, _, err = run_cli(["invert", tmp_path / "pipe.png", tmp_path / "missing.png", tmp_path / "good.png",
+                            "--model", model_dir, "--steps", "1", "--outdir", tmp_path / "out", "--quiet"],
+                           capsys, monkeypatch)
+    assert code == 1 and "pipe.png: not a file" in err and "missing.png: no such file" in err, err
+    assert _results(tmp_path / "out") == ["good"]
+
+
 def test_overwrite_replaces_the_whole_folder_pti_then_encoder_free_method(model_dir, tmp_path, capsys, monkeypatch):
     photos = tmp_path / "photos"
     _photos(photos, ["p.png"])

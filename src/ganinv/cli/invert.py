@@ -211,7 +211,13 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             continue  # (output names are assigned before sharding, so every shard agrees on them)
         out = outdir / name
         try:
+            if not path.is_file():  # (never hash a pipe or a device: reading it may not end)
+                raise ImageLoadError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
             input_sha256 = _file_sha256(path)
+        except ImageLoadError as e:
+            click.echo(f"{path}: skipped: {e}", err=True)
+            failures += 1
+            continue
         except OSError as e:
             click.echo(f"{path}: skipped: cannot read ({e.strerror or e})", err=True)
             failures += 1
