@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_discriminator, tiny_generator
-from ganinv.batch import Manifest, invert_many, invert_video, output_names, plan_jobs
+from ganinv.batch import Manifest, invert_many, invert_video, plan_jobs, result_names
 from ganinv.errors import GanInvError
 from ganinv.inversion.result import InversionResult, is_complete_result
 from ganinv.models.checkpoints import save_native
@@ -47,9 +47,9 @@ def _latents(outdir: Path) -> dict[str, np.ndarray]:
 
 def test_output_names_are_distinct_and_stable():
     paths = [Path("x/a-2.png"), Path("x/a.jpg"), Path("x/a.png"), Path("y/a.png"), Path("x/b.png")]
-    names = output_names(paths)
-    assert len(set(names)) == len(names) and names == output_names(paths)
-    assert names[0] == "a-2" and names[-1] == "b" and "a_jpg" in names
+    names = result_names(paths)
+    assert len(set(names)) == len(names) and names == result_names(paths)
+    assert names[0] == "a-2" and names[-1] == "b" and "a-jpg" in names
 
 
 def test_local_engine_writes_a_manifest_and_resumes_by_content(model_dir, tmp_path):
@@ -67,7 +67,7 @@ def test_local_engine_writes_a_manifest_and_resumes_by_content(model_dir, tmp_pa
     third = invert_many(paths, model_dir, out, "optimize", settings=FAST, progress=False)
     assert (third["done"], third["skipped"]) == (1, 2)
     report = json.loads((out / "img01" / "report.json").read_text())
-    assert report["extras"]["input"]["sha256"] == Manifest(out).latest()["img01"]["sha256"]
+    assert report["input"]["sha256"] == Manifest(out).latest()["img01"]["sha256"]
 
 
 def test_bad_inputs_fail_alone_and_bad_settings_fail_first(model_dir, tmp_path):

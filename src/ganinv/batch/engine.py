@@ -30,30 +30,35 @@ from .manifest import Job, Manifest, file_sha256
 ENGINES = ("local", "ray")
 
 
-def output_names(paths: Sequence[Path]) -> list[str]:
-    """A distinct result-folder name per input, stable for the same list: the file's stem; inputs that
-    share a stem get the extension appended (`a_png`, `a_jpg`); any clash left gets `-2`, `-3`, ..."""
-    stems: dict[str, int] = {}
-    for path in paths:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
-    names = [path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower() or 'file'}"
-             for path in paths]
-    taken = set()
-    out = []
-    for name in names:
-        candidate, k = name, 2
-        while candidate in taken or (candidate != name and candidate in names):
-            candidate, k = f"{name}-{k}", k + 1
-        taken.add(candidate)
-        out.append(candidate)
-    return out
+def result_names(paths: Sequence[Path]) -> list[str]:
+    """One result folder name per input, unique (case-insensitively) and deterministic for a given list.
+
+    An input whose stem no other input shares keeps its stem ('photo.png' -> 'photo'). Inputs sharing a
+    stem get the stem plus their extension ('a.jpg' -> 'a-jpg', 'a.png' -> 'a-png'), and a numbered
+    suffix where that still clashes (the same name in two folders, or another input's own stem)."""
+    stems = [p.stem or p.name for p in paths]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    names: list[str | None] = [stem if counts[stem.casefold()] == 1 else None for stem in stems]
+    used = {n.casefold() for n in names if n is not None}
+    for i, (path, stem) in enumerate(zip(paths, stems)):
+        if names[i] is not None:
+            continue
+        base = f"{stem}-{path.suffix.lstrip('.').lower()}" if path.suffix else stem
+        name, k = base, 2
+        while name.casefold() in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name.casefold())
+        names[i] = name
+    return [str(n) for n in names]
 
 
 def plan_jobs(paths: Sequence[str | os.PathLike], outdir: str | os.PathLike) -> list[Job]:
     """One job per input file (sha256 of its bytes; unreadable files raise GanInvError naming them)."""
     paths = [Path(p) for p in paths]
     jobs = []
-    for path, name in zip(paths, output_names(paths)):
+    for path, name in zip(paths, result_names(paths)):
         try:
             digest = file_sha256(path)
         except OSError as e:
@@ -87,7 +92,7 @@ class InversionWorker:
         started = time.perf_counter()
         target = load_image(job.input, G.img_resolution, G.img_channels, fit=self.fit)
         result = invert(self.model, target, self.method, seed=self.seed, **self.settings)
-        result.extras["input"] = {"path": job.input, "sha256": job.sha256}
+        result.input = {"path": job.input, "sha256": job.sha256}
         result.save(job.output)
         return {"worker": self.name, "seconds": round(time.perf_counter() - started, 3),
                 "invert_seconds": round(result.seconds, 3), "psnr": round(float(result.metrics["psnr"][0]), 3)}

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..inversion.result import is_complete_result, read_result_report
+from ..inversion.result import is_complete_result, result_input_sha256
 
 MANIFEST_FILE = "manifest.jsonl"
 
@@ -90,22 +90,10 @@ class Manifest:
         return [job for job in jobs if not _is_done(job, latest.get(job.name))]
 
 
-def recorded_input_sha256(report: dict) -> str | None:
-    """The sha256 of the input a result was made from, as its report records it (None if it does not)."""
-    for where in (report, report.get("extras") or {}):
-        entry = where.get("input")
-        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
-            return entry["sha256"]
-    return None
-
-
 def _is_done(job: Job, entry: dict | None) -> bool:
     folder = Path(job.output)
     if not is_complete_result(folder):
         return False
     if entry is not None and entry.get("status") == "done":
         return entry.get("sha256") == job.sha256
-    try:
-        return recorded_input_sha256(read_result_report(folder)) == job.sha256
-    except (ValueError, OSError):
-        return False
+    return result_input_sha256(folder) == job.sha256

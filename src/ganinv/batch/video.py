@@ -89,7 +89,7 @@ def invert_video(path: str | os.PathLike, model, outdir: str | os.PathLike, meth
                 pass  # recorded but unreadable now: invert it again
         target = load_image(Image.fromarray(frame), G.img_resolution, G.img_channels, fit=fit)
         result = invert(bundle, target, method, seed=seed, init_from=previous, **settings)
-        result.extras["input"] = {"path": job.input, "sha256": digest, "frame": index}
+        result.input = {"path": job.input, "sha256": digest, "frame": index}
         result.save(job.output)
         manifest.record(job, "done", frame=index, seconds=round(result.seconds, 3),
                         psnr=round(float(result.metrics["psnr"][0]), 3))

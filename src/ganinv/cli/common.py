@@ -144,7 +144,16 @@ def set_threads() -> None:
         torch.set_num_threads(int(threads))
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (a message from a library may span several)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
+
+
 def run_main(main) -> int:
+    """Run the click group: every GanInvError (a user mistake or an unusable input) and every other
+    error is printed as one line, with a non-zero exit code; never a traceback. Loaders turn failures of
+    untrusted files into GanInvError; anything else reaching here is a bug in ganinv, said as such."""
     try:
         rv = main.main(standalone_mode=False)
         if isinstance(rv, int):
@@ -154,10 +163,18 @@ def run_main(main) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
         return 130
     except (GanInvError, CheckpointError, FileNotFoundError, ValueError) as e:
-        click.echo(f"Error: {e}", err=True)
+        click.echo(f"Error: {one_line(e)}", err=True)
+        return 1
+    except OSError as e:  # a file or folder the command writes or reads: named by the OS message
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"Error: {where}{e.strerror or one_line(e)}", err=True)
+        return 1
+    except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+        click.echo(f"Error: internal error ({type(e).__name__}: {one_line(e)[:300]}); this is a bug in ganinv, "
+                   "please report it with the command you ran", err=True)
         return 1
     return 0

@@ -14,7 +14,7 @@ from ..editing import (
     DirectionError, FINDERS, find_directions, interpolate as run_interpolate, interpolation_weights,
     latent_from_seed, mix_latents, parse_strengths, preview_images, safe_file_stem, save_gif,
     save_strip)
-from ..inversion.result import InversionResult, result_model_name
+from ..inversion.result import InversionResult, resolve_result_model
 from ..data.io import save_grid, save_image
 from ..editing.render import edit_sweep_many
 from ..editing.published import load_any_direction
@@ -51,17 +51,17 @@ def _strengths(text: str) -> list[float]:
 
 
 def _load_model_for_sources(model, sources: list[str], device: str):
-    """--model if given, else the model named by the first saved result among the sources, else the
-    default embedded model."""
+    """--model if given, else the model of the first saved result among the sources (an embedded model it
+    names, or a model folder inside it: never a path a result names elsewhere), else the default
+    embedded model."""
     if model is None:
         for text in sources:
             if not _SEED.match(text):
                 try:
-                    model = result_model_name(_source_path(text))
+                    model = resolve_result_model(_source_path(text))
                 except ValueError as e:
                     raise UserError(str(e)) from None
-                if model:
-                    break
+                break
     return load_model_or_fail(model, device)
 
 
@@ -92,8 +92,10 @@ def _labels_from_file(path: Path, bundle) -> tuple[torch.Tensor, torch.Tensor]:
     """User labels: JSON {seed: 1 | 0 | -1} -> (ws of those seeds, labels)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: cannot read labels ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: cannot read labels (nested too deeply)") from None
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: labels must be a JSON object {{seed: 1 or 0}}")
     ws, labels = [], []
@@ -248,6 +250,9 @@ def _write_frames(frames: torch.Tensor, outdir: Path, gif_name: str, gif_ms: int
     names = [f"frames/frame_{i:03d}.png" for i in range(len(frames))]
     for frame, name in zip(frames, names):
         save_image(frame, outdir / name, upscale=upscale)
+    for stale in (outdir / "frames").glob("frame_*.png"):  # frames of an earlier, longer run (--overwrite)
+        if f"frames/{stale.name}" not in names:
+            stale.unlink()
     return names
 
 

@@ -8,12 +8,13 @@ import click
 import torch
 
 from .batch import batch_options, run_batch, wants_batch
-from ..batch import VIDEO_SUFFIXES
+from ..batch import VIDEO_SUFFIXES, file_sha256, result_names
 from .common import (UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option,
                      set_threads)
 from ..inversion import METHODS, invert as run_invert
 from ..data.io import ImageLoadError, load_image
-from ..inversion.result import is_complete_result
+from ..errors import GanInvError
+from ..inversion.result import read_result_report, result_input_sha256
 from ..models.official_encoders import load_encoder
 from ..models.storage import CheckpointError
 from ..metrics import format_metric
@@ -38,7 +39,7 @@ def _methods_help() -> str:
 def _parse_value(text: str):
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 
@@ -70,6 +71,20 @@ def _expand_images(paths) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def _recorded_input_path(folder: Path) -> str | None:
+    try:
+        recorded = read_result_report(folder)["input"].get("path")
+    except (ValueError, OSError):
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+def _same_file(recorded: str | None, path: Path) -> bool:
+    """Whether a recorded input path names the same file as `path` (by name: the working folder or the
+    folder of inputs may differ between runs)."""
+    return recorded is not None and Path(recorded).name == path.name
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -112,10 +127,11 @@ class _MethodsCommand(click.Command):
 @click.option("--lpips-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with genuine LPIPS weights (to report LPIPS).")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True, help="Replace existing result folders.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing result folders (each is replaced as a whole, once the new one is complete).")
 @click.option("--skip-existing", is_flag=True,
-              help="Leave images whose result folder is complete (report.json and every result file) alone "
-                   "and redo incomplete ones: resume an interrupted batch.")
+              help="Leave images whose result folder is complete and records this very input (its sha256) "
+                   "alone, and redo incomplete ones: resume an interrupted batch.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th of N interleaved slices of the image list (1-based), so N processes "
                    "or machines can share one batch and OUTDIR.")
@@ -127,7 +143,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
            lpips_dir, outdir, overwrite, skip_existing, shard, engine, address, num_workers, gpus_per_worker,
            threads_per_worker, every_frame, max_frames, device, seed, quiet, encoder_path=None):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
-    OUTDIR/<image stem>/ per image."""
+    OUTDIR/<image stem>/ per image (inputs sharing a stem: OUTDIR/<stem>-<extension>/)."""
     from tqdm import tqdm
 
     set_threads()
@@ -170,20 +186,44 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     real = _load_real_dir(real_dir, G) if real_dir is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    stems: dict[str, int] = {}
-    for index, path in enumerate(paths):
-        stem = path.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}-{stems[stem]}"
+    inputs: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:  # the same file named twice is inverted once
+        key = path.resolve() if path.exists() else path
+        if key not in seen:
+            seen.add(key)
+            inputs.append(path)
+    for index, (path, name) in enumerate(zip(inputs, result_names(inputs))):
         if shard_spec is not None and index % shard_spec[1] != shard_spec[0] - 1:
             continue  # (output names are assigned before sharding, so every shard agrees on them)
-        out = outdir / stem
-        if skip_existing and is_complete_result(out):
-            if not quiet:
-                click.echo(f"{path.name}: {out} already done (skipped)")
+        out = outdir / name
+        try:
+            if not path.is_file():  # (never hash a pipe or a device: reading it may not end)
+                raise ImageLoadError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+            input_sha256 = file_sha256(path)
+        except ImageLoadError as e:
+            click.echo(f"{path}: skipped: {e}", err=True)
+            failures += 1
             continue
-        if out.exists() and not (overwrite or skip_existing):  # --skip-existing redoes incomplete folders
+        except OSError as e:
+            click.echo(f"{path}: skipped: cannot read ({e.strerror or e})", err=True)
+            failures += 1
+            continue
+        if skip_existing and (out.exists() or out.is_symlink()):
+            recorded = result_input_sha256(out)
+            if recorded == input_sha256:
+                if not quiet:
+                    click.echo(f"{path.name}: {out} already done (skipped)")
+                continue
+            other = _recorded_input_path(out) if recorded is not None else None
+            if other is not None and not _same_file(other, path):
+                # a complete result of another file: never replace it silently
+                click.echo(f"{path}: {out} holds the result of another input ({other}); move it or choose "
+                           "another --outdir (skipped)", err=True)
+                failures += 1
+                continue
+            # incomplete, made before inputs were recorded, or this file changed since: redo it
+        if out.exists() and not (overwrite or skip_existing):
             click.echo(f"{path}: {out} exists; pass --overwrite to replace (skipped)", err=True)
             failures += 1
             continue
@@ -214,7 +254,17 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             bar.close()
             raise UserError(str(e)) from None
         bar.close()
-        result.save(out)
+        result.input = {"path": str(path), "sha256": input_sha256}
+        try:
+            result.save(out)
+        except GanInvError as e:
+            click.echo(f"{path}: not saved: {e}", err=True)
+            failures += 1
+            continue
+        except OSError as e:
+            click.echo(f"{path}: not saved: {out}: {e.strerror or e}", err=True)
+            failures += 1
+            continue
         if not quiet:
             m = result.metrics
             first = {k: v[0] if isinstance(v, list) and v else None for k, v in m.items()}

@@ -1,4 +1,8 @@
-"""Image files <-> tensors. Tensors are float32 NCHW in [-1, 1]; files are 8-bit PNG."""
+"""Image files <-> tensors. Tensors are float32 NCHW in [-1, 1]; files are 8-bit PNG.
+
+User images are untrusted: every failure (missing, empty, not an image, truncated, absurd size, a float
+image holding NaN or infinity) is an `ImageLoadError` naming the source, and a file this module opens
+is closed again whether loading succeeds or fails."""
 from __future__ import annotations
 
 import io
@@ -128,6 +132,18 @@ def _open_image(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
                 raise ImageLoadError(f"{name}: not a recognised image file ({type(e).__name__})") from None
             except (OSError, ValueError, EOFError, struct.error) as e:
                 raise ImageLoadError(f"{name}: cannot read image header ({e})") from None
+        try:
+            _check_and_decode(image, name, max_pixels)
+        except BaseException:
+            if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+                image.close()  # the file or buffer opened here; a caller's own stream stays open
+            raise
+        return image
+    _check_and_decode(image, name, max_pixels)
+    return image
+
+
+def _check_and_decode(image: Image.Image, name: str, max_pixels: int) -> None:
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{name}: zero-size image ({width}x{height})")
@@ -140,12 +156,13 @@ def _open_image(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
         problem = "truncated or corrupt image data" if "truncat" in str(e).lower() or isinstance(
             e, (EOFError, SyntaxError)) else "corrupt image data"
         raise ImageLoadError(f"{name}: {problem} ({e})") from None
-    return image
 
 
 def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
     """16-bit / 32-bit integer and float single-channel modes -> 'L' without clipping at 255."""
     array = np.asarray(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ImageLoadError("float image contains NaN or infinite values")
     if image.mode.startswith("I;16"):
         scaled = array.astype(np.float64) / 257.0
     else:
@@ -242,19 +259,33 @@ def read_image(source: ImageSource, channels: int = 3, max_pixels: int = DEFAULT
     Raises ImageLoadError for missing, empty, non-image, truncated or oversized inputs.
     """
     name = _source_name(source)
-    image = _open_image(source, name, max_pixels)
+    opened = _open_image(source, name, max_pixels)
+    # A file or buffer opened here is closed before returning; a caller's image or stream stays open.
+    owned = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview))
     try:
-        image.seek(0)  # first frame of animations
-    except (EOFError, AttributeError, ValueError):
-        pass
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # malformed EXIF: keep the pixels as stored rather than refuse the photo
-        pass
-    try:
-        return normalize_image_mode(image, channels, background)
-    except (OSError, ValueError) as e:
-        raise ImageLoadError(f"{name}: cannot convert mode {image.mode} ({e})") from None
+        image = opened
+        try:
+            image.seek(0)  # first frame of animations
+        except (EOFError, AttributeError, ValueError):
+            pass
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception:  # malformed EXIF: keep the pixels as stored rather than refuse the photo
+            pass
+        if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+            raise ImageLoadError(f"{name}: float image contains NaN or infinite values")
+        try:
+            normalized = normalize_image_mode(image, channels, background)
+        except ImageLoadError as e:
+            raise ImageLoadError(f"{name}: {e}") from None
+        except (OSError, ValueError, MemoryError) as e:
+            raise ImageLoadError(f"{name}: cannot convert mode {image.mode} ({e})") from None
+        if normalized is opened and owned:
+            normalized = normalized.copy()  # independent of the file, which is closed below
+        return normalized
+    finally:
+        if owned:
+            opened.close()
 
 
 def load_image(source: ImageSource, resolution: int, channels: int = 3, fit: str = "crop",

@@ -15,16 +15,22 @@ in-distribution edit whichever finder made the direction.
 
 Files: ``NAME.json`` (everything but the vectors, plus the sha256 of the tensor file) +
 ``NAME.safetensors`` (key ``vectors``), read and written through `ganinv.models.storage` like every
-other saved file; a specification ``NAME:i`` selects component i.
+other saved file; a specification ``NAME:i`` selects component i. A ``.npy`` vectors file (the array
+itself, float) is read too. Direction files are untrusted input: the vectors file must be a plain file
+name in the same folder (no path, no link leading elsewhere), every number finite, and any problem is
+one `DirectionError` line naming the file.
 """
 from __future__ import annotations
 
 import os
 import re
+import struct
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..models import storage
@@ -36,6 +42,13 @@ FORMAT = "ganinv-direction"
 FORMAT_VERSION = 1
 SPACES = ("w", "w+", "s")
 UNITS = "prior_std"  # strength 1 = one standard deviation of prior latents along the component
+#: A direction's JSON is small (labels of a few thousand style channels at most); its vectors file holds
+#: K vectors of at most num_ws * w_dim (or all style channels) floats.
+MAX_DIRECTION_JSON_BYTES = 16 * 2 ** 20
+MAX_VECTORS_BYTES = 1 * 2 ** 30
+#: Failures reading an untrusted direction file can raise besides DirectionError.
+_FILE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, EOFError, RuntimeError,
+                RecursionError, OverflowError, MemoryError, struct.error, zipfile.BadZipFile, UnicodeError)
 
 
 class DirectionError(GanInvError):
@@ -357,31 +370,59 @@ def load_direction(spec: str | os.PathLike | Direction, model: Any = None) -> tu
 def _load_direction_files(path: Path) -> Direction:
     if path.is_dir():
         raise DirectionError(f"{path}: is a folder; name a direction file (NAME.json) inside it")
-    stem_path = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    stem_path = path.with_suffix("") if path.suffix in (".json", ".safetensors", ".npy") else path
     json_path = stem_path.parent / f"{stem_path.name}.json"
     if not json_path.is_file():
         raise DirectionError(f"{json_path}: direction metadata file not found (a direction is NAME.json + "
                              "NAME.safetensors)")
+    try:
+        return _read_direction(json_path, stem_path)
+    except DirectionError:
+        raise
+    except _FILE_ERRORS as e:  # malformed content reaching json, numpy or torch: one line naming the file
+        reason = str(e).splitlines()[0] if str(e) else ""
+        if isinstance(e, RecursionError):
+            reason = "nested too deeply"
+        raise DirectionError(f"{json_path}: malformed direction file ({type(e).__name__}"
+                             f"{': ' + reason[:200] if reason else ''})") from None
+
+
+def _read_direction(json_path: Path, stem_path: Path) -> Direction:
+    if json_path.stat().st_size > MAX_DIRECTION_JSON_BYTES:
+        raise DirectionError(f"{json_path}: {json_path.stat().st_size:,} bytes is too large for a direction file")
     meta = storage.read_card(json_path, FORMAT, FORMAT_VERSION, "direction file", error=DirectionError)
     missing = [k for k in ("name", "method", "space", "layers", "num_ws", "w_dim", "std") if k not in meta]
     if missing:
         raise DirectionError(f"{json_path}: missing fields {missing}")
-    tensor_path = json_path.parent / meta.get("vectors_file", f"{stem_path.name}.safetensors")
+    tensor_path = _vectors_path(json_path, meta.get("vectors_file", f"{stem_path.name}.safetensors"))
     if not tensor_path.is_file():
         raise DirectionError(f"{tensor_path}: direction vectors file not found (expected beside {json_path.name})")
-    tensors = storage.load_tensors(tensor_path, sha256=meta.get("sha256"), what="direction vectors file",
-                                   error=DirectionError)
-    # The shape of `vectors` depends on the space; Direction.validate checks it with a precise message.
-    storage.check_state_dict(tensors, {"vectors": None}, tensor_path, "direction file", error=DirectionError)
-    vectors = tensors["vectors"]
+    if tensor_path.stat().st_size > MAX_VECTORS_BYTES:
+        raise DirectionError(f"{tensor_path}: {tensor_path.stat().st_size:,} bytes is too large for direction "
+                             "vectors")
+    if tensor_path.suffix == ".npy":
+        vectors = _load_npy_vectors(tensor_path, meta.get("sha256"))
+    else:
+        tensors = storage.load_tensors(tensor_path, sha256=meta.get("sha256"), what="direction vectors file",
+                                       error=DirectionError)
+        # The shape of `vectors` depends on the space; Direction.validate checks it with a precise message.
+        storage.check_state_dict(tensors, {"vectors": None}, tensor_path, "direction file", error=DirectionError)
+        vectors = tensors["vectors"]
+    if not vectors.is_floating_point():
+        raise DirectionError(f"{tensor_path}: vectors must be floats, got {vectors.dtype}")
+    if not torch.isfinite(vectors).all():
+        raise DirectionError(f"{tensor_path}: vectors contain NaN or inf")
     expected_k = meta.get("num_components")
     if expected_k is not None and (vectors.ndim == 0 or vectors.shape[0] != int(expected_k)):
         raise DirectionError(f"{tensor_path}: vectors have shape {tuple(vectors.shape)}, but {json_path.name} "
                              f"says {expected_k} components")
+    std = meta["std"]
+    if not isinstance(std, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in std):
+        raise DirectionError(f"{json_path}: std must be a list of numbers")
     try:
         return Direction(
             name=str(meta["name"]), method=str(meta["method"]), space=str(meta["space"]), vectors=vectors,
-            layers=list(meta["layers"]), std=torch.tensor(meta["std"], dtype=torch.float32),
+            layers=list(meta["layers"]), std=torch.tensor(std, dtype=torch.float32),
             num_ws=int(meta["num_ws"]), w_dim=int(meta["w_dim"]), scores=meta.get("scores"),
             score_name=str(meta.get("score_name", "")), labels=meta.get("labels"),
             settings=dict(meta.get("settings") or {}),
@@ -389,8 +430,52 @@ def _load_direction_files(path: Path) -> Direction:
             model=dict(meta.get("model") or {}), units=str(meta.get("units", UNITS)))
     except DirectionError as e:
         raise DirectionError(f"{json_path}: {e}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise DirectionError(f"{json_path}: malformed field ({e})") from None
+
+
+def _vectors_path(json_path: Path, name) -> Path:
+    """The vectors file a direction's JSON names: a plain file name in the JSON's own folder, which
+    (links resolved) stays there. Anything else is refused: a direction file must not make ganinv read
+    a file elsewhere."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name or os.path.isabs(name) or Path(name).name != name):
+        raise DirectionError(f"{json_path}: vectors_file must be a file name in the same folder, "
+                             f"got {str(name)[:80]!r}")
+    path = json_path.parent / name
+    try:
+        inside = path.resolve().is_relative_to(json_path.parent.resolve())
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise DirectionError(f"{json_path}: vectors_file {name!r} leads outside the direction's folder (a link)")
+    return path
+
+
+def _load_npy_vectors(path: Path, sha256) -> torch.Tensor:
+    """A .npy vectors file: the header is checked against the file size before the array is read."""
+    if sha256 and storage.sha256_file(path) != sha256:
+        raise DirectionError(f"{path}: sha256 does not match the direction file (file changed or corrupt)")
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise DirectionError(f"{path}: unsupported .npy version {version}")
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise DirectionError(f"{path}: vectors must be floats, got dtype {dtype}")
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        if count * dtype.itemsize > path.stat().st_size:
+            raise DirectionError(f"{path}: header claims shape {tuple(shape)}, more than the file holds")
+        data = f.read(count * dtype.itemsize)
+    array = np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize)
+    if array.size != count:
+        raise DirectionError(f"{path}: truncated (shape {tuple(shape)} in the header)")
+    array = array.reshape(shape, order="F" if fortran else "C")
+    return torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True))
 
 
 def safe_file_stem(name: str) -> str:

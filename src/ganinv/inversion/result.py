@@ -11,20 +11,34 @@ reconstruction(s), metrics, per-step history, settings, the method and the space
     generator/          native model folder of the tuned G (pti, clone), base model named on its card
     target.png, reconstruction.png
     report.json         format_version, package version, model name and sha256, method, settings,
-                        metrics, seconds, device, threads, stop_reason, history; written last, so its
-                        presence marks a complete folder
+                        metrics, seconds, device, threads, stop_reason, history, and the input (path
+                        and sha256 of the file) when the caller records it
 
-`InversionResult.load(dir_or_zip, model=None)` restores it. A result folder is untrusted input: every
-file is checked (JSON types, array shapes and dtypes, noise layer names, image sizes) and a problem
-raises one ValueError line naming the file. Callers that only need to look at a result folder use
+The folder is built under a hidden name beside the target (`.NAME.partial-...`) and renamed into place
+only once every file is written; an existing folder is first renamed aside and deleted after the new
+one is in place. So a folder under its real name is always complete, an overwritten result is exactly
+the new result (no file of the old one survives), and an interrupted save leaves the old result intact
+(or, between the two renames, no result at all), never a mixture.
+
+`InversionResult.load(dir_or_zip, model=None)` restores it. A result folder (or zip) is untrusted input:
+every file is checked (JSON types, array headers, shapes, dtypes and finiteness, noise layer names, image
+sizes, zip sizes and member paths), every file must lie inside the folder, and a problem raises one
+`ResultError` line naming the file. Without `model`, only an embedded model named in report.json, or a
+model folder inside the result folder, is loaded. Callers that only need to look at a result folder use
 `read_result_report`, `result_model_name` and `is_complete_result` instead of reading files themselves.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
+import secrets
+import shutil
+import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -38,10 +52,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ..version import __version__
 from ..data.io import save_image
+from ..errors import GanInvError
 from ..latent import Latent
 from ..models.checkpoints import load_native, save_native
 from ..models.local import LocallyTunedGenerator
-from ..models.registry import load_model
+from ..models.registry import EMBEDDED_MODELS, load_model
 from ..models.storage import load_tensors, save_tensors
 from ..utils import atomic_path, jsonable, write_json
 
@@ -49,10 +64,30 @@ FORMAT_VERSION = 1
 REPORT_FILE = "report.json"
 #: Files every complete result folder has (generator/ too when report.json says tuned_generator).
 REQUIRED_FILES = ("latent.npz", "target.png", "reconstruction.png", REPORT_FILE)
-#: Limits on a result zip (a generator of a 1024 px model is a few hundred MB).
-MAX_ZIP_BYTES = 4 * 2 ** 30
-MAX_ZIP_MEMBERS = 10_000
-MAX_REPORT_BYTES = 256 * 2 ** 20
+#: Names a result folder may hold; an existing folder with anything else is not replaced by `save`.
+RESULT_ENTRIES = frozenset(REQUIRED_FILES + ("noise.safetensors", "generator", "alignment.json"))
+#: Limits on a result zip (the tuned generator of a 1024 px model is a few hundred MB): total bytes
+#: unpacked, bytes of one member, number of members. Declared sizes are checked first, and the bytes
+#: actually unpacked are counted while extracting.
+MAX_ZIP_BYTES = 2 * 2 ** 30
+MAX_ZIP_MEMBER_BYTES = 1 * 2 ** 30
+MAX_ZIP_MEMBERS = 256
+#: A member larger than 1 MiB may unpack to at most this many times its compressed size (weights and
+#: PNGs hardly compress; a zip bomb unpacks to a thousand times its size).
+MAX_ZIP_RATIO = 100
+MAX_REPORT_BYTES = 64 * 2 ** 20
+#: latent.npz holds a few small arrays; anything much larger is not one.
+MAX_LATENT_BYTES = 64 * 2 ** 20
+#: Failures that reading an untrusted file can raise besides our own errors (malformed data reaching
+#: numpy, torch, Pillow, zipfile or json; absurd sizes; deep nesting).
+UNTRUSTED_FILE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, EOFError,
+                         RuntimeError, RecursionError, OverflowError, MemoryError, struct.error, zlib.error,
+                         zipfile.BadZipFile, SyntaxError, UnicodeError, NotImplementedError)
+
+
+class ResultError(GanInvError):
+    """A result folder or zip that cannot be used (missing, malformed, not this input's): names the file."""
+
 
 # report.json fields: name -> (accepted types, description for the error message, default)
 _REPORT_FIELDS: dict[str, tuple[tuple[type, ...], str, object]] = {
@@ -67,6 +102,7 @@ _REPORT_FIELDS: dict[str, tuple[tuple[type, ...], str, object]] = {
     "stop_reason": ((str,), "a string", ""),
     "extras": ((dict,), "an object", {}),
     "tuned_generator": ((bool,), "true or false", False),
+    "input": ((dict,), "an object", {}),
 }
 
 
@@ -91,6 +127,8 @@ class InversionResult(Latent):
     device: str = "cpu"
     threads: int = 1
     extras: dict = field(default_factory=dict)
+    #: What was inverted, when the caller records it: {"path": ..., "sha256": ... of the input file}.
+    input: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,16 +171,27 @@ class InversionResult(Latent):
             "threads": self.threads, "stop_reason": self.stop_reason, "history": jsonable(self.history),
             "num_ws": int(self.ws.shape[1]), "w_dim": int(self.ws.shape[2]),
             "tuned_generator": self.G_tuned is not None, "extras": jsonable(self.extras),
+            "input": jsonable(self.input),
         }
 
     def save(self, outdir: str | os.PathLike) -> list[Path]:
-        """Write one folder per target (outdir itself for a single target, else outdir/0000, ...)."""
-        outdir = Path(outdir)
-        if len(self) == 1:
-            return [self._save_one(outdir)]
-        return [self[i]._save_one(outdir / f"{i:04d}") for i in range(len(self))]
+        """Write one folder per target (outdir itself for a single target, else outdir/0000, ...).
 
-    def _save_one(self, outdir: Path) -> Path:
+        The whole of outdir is built beside it and swapped in (see the module docstring): an existing
+        result there is replaced completely, and only after the new one is complete. An existing outdir
+        that holds anything but result files raises ResultError instead of being replaced."""
+        outdir = Path(outdir)
+        with atomic_folder(outdir) as building:
+            if len(self) == 1:
+                self._write_folder(building)
+            else:
+                for i in range(len(self)):
+                    self[i]._write_folder(building / f"{i:04d}")
+        if len(self) == 1:
+            return [outdir]
+        return [outdir / f"{i:04d}" for i in range(len(self))]
+
+    def _write_folder(self, outdir: Path) -> Path:
         outdir.mkdir(parents=True, exist_ok=True)
         arrays = {"w": self.ws.detach().cpu().numpy().astype(np.float32)}
         if self.z is not None:
@@ -175,7 +224,7 @@ class InversionResult(Latent):
         if len(self) != 1:
             raise ValueError("to_zip works on a single-target result; index it first")
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self._save_one(Path(tmp) / "result")
+            folder = self.save(Path(tmp) / "result")[0]
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                 for p in sorted(folder.rglob("*")):
@@ -185,11 +234,14 @@ class InversionResult(Latent):
 
     # ------------------------------------------------------------------ loading
 
+
     @classmethod
     def load(cls, path: str | os.PathLike, model=None) -> "InversionResult":
-        """Restore a saved result (folder or zip of one). `model` defaults to the base model named in
-        report.json (embedded name), verified by sha256 when recorded. Raises ValueError (one line,
-        naming the file) for anything that is not a readable result."""
+        """Restore a saved result (folder or zip of one).
+
+        `model` defaults to the base model report.json names, if that is an embedded model (or a model
+        folder inside the result folder), verified by sha256 when recorded; any other model must be
+        given. Raises ResultError (one line, naming the file) for anything that is not a readable result."""
         path = Path(path)
         if path.is_file():
             with _extracted_zip(path) as (root, folder):
@@ -197,42 +249,176 @@ class InversionResult(Latent):
                 try:
                     return cls.load(folder, model=model)
                 except ValueError as e:  # name the file inside the zip, not the temporary copy
-                    raise ValueError(str(e).replace(f"{root}{os.sep}", f"{path}:").replace(str(root), str(path))
-                                     ) from None
+                    raise ResultError(str(e).replace(f"{root}{os.sep}", f"{path}:").replace(str(root), str(path))
+                                      ) from None
         report = read_result_report(path)
 
         recorded = report.get("model") or {}
         name, expected = recorded.get("name"), recorded.get("sha256")
         if model is None:
-            if not name:
-                raise ValueError(f"{path}: the result does not name its model; pass model=...")
-            try:
-                model = load_model(name)
-            except Exception as e:  # noqa: BLE001 - name a clear reason
-                raise ValueError(f"{path}: cannot find the base model {name!r} ({e}); pass model=...") from None
+            model = _load_base_model(resolve_result_model(path, report), path)
         else:
             model = load_model(model)
         if expected and model.sha256 and expected != model.sha256:
-            raise ValueError(f"{path}: result was made with model sha256 {expected[:12]}..., "
-                             f"but the given model is {model.sha256[:12]}...")
+            raise ResultError(f"{path}: result was made with model sha256 {expected[:12]}..., "
+                              f"but the given model is {model.sha256[:12]}...")
         G = model.G
         device = next(G.parameters()).device
-        arrays = _read_latent(path / "latent.npz", G)
-        noise = _read_noise(path / "noise.safetensors", G) if (path / "noise.safetensors").exists() else None
+        arrays = _read_latent(_member(path, "latent.npz"), G)
+        noise_path = _member(path, "noise.safetensors")
+        noise = _read_noise(noise_path, G) if noise_path.exists() else None
         G_tuned = None
-        if (path / "generator").exists():
-            G_tuned = _read_tuned_generator(path / "generator", G).to(device)
+        generator_path = _member(path, "generator")
+        if generator_path.exists():
+            G_tuned = _read_tuned_generator(generator_path, G).to(device)
         elif report["tuned_generator"]:
-            raise ValueError(f"{path}: report.json says the generator was tuned, but generator/ is missing")
-        target = _read_saved_png(path / "target.png", G.img_channels, G.img_resolution)
+            raise ResultError(f"{path}: report.json says the generator was tuned, but generator/ is missing")
+        target = _read_saved_png(_member(path, "target.png"), G.img_channels, G.img_resolution)
         result = cls(ws=arrays["w"], G_base=G, G_tuned=G_tuned, noise=noise, z=arrays.get("z"), c=arrays.get("c"),
                      method=report["method"], space=report["space"], target=target, reconstruction=target,
                      model_name=name, model_sha256=expected, metrics=report["metrics"], history=report["history"],
                      seconds=float(report["seconds"]), settings=report["settings"],
                      stop_reason=report["stop_reason"], device=report["device"], threads=report["threads"],
-                     extras=report["extras"])
-        result.reconstruction = result.render()
+                     extras=report["extras"], input=report["input"])
+        try:
+            result.reconstruction = result.render()
+        except (RuntimeError, ValueError) as e:
+            raise ResultError(f"{path}: cannot render the result ({str(e).splitlines()[0] if str(e) else e!r})"
+                              ) from None
         return result
+
+
+# ---------------------------------------------------------------------- writing folders atomically
+
+
+def _hidden_prefix(name: str, kind: str) -> str:
+    """`.NAME.KIND-` (NAME shortened with a hash when long), the prefix of the hidden siblings of NAME."""
+    if len(name.encode()) > 150:
+        name = name[:64] + "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f".{name}.{kind}-"
+
+
+def _hidden_sibling(target: Path, kind: str) -> Path:
+    return target.parent / f"{_hidden_prefix(target.name, kind)}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+#: Hidden folders this process is building or setting aside right now (threads may save concurrently).
+_IN_PROGRESS: set[str] = set()
+_IN_PROGRESS_LOCK = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_siblings(target: Path) -> None:
+    """Hidden folders a killed `save` of the same target left (half-built or set aside), whose process is gone."""
+    for kind in ("partial", "old"):
+        prefix = _hidden_prefix(target.name, kind)
+        try:
+            siblings = [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
+        except OSError:
+            return
+        for sibling in siblings:
+            match = re.match(r"(\d+)-", sibling.name[len(prefix):])
+            if not match:
+                continue
+            pid = int(match.group(1))
+            with _IN_PROGRESS_LOCK:
+                busy = sibling.name in _IN_PROGRESS
+            if (pid == os.getpid() and not busy) or (pid != os.getpid() and not _pid_alive(pid)):
+                _remove(sibling)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to replace anything but a result folder (complete or not), an empty folder or nothing."""
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not target.is_dir():
+        raise ResultError(f"{target}: exists and is not a folder; refusing to replace it with a result")
+    try:
+        names = [p.name for p in target.iterdir()]
+    except OSError as e:
+        raise ResultError(f"{target}: cannot read the existing folder ({e.strerror or e})") from None
+    foreign = sorted(n for n in names if n not in RESULT_ENTRIES and not n.startswith(".")
+                     and not re.fullmatch(r"\d{4,}", n))
+    if foreign and REPORT_FILE not in names:
+        raise ResultError(f"{target}: holds files that are not part of an inversion result "
+                          f"({', '.join(foreign[:3])}); refusing to replace it")
+
+
+@contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden folder beside `target`; when the block succeeds, swap it in as `target`.
+
+    An existing `target` is renamed aside, the new folder renamed in, and only then the old one deleted;
+    if the second rename fails, the old folder is put back. A block that raises leaves `target` as it
+    was and removes the hidden folder. Hidden folders that a killed process left for the same target
+    are removed first. Raises ResultError when `target` exists and is not a result folder."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _check_replaceable(target)
+    _remove_stale_siblings(target)
+    while True:
+        building = _hidden_sibling(target, "partial")
+        try:
+            os.mkdir(building)  # mode from the umask, like any other output folder
+            break
+        except FileExistsError:
+            continue
+    with _IN_PROGRESS_LOCK:
+        _IN_PROGRESS.add(building.name)
+    try:
+        yield building
+        _swap_in(building, target)
+    except BaseException:
+        _remove(building)
+        raise
+    finally:
+        with _IN_PROGRESS_LOCK:
+            _IN_PROGRESS.discard(building.name)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    old = None
+    try:
+        if target.exists() or target.is_symlink():
+            _check_replaceable(target)  # again: it may have changed while the new folder was built
+            old = _hidden_sibling(target, "old")
+            with _IN_PROGRESS_LOCK:
+                _IN_PROGRESS.add(old.name)
+            os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except BaseException:
+            if old is not None:
+                try:
+                    os.rename(old, target)
+                except OSError:
+                    pass
+            raise
+        if old is not None:
+            _remove(old)
+    finally:
+        if old is not None:
+            with _IN_PROGRESS_LOCK:
+                _IN_PROGRESS.discard(old.name)
 
 
 # ---------------------------------------------------------------------- looking at saved results
@@ -241,31 +427,66 @@ class InversionResult(Latent):
 def read_result_report(path: str | os.PathLike) -> dict:
     """report.json of a result folder (or of the single result in a zip), checked: a JSON object whose
     known fields have the right types and whose format this ganinv reads. Missing optional fields are
-    filled with their defaults. Raises ValueError (one line) otherwise."""
+    filled with their defaults. Raises ResultError (one line) otherwise."""
     path = Path(path)
     if path.is_dir():
         report_path = path / REPORT_FILE
         if not report_path.is_file():
-            raise ValueError(f"{path}: not an inversion result (no {REPORT_FILE})")
-        if report_path.stat().st_size > MAX_REPORT_BYTES:
-            raise ValueError(f"{report_path}: too large for a result report")
+            raise ResultError(f"{path}: not an inversion result (no {REPORT_FILE})")
+        report_path = _member(path, REPORT_FILE)
         try:
+            if report_path.stat().st_size > MAX_REPORT_BYTES:
+                raise ResultError(f"{report_path}: too large for a result report")
             raw = report_path.read_bytes()
         except OSError as e:
-            raise ValueError(f"{report_path}: cannot read ({e.strerror or e})") from None
+            raise ResultError(f"{report_path}: cannot read ({e.strerror or e})") from None
         return _check_report(raw, report_path)
     if path.is_file():
         with _open_zip(path) as zf:
             member = _report_member(zf, path)
             if zf.getinfo(member).file_size > MAX_REPORT_BYTES:
-                raise ValueError(f"{path}: {member} is too large for a result report")
+                raise ResultError(f"{path}: {member} is too large for a result report")
             return _check_report(zf.read(member), Path(f"{path}:{member}"))
-    raise ValueError(f"{path}: no such result folder or zip")
+    raise ResultError(f"{path}: no such result folder or zip")
 
 
 def result_model_name(path: str | os.PathLike) -> str | None:
     """The name of the model a saved result (folder or zip) was made with, None if it names none."""
     return (read_result_report(path).get("model") or {}).get("name")
+
+
+def resolve_result_model(path: str | os.PathLike, report: dict | None = None) -> str | Path:
+    """What to load as the base model of a saved result when the user names none: the embedded model
+    report.json names, or the model folder it names by a path inside the result folder (never a path
+    outside it: a result is untrusted and must not make ganinv load an arbitrary file). Raises
+    ResultError asking for the model otherwise."""
+    path = Path(path)
+    report = read_result_report(path) if report is None else report
+    name = (report.get("model") or {}).get("name")
+    if not name:
+        raise ResultError(f"{path}: the result does not name its model; pass the model (--model)")
+    if name in EMBEDDED_MODELS:
+        return name
+    if path.is_dir() and not os.path.isabs(name) and "\x00" not in name:
+        candidate = path / name
+        try:
+            root, resolved = path.resolve(), candidate.resolve()
+        except (OSError, RuntimeError, ValueError):
+            resolved = None
+        if resolved is not None and resolved != root and resolved.is_relative_to(root) and resolved.exists():
+            return candidate
+    raise ResultError(f"{path}: the result names the model {name!r}, which is neither an embedded model "
+                      f"({', '.join(EMBEDDED_MODELS)}) nor a model folder inside the result; pass the model "
+                      "(--model)")
+
+
+def _load_base_model(name_or_path: str | Path, path: Path):
+    try:
+        return load_model(name_or_path)
+    except UNTRUSTED_FILE_ERRORS as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ResultError(f"{path}: cannot load the base model {str(name_or_path)!r} ({reason}); "
+                          "pass the model (--model)") from None
 
 
 def is_complete_result(path: str | os.PathLike) -> bool:
@@ -283,170 +504,303 @@ def is_complete_result(path: str | os.PathLike) -> bool:
         return False
 
 
+def result_input_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 of the input file recorded in a complete result folder's report; None when the folder
+    is not a complete result or records none. Never raises."""
+    if not is_complete_result(path):
+        return None
+    try:
+        digest = read_result_report(path)["input"].get("sha256")
+    except (ValueError, OSError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def _member(folder: Path, name: str) -> Path:
+    """folder/name, refused when it leads outside the folder (a symbolic link to elsewhere)."""
+    path = folder / name
+    if path.is_symlink():
+        try:
+            inside = path.resolve().is_relative_to(folder.resolve())
+        except (OSError, RuntimeError):
+            inside = False
+        if not inside:
+            raise ResultError(f"{path}: leads outside the result folder (a link); refusing to read it")
+    return path
+
+
 def _check_report(raw: bytes, where: Path) -> dict:
     try:
         report = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where}: invalid JSON ({e})") from None
+        raise ResultError(f"{where}: invalid JSON ({e})") from None
+    except RecursionError:
+        raise ResultError(f"{where}: invalid JSON (nested too deeply)") from None
+    except (MemoryError, OverflowError, ValueError) as e:
+        raise ResultError(f"{where}: invalid JSON ({type(e).__name__})") from None
     if not isinstance(report, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(report).__name__}")
+        raise ResultError(f"{where}: expected a JSON object, got {type(report).__name__}")
     version = report.get("format_version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"{where}: format_version must be an integer, got {version!r}")
+        raise ResultError(f"{where}: format_version must be an integer, got {_short(version)}")
     if version > FORMAT_VERSION:
-        raise ValueError(f"{where}: result format_version {version} is newer than this ganinv reads "
-                         f"({FORMAT_VERSION}); upgrade ganinv")
+        raise ResultError(f"{where}: result format_version {_short(version)} is newer than this ganinv reads "
+                          f"({FORMAT_VERSION}); upgrade ganinv")
     model = report.get("model")
     if model is not None:
         if not isinstance(model, dict):
-            raise ValueError(f"{where}: 'model' must be an object with name and sha256")
+            raise ResultError(f"{where}: 'model' must be an object with name and sha256")
         for key in ("name", "sha256"):
             if model.get(key) is not None and not isinstance(model.get(key), str):
-                raise ValueError(f"{where}: model {key} must be a string, got {model.get(key)!r}")
+                raise ResultError(f"{where}: model {key} must be a string, got {type(model.get(key)).__name__}")
     checked = dict(report)
     for key, (types, description, default) in _REPORT_FIELDS.items():
         value = report.get(key)
         if value is None:
             checked[key] = default.copy() if isinstance(default, (dict, list)) else default
         elif not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ValueError(f"{where}: {key!r} must be {description}, got {type(value).__name__}")
+            raise ResultError(f"{where}: {key!r} must be {description}, got {type(value).__name__}")
+    if not 1 <= checked["threads"] <= 1 << 20:
+        raise ResultError(f"{where}: 'threads' must be between 1 and {1 << 20}")
+    try:
+        checked["seconds"] = float(checked["seconds"])
+    except OverflowError:
+        raise ResultError(f"{where}: 'seconds' is out of range") from None
     return checked
+
+
+def _short(value) -> str:
+    """repr of a value from an untrusted file, cut short for a one-line message."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @contextmanager
 def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not an inversion result (neither a result folder nor a zip of one)") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, struct.error):
+        raise ResultError(f"{path}: not an inversion result (neither a result folder nor a zip of one)") from None
     except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise ResultError(f"{path}: cannot read ({e.strerror or e})") from None
     with zf:
         try:
             yield zf
-        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError) as e:
-            raise ValueError(f"{path}: corrupt or unsupported zip ({e})") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError,
+                struct.error, MemoryError) as e:
+            raise ResultError(f"{path}: corrupt or unsupported zip ({e})") from None
 
 
 def _report_member(zf: zipfile.ZipFile, path: Path) -> str:
     found = [name for name in zf.namelist() if name == REPORT_FILE or name.endswith("/" + REPORT_FILE)]
     if len(found) != 1:
-        raise ValueError(f"{path}: expected exactly one result ({REPORT_FILE}) in the zip, found {len(found)}")
+        raise ResultError(f"{path}: expected exactly one result ({REPORT_FILE}) in the zip, found {len(found)}")
     return found[0]
+
+
+def _is_zip_symlink(member: zipfile.ZipInfo) -> bool:
+    return (member.external_attr >> 16) & 0o170000 == 0o120000
 
 
 @contextmanager
 def _extracted_zip(path: Path) -> Iterator[tuple[Path, Path]]:
-    """(temporary folder, the result folder in it) of a result zip, extracted; removed afterwards."""
+    """(temporary folder, the result folder in it) of a result zip, extracted; removed afterwards.
+
+    Refuses zips with too many members, members (declared or actual) larger than the limits, links,
+    and names that would land outside the folder."""
     with tempfile.TemporaryDirectory(prefix="ganinv-result-") as tmp_name:
         tmp = Path(tmp_name).resolve()
         with _open_zip(path) as zf:
             members = zf.infolist()
             if len(members) > MAX_ZIP_MEMBERS:
-                raise ValueError(f"{path}: {len(members)} files in the zip; a result has a handful")
-            if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise ValueError(f"{path}: the zip unpacks to more than {MAX_ZIP_BYTES // 2 ** 30} GiB")
+                raise ResultError(f"{path}: {len(members)} files in the zip (at most {MAX_ZIP_MEMBERS}); "
+                                  "a result has a handful")
+            declared = 0
+            for member in members:
+                name = member.filename
+                if _is_zip_symlink(member):
+                    raise ResultError(f"{path}: {name!r} in the zip is a link; result zips hold plain files")
+                target = (tmp / name).resolve()
+                if "\x00" in name or os.path.isabs(name) or not target.is_relative_to(tmp):
+                    raise ResultError(f"{path}: unsafe path {name!r} in zip")
+                if member.file_size > MAX_ZIP_MEMBER_BYTES:
+                    raise ResultError(f"{path}: {name!r} unpacks to {member.file_size:,} bytes "
+                                      f"(at most {MAX_ZIP_MEMBER_BYTES:,} per file)")
+                if member.file_size > 2 ** 20 and member.file_size > MAX_ZIP_RATIO * max(member.compress_size, 1):
+                    raise ResultError(f"{path}: {name!r} has a compression ratio over {MAX_ZIP_RATIO} "
+                                      f"({member.compress_size:,} -> {member.file_size:,} bytes); not a result zip")
+                declared += member.file_size
+            if declared > MAX_ZIP_BYTES:
+                raise ResultError(f"{path}: the zip unpacks to {declared:,} bytes (at most {MAX_ZIP_BYTES:,})")
             inner = Path(_report_member(zf, path)).parent
+            written = 0
             for member in members:
                 target = (tmp / member.filename).resolve()
-                if target != tmp and tmp not in target.parents:
-                    raise ValueError(f"{path}: unsafe path {member.filename!r} in zip")
-            zf.extractall(tmp)
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                size = 0
+                with zf.open(member) as source, open(target, "xb") as sink:
+                    while chunk := source.read(1 << 20):
+                        size += len(chunk)
+                        written += len(chunk)
+                        if size > min(member.file_size, MAX_ZIP_MEMBER_BYTES) or written > MAX_ZIP_BYTES:
+                            raise ResultError(f"{path}: {member.filename!r} unpacks to more bytes than "
+                                              "declared or allowed")
+                        sink.write(chunk)
         yield tmp, tmp / inner
 
 
+def _npy_header(data, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the header of array `key` of an open npz, without reading the array."""
+    names = data.zip.namelist()
+    member = f"{key}.npy" if f"{key}.npy" in names else key
+    with data.zip.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
 def _read_latent(path: Path, G) -> dict[str, torch.Tensor]:
-    """latent.npz -> {'w': [1, num_ws, w_dim], 'z': [1, z_dim], 'c': [1, c_dim]} (z, c when present)."""
+    """latent.npz -> {'w': [1, num_ws, w_dim], 'z': [1, z_dim], 'c': [1, c_dim]} (z, c when present).
+
+    Each array's header is checked (dtype, shape) before the array is read, so a header claiming
+    absurd sizes costs nothing; values must be finite."""
     if not path.is_file():
-        raise ValueError(f"{path.parent}: latent.npz is missing")
+        raise ResultError(f"{path.parent}: latent.npz is missing")
     try:
+        if path.stat().st_size > MAX_LATENT_BYTES:
+            raise ResultError(f"{path}: {path.stat().st_size:,} bytes is too large for a latent file")
         with open(path, "rb") as f:
             magic = f.read(4)
         data = np.load(path, allow_pickle=False) if magic == b"PK\x03\x04" else None
     except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
+        raise ResultError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, struct.error) as e:
+        raise ResultError(f"{path}: cannot read ({e})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not an .npz archive (expected the arrays w, z, c)")
+        raise ResultError(f"{path}: not an .npz archive (expected the arrays w, z, c)")
     expected = {"w": (1, G.num_ws, G.w_dim), "z": (1, G.z_dim), "c": (1, G.c_dim)}
     out = {}
     with data:
         if "w" not in data.files:
-            raise ValueError(f"{path}: no array 'w' (expected shape [1, {G.num_ws}, {G.w_dim}])")
+            raise ResultError(f"{path}: no array 'w' (expected shape [1, {G.num_ws}, {G.w_dim}])")
         for key, shape in expected.items():
             if key not in data.files:
                 continue
             try:
-                array = data[key]
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-                raise ValueError(f"{path}: cannot read array {key!r} ({e})") from None
-            if array.dtype.kind not in "fiu":
-                raise ValueError(f"{path}: array {key!r} has dtype {array.dtype}, expected float32")
-            if tuple(array.shape) != shape:
+                found_shape, dtype = _npy_header(data, key)
+            except UNTRUSTED_FILE_ERRORS as e:
+                raise ResultError(f"{path}: cannot read array {key!r} ({_reason(e)})") from None
+            if dtype.kind not in "fiu":
+                raise ResultError(f"{path}: array {key!r} has dtype {dtype}, expected float32")
+            if found_shape != shape:
                 if key == "w":
-                    raise ValueError(f"{path}: latent w has shape {tuple(array.shape)}, model expects "
-                                     f"[1, {G.num_ws}, {G.w_dim}]")
-                raise ValueError(f"{path}: array {key!r} has shape {tuple(array.shape)}, expected {list(shape)}")
+                    raise ResultError(f"{path}: latent w has shape {found_shape}, model expects "
+                                      f"[1, {G.num_ws}, {G.w_dim}]")
+                raise ResultError(f"{path}: array {key!r} has shape {found_shape}, expected {list(shape)}")
+            try:
+                array = data[key]
+            except UNTRUSTED_FILE_ERRORS as e:
+                raise ResultError(f"{path}: cannot read array {key!r} ({_reason(e)})") from None
+            if tuple(array.shape) != shape or array.dtype.kind not in "fiu":
+                raise ResultError(f"{path}: array {key!r} does not match its header")
             if not np.isfinite(array).all():
-                raise ValueError(f"{path}: array {key!r} contains NaN or inf")
+                raise ResultError(f"{path}: array {key!r} contains NaN or inf")
             out[key] = torch.from_numpy(np.asarray(array, dtype=np.float32).copy())
     return out
 
 
+def _reason(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return text or type(error).__name__
+
+
 def _read_noise(path: Path, G) -> dict[str, torch.Tensor]:
-    """noise.safetensors -> {layer: [1, 1, H, W]}, layers and sizes checked against G."""
-    noise = load_tensors(path, what="noise maps", error=ValueError)
+    """noise.safetensors -> {layer: [1, 1, H, W]}, layers, sizes and values checked against G."""
+    if not path.is_file():
+        raise ResultError(f"{path}: not a regular file")
     buffers = G.synthesis.noise_buffers()
+    # float64 maps of every layer plus the header: anything larger is not this model's noise
+    limit = 8 * sum(b.numel() for b in buffers.values()) + (1 << 20)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ResultError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size > limit:
+        raise ResultError(f"{path}: {size:,} bytes is too large for this model's noise maps")
+    try:
+        noise = load_tensors(path, what="noise maps", error=ResultError)
+    except GanInvError:
+        raise
+    except UNTRUSTED_FILE_ERRORS as e:
+        raise ResultError(f"{path}: cannot read the noise maps ({_reason(e)})") from None
     for name, value in noise.items():
         if name not in buffers:
-            raise ValueError(f"{path}: noise map {name!r} is not a noise layer of this model "
-                             f"(layers: {', '.join(buffers)})")
+            raise ResultError(f"{path}: noise map {name!r} is not a noise layer of this model "
+                              f"(layers: {', '.join(buffers)})")
         shape = (1, 1, *buffers[name].shape[-2:])
         if tuple(value.shape) != shape:
-            raise ValueError(f"{path}: noise map {name!r} has shape {tuple(value.shape)}, expected {list(shape)}")
+            raise ResultError(f"{path}: noise map {name!r} has shape {tuple(value.shape)}, expected {list(shape)}")
         if not value.is_floating_point() or not torch.isfinite(value).all():
-            raise ValueError(f"{path}: noise map {name!r} must be finite floats")
+            raise ResultError(f"{path}: noise map {name!r} must be finite floats")
     return {k: v.float() for k, v in noise.items()}
 
 
 def _read_tuned_generator(path: Path, G):
     """generator/ -> the tuned G (wrapped in its locality gate when the card has one)."""
+    if not path.is_dir():
+        raise ResultError(f"{path}: not a folder (expected the tuned generator's model folder)")
     try:
         G_tuned, _, card, extra = load_native(path)
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: cannot load the tuned generator ({e})") from None
+    except UNTRUSTED_FILE_ERRORS as e:
+        raise ResultError(f"{path}: cannot load the tuned generator ({_reason(e)})") from None
     keys = ("num_ws", "w_dim", "img_resolution", "img_channels")
     if any(getattr(G_tuned, k) != getattr(G, k) for k in keys):
-        raise ValueError(f"{path}: the tuned generator does not match the base model's architecture "
-                         f"({', '.join(f'{k} {getattr(G_tuned, k)} vs {getattr(G, k)}' for k in keys)})")
+        raise ResultError(f"{path}: the tuned generator does not match the base model's architecture "
+                          f"({', '.join(f'{k} {getattr(G_tuned, k)} vs {getattr(G, k)}' for k in keys)})")
+    for name, tensor in G_tuned.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ResultError(f"{path}: the tuned generator's {name} contains NaN or inf")
     gate = card.get("locality_gate")
     if gate is None:
         return G_tuned
     try:
         pivots = extra["gate.pivots"].float().to(next(G.parameters()).device)
+        if not torch.isfinite(pivots).all():
+            raise ValueError("pivots contain NaN or inf")
         return LocallyTunedGenerator(G, G_tuned.to(pivots.device), pivots, float(gate["inner_radius"]),
                                      float(gate["outer_radius"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: invalid locality gate ({e!r})") from None
+    except UNTRUSTED_FILE_ERRORS as e:
+        raise ResultError(f"{path}: invalid locality gate ({e!r})") from None
 
 
 def _read_saved_png(path: Path, channels: int, resolution: int) -> torch.Tensor:
     """A PNG `save` wrote (the model's size, 8-bit) -> [1, C, H, W] in [-1, 1]."""
     if not path.is_file():
-        raise ValueError(f"{path.parent}: {path.name} is missing")
+        raise ResultError(f"{path.parent}: {path.name} is missing")
     try:
         with Image.open(path) as im:
-            if im.size != (resolution, resolution):
-                raise ValueError(f"{path}: image is {im.size[0]}x{im.size[1]}, the model's is "
-                                 f"{resolution}x{resolution}")
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:
-        raise ValueError(f"{path}: cannot read the image ({e})") from None
+            size = im.size
+            if size == (resolution, resolution):
+                arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError) + UNTRUSTED_FILE_ERRORS as e:
+        raise ResultError(f"{path}: cannot read the image ({_reason(e)})") from None
+    if size != (resolution, resolution):
+        raise ResultError(f"{path}: image is {size[0]}x{size[1]}, the model's is {resolution}x{resolution}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
 
 
-__all__ = ["InversionResult", "FORMAT_VERSION", "read_result_report", "result_model_name", "is_complete_result"]
+__all__ = ["InversionResult", "FORMAT_VERSION", "ResultError", "atomic_folder", "read_result_report",
+           "result_model_name", "resolve_result_model", "result_input_sha256", "is_complete_result"]
