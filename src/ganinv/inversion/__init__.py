@@ -186,6 +186,7 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
                 const_rec = gen.synthesis(ws, noise_mode="const").clamp(-1, 1)
             values["psnr_const_noise"] = METRICS["psnr"](observe(const_rec), target).tolist()
     extras = dict(output.extras)
+    G_base = bundle.G
     # A method whose presets change its defaults (clone's "paper") reports the settings it really used.
     effective = extras.pop("settings", {})
     gate = extras.pop("gate", None)
@@ -197,7 +198,9 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         extras["gate"] = {**gate, **gated.gate_settings}
         result_G = gated
     elif isinstance(result_G, MultiCodeGenerator):
-        result_G = result_G.rebased(bundle.G)  # renders with the caller's G, wherever it lives
+        # Not a tuned copy: the model's own G composing the result's codes. It renders the result (as its
+        # G_base; directions apply to the centre ws, which moves every code) with the caller's G's weights.
+        G_base, result_G = result_G.rebased(bundle.G), None
     elif result_G is not None:
         extras["locality"], = _locality(G, [result_G], ws)
     if init_note:
@@ -209,8 +212,7 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         method=method, space=output.space, target=target.detach().cpu(), ws=output.ws.detach().cpu(),
         reconstruction=reconstruction.cpu(),
         noise=None if output.noise is None else {k: v.detach().cpu() for k, v in output.noise.items()},
-        G_tuned=(result_G if isinstance(result_G, MultiCodeGenerator) else result_G.cpu()) if result_G is not None
-        else None, G_base=bundle.G, model_name=bundle.name,
+        G_tuned=result_G.cpu() if result_G is not None else None, G_base=G_base, model_name=bundle.name,
         model_sha256=bundle.sha256, z=None if output.z is None else output.z.detach().cpu(), metrics=values,
         history=output.history, seconds=seconds, settings={**spec.defaults, **settings, **effective, "seed": seed},
         stop_reason=output.stop_reason, device=str(dev), threads=torch.get_num_threads(), extras=extras)

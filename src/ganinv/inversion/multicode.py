@@ -10,8 +10,9 @@ is composed like the features (ganinv.models.multicode explains both choices).
 
 Here the codes live in W+ (or W with `space="w"`), start at seeded prior samples pulled toward w_avg
 (`init_truncation`), the importance weights at 1/K, and both follow the same Adam schedule as
-`optimize` (warm-up and cosine ramp-down). The result's `ws` is the codes' centre and its generator a
-`MultiCodeGenerator`, so it saves, loads, renders and edits like any result, an edit moving every code.
+`optimize` (warm-up and cosine ramp-down). The result's `ws` is the codes' centre and the generator that
+renders it (`result.G_base`; nothing is tuned, so `G_tuned` stays None) a `MultiCodeGenerator` over the
+model's G, so it saves, loads, renders and edits like any result, an edit moving every code.
 Composing at an earlier block (smaller `layer`) leaves more of the generator to shape the composition
 (closer to the prior, more editable); a later block fits the target more closely.
 """

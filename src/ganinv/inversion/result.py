@@ -104,8 +104,8 @@ class InversionResult(Latent):
         n = len(self)
         metrics = {k: [v[i]] for k, v in self.metrics.items() if isinstance(v, list) and len(v) == n}
         selected = super()._selected(i)
-        if isinstance(self.G_tuned, MultiCodeGenerator) and len(self.G_tuned) == n > 1:
-            selected["G_tuned"] = self.G_tuned.select(i)  # each target has its own codes
+        if isinstance(self.G_base, MultiCodeGenerator) and len(self.G_base) == n > 1:
+            selected["G_base"] = self.G_base.select(i)  # each target has its own codes
         return {**selected, "target": self.target[i:i + 1],
                 "reconstruction": self.reconstruction[i:i + 1], "metrics": metrics,
                 "seconds": self.seconds / max(n, 1)}
@@ -138,10 +138,9 @@ class InversionResult(Latent):
             "metrics": jsonable(self.metrics), "seconds": self.seconds, "device": self.device,
             "threads": self.threads, "stop_reason": self.stop_reason, "history": jsonable(self.history),
             "num_ws": int(self.ws.shape[1]), "w_dim": int(self.ws.shape[2]),
-            "tuned_generator": self.G_tuned is not None and not isinstance(self.G_tuned, MultiCodeGenerator),
-            "extras": jsonable(self.extras),
-            **({"multicode": {"layer": self.G_tuned.layer, "codes": self.G_tuned.num_codes}}
-               if isinstance(self.G_tuned, MultiCodeGenerator) else {}),
+            "tuned_generator": self.G_tuned is not None, "extras": jsonable(self.extras),
+            **({"multicode": {"layer": self.G_base.layer, "codes": self.G_base.num_codes}}
+               if isinstance(self.G_base, MultiCodeGenerator) else {}),
         }
 
     def save(self, outdir: str | os.PathLike) -> list[Path]:
@@ -163,9 +162,9 @@ class InversionResult(Latent):
                 np.savez(f, **arrays)
         if self.noise is not None:
             save_tensors(outdir / "noise.safetensors", self.noise)
-        if isinstance(self.G_tuned, MultiCodeGenerator):
-            self.G_tuned.save(outdir / MULTICODE_FILE)
-        elif self.G_tuned is not None:
+        if isinstance(self.G_base, MultiCodeGenerator):
+            self.G_base.save(outdir / MULTICODE_FILE)
+        if self.G_tuned is not None:
             card = {"name": f"{self.model_name or 'model'}-{self.method}-tuned",
                     "base_model": {"name": self.model_name, "sha256": self.model_sha256},
                     "tuned_by": self.method}
@@ -236,7 +235,7 @@ class InversionResult(Latent):
         elif report["tuned_generator"]:
             raise ValueError(f"{path}: report.json says the generator was tuned, but generator/ is missing")
         if "multicode" in report or (path / MULTICODE_FILE).exists():
-            G_tuned = _read_multicode(path, report, G)
+            G = _read_multicode(path, report, G)  # renders the result: the model's G composing its codes
         target = _read_saved_png(path / "target.png", G.img_channels, G.img_resolution)
         result = cls(ws=arrays["w"], G_base=G, G_tuned=G_tuned, noise=noise, z=arrays.get("z"), c=arrays.get("c"),
                      method=report["method"], space=report["space"], target=target, reconstruction=target,
