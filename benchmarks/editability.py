@@ -73,7 +73,7 @@ def inverted_results(model, variant: str, images, args) -> list[InversionResult]
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
-    parser.add_argument("--methods", default="optimize-w,optimize,pti,clone,encoder,hybrid",
+    parser.add_argument("--methods", default="optimize-w,optimize,pti,clone,encoder,hybrid,multicode",
                         help=f"inversion variants (see benchmarks/inversion.py: {', '.join(VARIANTS)})")
     parser.add_argument("--directions", default=None,
                         help="comma list of direction names (default: every shipped interfacegan_* direction)")

@@ -15,6 +15,7 @@ median and mean over images with the count. LPIPS is printed only with genuine w
 Every run records the PSNR each step reported with its time since the call (`trace` in the JSON), so
 `--plot` (benchmarks/plots.py, needs matplotlib) draws time vs PSNR per method.
     python benchmarks/inversion.py --results-dir out/inverted   # then benchmarks/editability.py --results-dir out/inverted
+    python benchmarks/inversion.py --model emoji64 --variants optimize-w+,multicode --num-heldout 3 --photos
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ VARIANTS = {
     "clone-untimed": ("clone", dict()),
     "encoder": ("encoder", dict()),
     "hybrid": ("hybrid", dict()),
+    "optimize-w+": ("optimize", dict(optimize_noise=False)),  # W+ without noise maps: multicode's baseline
+    "multicode": ("multicode", dict()),
 }
 
 
@@ -104,7 +107,7 @@ def summarize(values):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
-    parser.add_argument("--variants", default="optimize-w,optimize,pti,clone,clone-paper")
+    parser.add_argument("--variants", default="optimize-w,optimize,pti,clone,clone-paper,multicode")
     parser.add_argument("--num-heldout", type=int, default=8)
     parser.add_argument("--photos", action="store_true", help="add scikit-image's astronaut/coffee/chelsea")
     parser.add_argument("--threads", type=int, default=2)

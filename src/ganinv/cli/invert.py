@@ -12,8 +12,9 @@ from ..batch import VIDEO_SUFFIXES, file_sha256, result_names
 from .common import (UserError, device_option, load_model_or_fail, model_option, quiet_option, seed_option,
                      set_threads)
 from ..inversion import METHODS, invert as run_invert
-from ..data.io import ImageLoadError, load_image
+from ..data.io import ImageLoadError, load_image, read_image
 from ..errors import GanInvError
+from ..inversion.degradation import Colorize, Inpaint, SuperResolution, load_mask
 from ..inversion.result import read_result_report, result_input_sha256
 from ..models.official_encoders import load_encoder
 from ..models.storage import CheckpointError
@@ -123,6 +124,14 @@ class _MethodsCommand(click.Command):
               help="Real training images for Clone's global loss (default: the model's own).")
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
               help="How a non-square photo becomes the model's square input.")
+@click.option("--codes", type=click.IntRange(1, 64), default=None, help="Number of latent codes (multicode).")
+@click.option("--layer", type=click.IntRange(0), default=None,
+              help="Synthesis block index where the codes' features are composed (multicode; 0 = 4 px block).")
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None,
+              help="Inpaint: MASK.png, white = known, black = to fill (the image's or the model's size).")
+@click.option("--colorize", is_flag=True, help="Colorize: the target is grayscale, the loss compares luminance.")
+@click.option("--super-resolution", "super_resolution", type=click.IntRange(2), default=None, metavar="F",
+              help="Super-resolution by F: the image is the low-resolution target (loaded at resolution/F).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other method setting.")
 @click.option("--lpips-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with genuine LPIPS weights (to report LPIPS).")
@@ -139,9 +148,10 @@ class _MethodsCommand(click.Command):
 @device_option
 @seed_option
 @quiet_option
-def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
-           lpips_dir, outdir, overwrite, skip_existing, shard, engine, address, num_workers, gpus_per_worker,
-           threads_per_worker, every_frame, max_frames, device, seed, quiet, encoder_path=None):
+def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, codes, layer,
+           mask_path, colorize, super_resolution, extra, lpips_dir, outdir, overwrite, skip_existing, shard, engine,
+           address, num_workers, gpus_per_worker, threads_per_worker, every_frame, max_frames, device, seed, quiet,
+           encoder_path=None):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
     OUTDIR/<image stem>/ per image (inputs sharing a stem: OUTDIR/<stem>-<extension>/)."""
     from tqdm import tqdm
@@ -163,6 +173,16 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         settings["preset"] = preset
     if target_psnr is not None:
         settings["target_psnr"] = target_psnr
+    if codes is not None:
+        settings["codes"] = codes
+    if layer is not None:
+        settings["layer"] = layer
+    if sum((mask_path is not None, colorize, super_resolution is not None)) > 1:
+        raise UserError("--mask, --colorize and --super-resolution are separate restorations; give one")
+    restoring = mask_path is not None or colorize or super_resolution is not None
+    if restoring and not METHODS[method].accepts_degradation:
+        raise UserError(f"--method {method} does not restore degraded images; use one of "
+                        f"{', '.join(n for n, spec in METHODS.items() if spec.accepts_degradation)}")
     try:
         settings = METHODS[method].check_settings(settings)
     except ValueError as e:
@@ -172,6 +192,9 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     shard_spec = _parse_shard(shard)
     paths = _expand_images(images)
     if wants_batch(engine, paths):
+        if restoring:
+            raise UserError("--mask, --colorize and --super-resolution run in this process; "
+                            "drop --engine and video inputs to restore photos")
         return run_batch(paths, model=model, method=method, settings=settings, outdir=outdir, engine=engine,
                          address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                          threads_per_worker=threads_per_worker, every_frame=every_frame, max_frames=max_frames,
@@ -184,6 +207,15 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         except (CheckpointError, ValueError) as e:
             raise UserError(str(e)) from None
     real = _load_real_dir(real_dir, G) if real_dir is not None else None
+    degradation = Colorize() if colorize else None
+    if colorize and G.img_channels != 3:
+        raise UserError(f"--colorize needs a colour model; {bundle.name or 'this model'} has {G.img_channels} channel(s)")
+    if super_resolution is not None:
+        if G.img_resolution % super_resolution:
+            raise UserError(f"--super-resolution {super_resolution} must divide the model's resolution {G.img_resolution}")
+        degradation = SuperResolution(super_resolution)
+    if mask_path is not None and not mask_path.is_file():
+        raise UserError(f"--mask {mask_path}: no such file")
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0
     inputs: list[Path] = []
@@ -228,11 +260,21 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             failures += 1
             continue
         try:
-            target = load_image(path, G.img_resolution, G.img_channels, fit=fit)
+            if super_resolution is not None:  # the photo is the low-resolution observation
+                target = load_image(path, G.img_resolution // super_resolution, G.img_channels, fit=fit)
+            else:
+                target = load_image(path, G.img_resolution, G.img_channels, fit=fit)
+            size = read_image(path, G.img_channels).size if mask_path is not None else None
         except (ImageLoadError, OSError) as e:
             click.echo(f"{path}: skipped: {e}", err=True)
             failures += 1
             continue
+        if mask_path is not None:
+            try:
+                degradation = Inpaint(load_mask(mask_path, G.img_resolution, image_size=size, fit=fit))
+            except GanInvError as e:  # a bad mask is a mistake for the whole command
+                raise UserError(f"--mask {e}" if str(e).startswith(str(mask_path)) else f"--mask {mask_path}: {e}"
+                                ) from None
         bar = tqdm(total=None, desc=f"{path.name} [{method}]", disable=quiet, leave=False, dynamic_ncols=True)
         state = {"stage": None}
 
@@ -249,7 +291,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         try:
             result = run_invert(bundle, target, method, real_images=real, seed=seed, callback=progress,
                                 init_from=init_from, metrics=("ssim",), compute_lpips=lpips_dir is not None,
-                                lpips_dir=lpips_dir, **settings)
+                                lpips_dir=lpips_dir, degradation=degradation, **settings)
         except ValueError as e:
             bar.close()
             raise UserError(str(e)) from None

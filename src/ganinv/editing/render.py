@@ -2,6 +2,8 @@
 
 Edits take any subject (`ganinv.latent.Latent`) and render through its `render`: an inversion result
 with its own noise maps and, for PTI/Clone, its tuned generator; the directions are the base model's.
+A multicode result renders through its multi-code generator (ganinv.models.multicode), whose codes sit
+at fixed offsets from the result's ws: an edit of ws moves every code, and style offsets reach every code.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
     result = ganinv.invert(model_or_G, target, method="clone", seed=0, **settings)
 
 Methods: optimize (Image2StyleGAN / StyleGAN2 projector, Z/W/W+), pti (Roich et al. 2022),
-clone (Feng et al., "Near Perfect GAN Inversion"), and, when an encoder is available,
-encoder (e4e/ReStyle) and hybrid (In-domain inversion, Zhu et al. 2020).
+clone (Feng et al., "Near Perfect GAN Inversion"), multicode (mGANprior, Gu et al. 2020), and, when an
+encoder is available, encoder (e4e/ReStyle) and hybrid (In-domain inversion, Zhu et al. 2020).
+Restoration (inpainting, colorization, super-resolution) passes a `degradation` (degradation.py).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import torch
 
 from ..metrics import METRICS, load_lpips, lpips_distance
 from ..models.local import locally_tuned
+from ..models.multicode import MultiCodeGenerator
 from ..models.prior import sample_prior
 from ..models.registry import Model, load_model, resolve_device
-from . import clone, encoder, optimize, pti
+from . import clone, encoder, multicode, optimize, pti
 from .base import Callback, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, check_target
 
 #: The inversion methods by name. Callers (CLI, web app, benchmarks, tests) read what a method can do
@@ -30,6 +32,7 @@ METHODS: dict[str, MethodSpec] = {
     "clone": clone.SPEC,
     "encoder": encoder.ENCODER_SPEC,
     "hybrid": encoder.HYBRID_SPEC,
+    "multicode": multicode.SPEC,
 }
 
 #: Metrics `invert` can report: mse and psnr always; the others on request (`metrics=`).
@@ -89,7 +92,7 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
            D=None, real_images: torch.Tensor | None = None, seed: int = 0, callback: Callback | None = None,
            device: str | torch.device | None = None, init_from: str | InversionResult | None = None,
            metrics: Iterable[str] | None = None, compute_lpips: bool = False, lpips_dir: str | None = None,
-           **settings: Any) -> InversionResult:
+           degradation=None, **settings: Any) -> InversionResult:
     """Invert target image(s) [N, C, H, W] in [-1, 1] with a registered method.
 
     `model` is a Model bundle (from load_model), a bare Generator, or a name/path. D and real_images
@@ -100,7 +103,10 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
 
     The result's metrics are mse and psnr, plus psnr_const_noise when the method returned noise maps;
     `metrics` asks for more (any of METRIC_NAMES; `compute_lpips=True` adds lpips_alex). Tuning methods
-    also report the locality of their tuned generator. The caller's G, D and encoder are never
+    also report the locality of their tuned generator. `degradation` (an Inpaint, Colorize or
+    SuperResolution from ganinv.inversion.degradation; methods with `accepts_degradation`) restores: the
+    loss and the metrics compare the degraded rendering with the (degraded) target, the reconstruction is
+    the full rendering, and the encoder start is skipped. The caller's G, D and encoder are never
     modified: a method only takes gradients with respect to its own latents, and tuning methods tune
     copies (on another `device`, G and D are copied there).
     """
@@ -119,7 +125,10 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
     D = _on_device(D, dev) if D is not None else None
     if real_images is None:
         real_images = bundle.real_images
-    target = check_target(G, target).to(dev)
+    if degradation is not None and not spec.accepts_degradation:
+        takers = ", ".join(name for name, entry in METHODS.items() if entry.accepts_degradation)
+        raise ValueError(f"method {method} does not restore degraded targets; use one of {takers}")
+    target = (check_target(G, target) if degradation is None else degradation.observe(target, G)).to(dev)
     # The global generators (random noise maps in some methods' steps); torch.manual_seed would also
     # visit every other backend, which costs more than the rest of this function.
     torch.default_generator.manual_seed(seed)
@@ -135,11 +144,14 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
             init_note = f"given {init_from.method} result"
         else:
             first = invert(bundle, target, init_from, D=D, real_images=real_images, seed=seed, callback=callback,
-                           device=dev)
+                           device=dev, degradation=degradation)
             init_ws = first.ws.to(dev)
             init_note = f"{init_from} (default settings)"
     kwargs = dict(D=D, real_images=real_images, seed=seed, callback=callback, lpips_dir=lpips_dir)
-    if init_ws is None and spec.starts_from_encoder and bundle.encoder is not None:
+    if degradation is not None:
+        kwargs["degradation"] = degradation
+    # The encoder was trained on clean images: a degraded target starts from the method's own start.
+    if init_ws is None and spec.starts_from_encoder and bundle.encoder is not None and degradation is None:
         try:
             init_ws = encoder.run_encoder(G, target, encoder=bundle.encoder, seed=seed).ws
             init_note = "encoder (shipped with the model)"
@@ -163,7 +175,8 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
     reconstruction = reconstruction.detach().clamp(-1, 1)
     if output.noise is not None and metrics is None:
         wanted = (*wanted, "psnr_const_noise")
-    values = _metrics(reconstruction, target, tuple(dict.fromkeys(wanted)), lpips_dir)
+    observe = degradation if degradation is not None else (lambda image: image)
+    values = _metrics(observe(reconstruction), target, tuple(dict.fromkeys(wanted)), lpips_dir)
     if "psnr_const_noise" in wanted:
         if output.noise is None:
             values["psnr_const_noise"] = values["psnr"]  # no noise maps: the same image
@@ -171,8 +184,9 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
             with torch.no_grad():
                 gen = result_G if result_G is not None else G
                 const_rec = gen.synthesis(ws, noise_mode="const").clamp(-1, 1)
-            values["psnr_const_noise"] = METRICS["psnr"](const_rec, target).tolist()
+            values["psnr_const_noise"] = METRICS["psnr"](observe(const_rec), target).tolist()
     extras = dict(output.extras)
+    G_base = bundle.G
     # A method whose presets change its defaults (clone's "paper") reports the settings it really used.
     effective = extras.pop("settings", {})
     gate = extras.pop("gate", None)
@@ -183,15 +197,22 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         extras["locality"], extras["locality_ungated"] = _locality(G, [gated, result_G], ws)
         extras["gate"] = {**gate, **gated.gate_settings}
         result_G = gated
+    elif isinstance(result_G, MultiCodeGenerator):
+        # Not a tuned copy: the model's own G composing the result's codes. It renders the result (as its
+        # G_base; directions apply to the centre ws, which moves every code) with the caller's G's weights.
+        G_base, result_G = result_G.rebased(bundle.G), None
     elif result_G is not None:
         extras["locality"], = _locality(G, [result_G], ws)
     if init_note:
         extras["init"] = init_note
+    if degradation is not None:
+        extras["degradation"] = degradation.describe()
+        target = degradation.display(target, G.img_resolution)
     return InversionResult(
         method=method, space=output.space, target=target.detach().cpu(), ws=output.ws.detach().cpu(),
         reconstruction=reconstruction.cpu(),
         noise=None if output.noise is None else {k: v.detach().cpu() for k, v in output.noise.items()},
-        G_tuned=result_G.cpu() if result_G is not None else None, G_base=bundle.G, model_name=bundle.name,
+        G_tuned=result_G.cpu() if result_G is not None else None, G_base=G_base, model_name=bundle.name,
         model_sha256=bundle.sha256, z=None if output.z is None else output.z.detach().cpu(), metrics=values,
         history=output.history, seconds=seconds, settings={**spec.defaults, **settings, **effective, "seed": seed},
         stop_reason=output.stop_reason, device=str(dev), threads=torch.get_num_threads(), extras=extras)

@@ -193,6 +193,8 @@ class MethodSpec:
     - `tunes_generator`: the result holds a tuned copy of G (and its locality is reported).
     - `optimizes_noise`: the method may return optimized noise maps (PSNR with them reset is reported).
     - `presets`: named sets of defaults, chosen with the `preset` setting.
+    - `accepts_degradation`: `run` takes `degradation=` (ganinv.inversion.degradation) and compares the
+      degraded rendering with the observation (restoration: inpainting, colorization, super-resolution).
 
     `settings` may be given as a plain dict of defaults; each is then typed after its default.
     """
@@ -210,6 +212,7 @@ class MethodSpec:
     quick_steps: int | None = None
     optimizes_noise: bool = False
     presets: dict = field(default_factory=dict)
+    accepts_degradation: bool = False
 
     def __post_init__(self) -> None:
         settings = self.settings

@@ -113,8 +113,13 @@ def _prior_latents(G: Generator, batch: int, gen: torch.Generator, device) -> tu
 
 def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor | None = None, seed: int = 0,
         callback: Callback | None = None, init_ws: torch.Tensor | None = None, h_result=None,
-        lpips_dir: str | None = None, **settings) -> MethodOutput:
+        lpips_dir: str | None = None, degradation=None, **settings) -> MethodOutput:
     import time
+
+    # Restoration (ganinv.inversion.degradation): L_recon and the objective see the degraded rendering.
+    observe = degradation if degradation is not None else (lambda image: image)
+    if degradation is not None:
+        target = degradation.observe(target, G)
 
     preset = settings.get("preset", DEFAULTS["preset"])
     if preset not in PRESETS:
@@ -162,7 +167,8 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 return callback(info)
             return None
         start = optimize.run(G, target, D=D, seed=seed, callback=h_callback, space=s["h_space"],
-                             num_steps=s["h_steps"], optimize_noise=False, lpips_dir=lpips_dir)
+                             num_steps=s["h_steps"], optimize_noise=False, lpips_dir=lpips_dir,
+                             degradation=degradation)
         ws = start.ws
         history.extend({**h, "stage": "h(x)"} for h in start.history)
         h_name = f"optimize({s['h_space']}, {s['h_steps']} steps)"
@@ -229,11 +235,12 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
         image = None
         if local_active:
             image = G_plus.synthesis(ws, noise_mode="const")
+            seen = observe(image)
             # L_recon (per image [N]) is always computed: it is what epsilon stops on.
             with torch.set_grad_enabled(torch.is_grad_enabled() and pyramid_in_objective):
-                recon, band_mse = laplacian_residual_terms(image, target, band_weights, reduction="none")
+                recon, band_mse = laplacian_residual_terms(seen, target, band_weights, reduction="none")
             # MSE drives PSNR directly; L1 gradients stall near the target (benchmarks/inversion.py).
-            objective = s["mse_weight"] * (image - target).square().flatten(1).mean(dim=1)
+            objective = s["mse_weight"] * (seen - target).square().flatten(1).mean(dim=1)
             if s["laplacian_weight"] != 0:
                 objective = objective + s["laplacian_weight"] * recon
             if any(band_weights):
@@ -248,7 +255,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             last_objective = float(objective.detach().mean())
             record["recon"] = last_recon
             record["objective"] = last_objective
-            record["psnr"] = float(psnr_of(image.detach(), target).mean())
+            record["psnr"] = float(psnr_of(seen.detach(), target).mean())
         if s["locality_weight"] > 0 and step % max(1, int(s["locality_every"])) == 0:
             # Beyond the paper: the GAN loss is meant to keep G+ realistic, not unchanged away from the target.
             # PTI's locality idea (squared change of G+(w) vs G(w) at prior samples) in the same update
@@ -312,8 +319,9 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             D_plus.requires_grad_(True)
             d_loss = torch.zeros([], device=device)
             if adv_now:
-                d_loss = d_loss + s["adv_lambda"] * (F.softplus(D_plus(image.detach())).sum()
-                                                     + F.softplus(-D_plus(target)).sum())
+                # A degraded observation is no real image: D's local pair then has the fake side only.
+                real_term = F.softplus(-D_plus(target)).sum() if degradation is None else 0.0
+                d_loss = d_loss + s["adv_lambda"] * (F.softplus(D_plus(image.detach())).sum() + real_term)
             if do_global and global_mode == "gan":
                 idx = torch.randint(0, len(reals), [int(s["global_batch"])], generator=gen)
                 d_loss = d_loss + F.softplus(D_plus(fake.detach())).mean() + F.softplus(-D_plus(reals[idx])).mean()
@@ -349,4 +357,4 @@ SPEC = MethodSpec("clone", run, SETTINGS,
                   "Laplacian L1) + adversarial local loss with probability p, GAN loss as global term, stop at "
                   "epsilon or target_psnr; --preset paper for the paper's settings",
                   tunes_generator=True, paper="Feng et al. (Near Perfect GAN Inversion)", starts_from_encoder=True,
-                  first_stage_step_setting="h_steps", quick_steps=300, presets=PRESETS)
+                  first_stage_step_setting="h_steps", quick_steps=300, presets=PRESETS, accepts_degradation=True)

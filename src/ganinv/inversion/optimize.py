@@ -49,8 +49,12 @@ def _lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float
 
 def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: int = 0,
         callback: Callback | None = None, init_ws: torch.Tensor | None = None,
-        lpips_dir: str | None = None, **settings) -> MethodOutput:
+        lpips_dir: str | None = None, degradation=None, **settings) -> MethodOutput:
     s = {**DEFAULTS, **settings}
+    # Restoration (ganinv.inversion.degradation): the loss compares the degraded rendering with the observation.
+    observe = degradation if degradation is not None else (lambda image: image)
+    if degradation is not None:
+        target = degradation.observe(target, G)
     space = s["space"]
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
@@ -117,7 +121,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     best_z = z_param.detach().clone() if z_param is not None else None
     # The image of the best latent, kept while it was rendered without the w noise of the early steps
     # (so `invert` need not render it again); `clean[i]` says whether image i's copy is valid.
-    best_image = torch.zeros_like(target)
+    best_image = torch.zeros([n, G.img_channels, G.img_resolution, G.img_resolution], device=device)
     clean = torch.zeros([n], dtype=torch.bool, device=device)
     history: list[dict] = []
     stop_reason = "num_steps"
@@ -130,7 +134,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         noisy = space != "z" and w_noise_scale > 0
         ws = current_ws(w_noise_scale if noisy else 0.0)
         image = G.synthesis(ws, noise_mode="const", noise=noise)
-        per_image, terms = loss_fn(image, target, reduction="none")
+        per_image, terms = loss_fn(observe(image), target, reduction="none")
         total = per_image.sum()
         if noise is not None and s["noise_regularize_weight"] > 0:
             total = total + s["noise_regularize_weight"] * noise_reg(noise, reduction="sum")
@@ -160,7 +164,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
                 normalize_noise_(noise)
         record = {"step": step, "loss": float(per_image.detach().mean()), "lr": lr,
                   **{k: float(v.mean()) for k, v in terms.items()}}
-        psnr = float(psnr_of(image.detach(), target).mean())
+        psnr = float(psnr_of(observe(image.detach()), target).mean())
         record["psnr"] = psnr
         history.append(record)
         if callback is not None:
@@ -172,7 +176,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     # The last step's parameters were never evaluated; evaluate once so they can win.
     with torch.no_grad():
         image = G.synthesis(current_ws(), noise_mode="const", noise=noise)
-        per_image, _ = loss_fn(image, target, reduction="none")
+        per_image, _ = loss_fn(observe(image), target, reduction="none")
         if torch.isfinite(per_image).all():
             improved = per_image < best_loss
             clean_ws = current_ws()
@@ -190,4 +194,4 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
 
 SPEC = MethodSpec("optimize", run, SETTINGS, "latent optimization in Z, W or W+ with per-layer noise maps",
                   paper="Abdal et al. 2019 (Image2StyleGAN); Karras et al. 2020 (projector)",
-                  quick_steps=200, optimizes_noise=True)
+                  quick_steps=200, optimizes_noise=True, accepts_degradation=True)

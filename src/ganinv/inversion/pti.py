@@ -41,8 +41,12 @@ DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: int = 0,
         callback: Callback | None = None, init_ws: torch.Tensor | None = None,
-        lpips_dir: str | None = None, **settings) -> MethodOutput:
+        lpips_dir: str | None = None, degradation=None, **settings) -> MethodOutput:
     s = {**DEFAULTS, **settings}
+    # Restoration (ganinv.inversion.degradation): pivot and tuning compare the degraded rendering.
+    observe = degradation if degradation is not None else (lambda image: image)
+    if degradation is not None:
+        target = degradation.observe(target, G)
     gate = gate_request(s)
     device = target.device
     history: list[dict] = []
@@ -55,7 +59,8 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         pivot = optimize.run(G, target, D=D, seed=seed, callback=pivot_callback, lpips_dir=lpips_dir,
                              space=s["pivot_space"], num_steps=s["pivot_steps"], optimize_noise=False,
                              mse_weight=s["mse_weight"], laplacian_weight=s["laplacian_weight"],
-                             lpips_weight=s["lpips_weight"], dfeat_weight=s["dfeat_weight"])
+                             lpips_weight=s["lpips_weight"], dfeat_weight=s["dfeat_weight"],
+                             degradation=degradation)
         pivot_ws = pivot.ws
         history.extend({**h, "stage": "pivot"} for h in pivot.history)
     else:
@@ -77,7 +82,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     best_image = None  # the image of the best state, so `invert` need not render it again
     for step in range(num_steps):
         image = G_tuned.synthesis(pivot_ws, noise_mode="const")
-        per_image, terms = loss_fn(image, target, reduction="none")
+        per_image, terms = loss_fn(observe(image), target, reduction="none")
         total = per_image.sum()
         record = {"step": step, "stage": "tune", "loss": float(per_image.detach().mean()),
                   **{k: float(v.mean()) for k, v in terms.items()}}
@@ -102,7 +107,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         if not torch.isfinite(total):
             stop_reason = f"non-finite loss at step {step}; kept the best result so far"
             break
-        psnr = float(psnr_of(image.detach(), target).mean())
+        psnr = float(psnr_of(observe(image.detach()), target).mean())
         record["psnr"] = psnr
         history.append(record)
         if record["loss"] < best[0]:
@@ -123,7 +128,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
     if stop_reason == "num_steps":
         with torch.no_grad():
             image = G_tuned.synthesis(pivot_ws, noise_mode="const")
-            per_image, _ = loss_fn(image, target, reduction="none")
+            per_image, _ = loss_fn(observe(image), target, reduction="none")
         if torch.isfinite(per_image).all() and float(per_image.mean()) < best[0]:
             best = (float(per_image.mean()), copy.deepcopy(G_tuned.state_dict()))
             best_image = image
@@ -136,4 +141,4 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
 
 SPEC = MethodSpec("pti", run, SETTINGS, "W pivot, then tune the synthesis weights with a locality regularizer",
                   tunes_generator=True, paper="Roich et al. 2022 (Pivotal Tuning)", starts_from_encoder=True,
-                  first_stage_step_setting="pivot_steps", quick_steps=100)
+                  first_stage_step_setting="pivot_steps", quick_steps=100, accepts_degradation=True)

@@ -9,6 +9,8 @@ reconstruction(s), metrics, per-step history, settings, the method and the space
     latent.npz          w [1, num_ws, w_dim] (as NVIDIA's projected_w.npz), plus z / c when used
     noise.safetensors   optimized noise maps {layer: [1, 1, H, W]} (methods that optimize noise)
     generator/          native model folder of the tuned G (pti, clone), base model named on its card
+    multicode.safetensors  the codes (offsets from w) and importance weights of a multicode result;
+                        report.json's "multicode" names the composition layer
     target.png, reconstruction.png
     report.json         format_version, package version, model name and sha256, method, settings,
                         metrics, seconds, device, threads, stop_reason, history, and the input (path
@@ -56,6 +58,7 @@ from ..errors import GanInvError
 from ..latent import Latent
 from ..models.checkpoints import load_native, save_native
 from ..models.local import LocallyTunedGenerator
+from ..models.multicode import FILE_NAME as MULTICODE_FILE, MultiCodeGenerator
 from ..models.registry import EMBEDDED_MODELS, load_model
 from ..models.storage import load_tensors, save_tensors
 from ..utils import atomic_path, jsonable, write_json
@@ -138,7 +141,10 @@ class InversionResult(Latent):
     def _selected(self, i: int) -> dict:
         n = len(self)
         metrics = {k: [v[i]] for k, v in self.metrics.items() if isinstance(v, list) and len(v) == n}
-        return {**super()._selected(i), "target": self.target[i:i + 1],
+        selected = super()._selected(i)
+        if isinstance(self.G_base, MultiCodeGenerator) and len(self.G_base) == n > 1:
+            selected["G_base"] = self.G_base.select(i)  # each target has its own codes
+        return {**selected, "target": self.target[i:i + 1],
                 "reconstruction": self.reconstruction[i:i + 1], "metrics": metrics,
                 "seconds": self.seconds / max(n, 1)}
 
@@ -172,6 +178,8 @@ class InversionResult(Latent):
             "num_ws": int(self.ws.shape[1]), "w_dim": int(self.ws.shape[2]),
             "tuned_generator": self.G_tuned is not None, "extras": jsonable(self.extras),
             "input": jsonable(self.input),
+            **({"multicode": {"layer": self.G_base.layer, "codes": self.G_base.num_codes}}
+               if isinstance(self.G_base, MultiCodeGenerator) else {}),
         }
 
     def save(self, outdir: str | os.PathLike) -> list[Path]:
@@ -203,6 +211,8 @@ class InversionResult(Latent):
                 np.savez(f, **arrays)
         if self.noise is not None:
             save_tensors(outdir / "noise.safetensors", self.noise)
+        if isinstance(self.G_base, MultiCodeGenerator):
+            self.G_base.save(outdir / MULTICODE_FILE)
         if self.G_tuned is not None:
             card = {"name": f"{self.model_name or 'model'}-{self.method}-tuned",
                     "base_model": {"name": self.model_name, "sha256": self.model_sha256},
@@ -273,6 +283,8 @@ class InversionResult(Latent):
             G_tuned = _read_tuned_generator(generator_path, G).to(device)
         elif report["tuned_generator"]:
             raise ResultError(f"{path}: report.json says the generator was tuned, but generator/ is missing")
+        if "multicode" in report or _member(path, MULTICODE_FILE).exists():
+            G = _read_multicode(path, report, G)  # renders the result: the model's G composing its codes
         target = _read_saved_png(_member(path, "target.png"), G.img_channels, G.img_resolution)
         result = cls(ws=arrays["w"], G_base=G, G_tuned=G_tuned, noise=noise, z=arrays.get("z"), c=arrays.get("c"),
                      method=report["method"], space=report["space"], target=target, reconstruction=target,
@@ -498,6 +510,8 @@ def is_complete_result(path: str | os.PathLike) -> bool:
             return False
         report = read_result_report(path)
         if not all((path / name).is_file() for name in REQUIRED_FILES):
+            return False
+        if "multicode" in report and not (path / MULTICODE_FILE).is_file():
             return False
         return not report["tuned_generator"] or (path / "generator").is_dir()
     except (ValueError, OSError):
@@ -782,6 +796,23 @@ def _read_tuned_generator(path: Path, G):
                                      float(gate["outer_radius"]))
     except UNTRUSTED_FILE_ERRORS as e:
         raise ResultError(f"{path}: invalid locality gate ({e!r})") from None
+
+
+def _read_multicode(path: Path, report: dict, G) -> MultiCodeGenerator:
+    """multicode.safetensors + report.json's "multicode": {"layer": L} -> the multi-code generator over G."""
+    info = report.get("multicode")
+    layer = info.get("layer") if isinstance(info, dict) else None
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ResultError(f"{path / REPORT_FILE}: 'multicode' must be an object with an integer 'layer', got {info!r}")
+    if not _member(path, MULTICODE_FILE).is_file():
+        raise ResultError(f"{path}: report.json describes a multi-code result, but {MULTICODE_FILE} is missing")
+    try:
+        found = MultiCodeGenerator.load(_member(path, MULTICODE_FILE), G, layer)
+    except UNTRUSTED_FILE_ERRORS as e:
+        raise ResultError(f"{path / MULTICODE_FILE}: {_reason(e)}") from None
+    if len(found) != 1:
+        raise ResultError(f"{path / MULTICODE_FILE}: holds {len(found)} targets' codes, a result folder holds one")
+    return found
 
 
 def _read_saved_png(path: Path, channels: int, resolution: int) -> torch.Tensor:

@@ -344,18 +344,59 @@ class SynthesisNetwork(nn.Module):
             res, _, name = key.partition(".")
             if not (res[1:].isdigit() and int(res[1:]) in self.block_resolutions and name):
                 raise KeyError(f"unknown synthesis layer {key!r}; expected names like 'b8.conv0'")
-        x = img = None
-        w_idx = 0
-        for res, block in self.blocks():
-            prefix = f"b{res}."
-            block_noise = {k[len(prefix):]: v for k, v in noise.items() if k.startswith(prefix)}
-            block_offsets = {k[len(prefix):]: v for k, v in style_offsets.items() if k.startswith(prefix)}
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, noise=block_noise,
-                           style_offsets=block_offsets, force_fp32=force_fp32,
-                           fused_modconv=fused_modconv)
-            w_idx += block.num_conv
+        _, img = self._run_blocks(None, None, ws, 0, len(self.block_resolutions), noise_mode, noise, style_offsets,
+                                  force_fp32, fused_modconv)
         return img.contiguous()  # the CPU fast path may leave the last layers channels-last
+
+    def _run_blocks(self, x, img, ws, start: int, stop: int, noise_mode: str, noise: dict, style_offsets: dict,
+                    force_fp32: bool, fused_modconv: bool | None):
+        """Blocks start..stop-1 (indices into block_resolutions) on (x, img); each reads its own ws indices."""
+        w_idx = 0
+        for index, (res, block) in enumerate(self.blocks()):
+            if start <= index < stop:
+                prefix = f"b{res}."
+                block_noise = {k[len(prefix):]: v for k, v in noise.items() if k.startswith(prefix)}
+                block_offsets = {k[len(prefix):]: v for k, v in style_offsets.items() if k.startswith(prefix)}
+                block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+                x, img = block(x, img, block_ws, noise_mode=noise_mode, noise=block_noise,
+                               style_offsets=block_offsets, force_fp32=force_fp32,
+                               fused_modconv=fused_modconv)
+            w_idx += block.num_conv
+        return x, img
+
+    def _check_block(self, block: int, last: int) -> int:
+        if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block <= last:
+            raise ValueError(f"synthesis block index must be an integer 0..{last} "
+                             f"(blocks at {', '.join(map(str, self.block_resolutions))} px), got {block!r}")
+        return block
+
+    def forward_until(self, ws: torch.Tensor, block: int, noise_mode: str = "const", noise: dict | None = None,
+                      style_offsets: dict | None = None, force_fp32: bool = False,
+                      fused_modconv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run blocks 0..`block` (indices into `block_resolutions`): (features [N, C, R, R] after that block,
+        the partial RGB image of the skip architecture at R px, or None for the others). ws as in forward;
+        only the indices those blocks read matter. `forward_from(x, img, ws, block + 1)` finishes the image."""
+        if ws.ndim == 2:
+            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
+        self._check_ws(ws)
+        block = self._check_block(block, len(self.block_resolutions) - 1)
+        return self._run_blocks(None, None, ws.to(torch.float32), 0, block + 1, noise_mode, noise or {},
+                                style_offsets or {}, force_fp32, fused_modconv)
+
+    def forward_from(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor, block: int,
+                     noise_mode: str = "const", noise: dict | None = None, style_offsets: dict | None = None,
+                     force_fp32: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
+        """Run blocks `block`.. on features x (and the partial skip image img) from `forward_until(..., block - 1)`:
+        the image [N, img_channels, R, R]. ws [N, num_ws, w_dim]; only the indices those blocks read matter."""
+        if ws.ndim == 2:
+            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
+        self._check_ws(ws)
+        block = self._check_block(block, len(self.block_resolutions) - 1)
+        if block == 0:
+            raise ValueError("forward_from starts after the first block (block >= 1); use forward for a whole image")
+        _, img = self._run_blocks(x, img, ws.to(torch.float32), block, len(self.block_resolutions), noise_mode,
+                                  noise or {}, style_offsets or {}, force_fp32, fused_modconv)
+        return img.contiguous()
 
 
 class Generator(nn.Module):
