@@ -31,6 +31,7 @@ from . import storage
 from .prior import compute_w_avg
 from .storage import CARD_FILE, WEIGHTS_FILE, CheckpointError, sha256_file
 from .stylegan2 import Discriminator, Generator
+from .stylegan3 import ARCHITECTURE as STYLEGAN3, Generator as StyleGAN3Generator
 
 CARD_FORMAT = "ganinv-model"
 CARD_VERSION = 1
@@ -112,7 +113,36 @@ def _rebuild_parameter(data, requires_grad, backward_hooks):
     return data
 
 
+class _NdarrayType:
+    """Inert stand-in for the `numpy.ndarray` class a pickled array names (never instantiated)."""
+
+
+class _InertArray:
+    """A numpy array pickled as an attribute (StyleGAN3 layers keep their sizes in arrays): rebuilt from
+    its bytes only for numeric dtypes, without calling anything the pickle names."""
+
+    def __init__(self, subtype=None, shape=None, dtype=None):
+        if subtype is not _NdarrayType:
+            raise UnsafeCheckpoint("numpy array record of an unexpected type")
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise UnsafeCheckpoint("malformed numpy array record")
+        _, shape, dtype, fortran, data = state
+        if (not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, bytearray))
+                or not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise UnsafeCheckpoint("numpy array record with a non-numeric dtype or a bad shape")
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize != len(data):
+            raise UnsafeCheckpoint("numpy array record whose data does not match its shape")
+        self.array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+
+
 _ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _InertArray,
+    ("numpy._core.multiarray", "_reconstruct"): _InertArray,
+    ("numpy", "ndarray"): _NdarrayType,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
     ("dnnlib.util", "EasyDict"): _EasyDict,
     ("dnnlib.easydict", "EasyDict"): _EasyDict,
@@ -200,11 +230,14 @@ def read_nvidia_pickle(path: str | os.PathLike) -> dict[str, Any]:
 
 def _build_from_record(record: PersistentRecord, path: Path, role: str):
     tensors = record.tensors()
-    if record.is_stylegan3_source or any(k.startswith("synthesis.input.") for k in tensors):
-        raise CheckpointError(f"{path}: this is a StyleGAN3 ('t'/'r') {record.class_name}, which is not "
-                              "supported yet; only StyleGAN2 networks can be loaded")
+    is_stylegan3 = record.is_stylegan3_source or any(k.startswith("synthesis.input.") for k in tensors)
     try:
-        if role == "G":
+        if role == "G" and is_stylegan3:
+            # training.networks_stylegan3: our class takes the official kwargs as they are.
+            if record.class_name not in _NVIDIA_GENERATORS:
+                raise CheckpointError(f"{path}: unsupported generator class {record.class_name}")
+            net = StyleGAN3Generator(**_drop_ignored(record.init_kwargs))
+        elif role == "G":
             if record.class_name not in _NVIDIA_GENERATORS:
                 raise CheckpointError(f"{path}: unsupported generator class {record.class_name}")
             kwargs = _generator_kwargs_from_nvidia(record.init_kwargs, tensors)
@@ -214,7 +247,7 @@ def _build_from_record(record: PersistentRecord, path: Path, role: str):
                 raise CheckpointError(f"{path}: unsupported discriminator class {record.class_name}")
             kwargs = _discriminator_kwargs_from_nvidia(record.init_kwargs, tensors)
             net = Discriminator(**kwargs)
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild {record.class_name} from its init kwargs ({e})") from None
     _load_state(net, tensors, path)
     return net
@@ -411,7 +444,7 @@ def save_native(out_dir: str | os.PathLike, G: Generator, D: Discriminator | Non
     tensors.update(extra_tensors or {})
     full_card = dict(card or {})
     full_card.update({
-        "architecture": "stylegan2",
+        "architecture": getattr(G, "architecture", "stylegan2"),
         "generator": G.kwargs_with_channels(),
         "discriminator": D.kwargs_with_channels() if D is not None else None,
         "img_resolution": G.img_resolution, "img_channels": G.img_channels, "z_dim": G.z_dim,
@@ -443,7 +476,7 @@ def load_native(path: str | os.PathLike, verify_hash: bool = True
     d_t = {k[2:]: v for k, v in tensors.items() if k.startswith("D.")}
     extra = {k: v for k, v in tensors.items() if not (k.startswith("G.") or k.startswith("D."))}
     try:
-        G = Generator(**card["generator"])
+        G = (StyleGAN3Generator if card.get("architecture") == STYLEGAN3 else Generator)(**card["generator"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: card's generator kwargs are invalid ({e})") from None
     _load_state(G, g_t, weights)
