@@ -20,6 +20,7 @@ from .checkpoints import CheckpointError, load_checkpoint, read_card
 from .classifier import load_classifier
 from .encoder import load_encoder
 from .stylegan2 import Discriminator, Generator
+from .stylegan3 import Generator as StyleGAN3Generator
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -121,7 +122,7 @@ def load_model(name_or_path: str | os.PathLike | Model | Generator | None = None
     """Load a model bundle by embedded name or path (native folder, NVIDIA .pkl, rosinality .pt)."""
     if isinstance(name_or_path, Model):
         return name_or_path
-    if isinstance(name_or_path, Generator):
+    if isinstance(name_or_path, (Generator, StyleGAN3Generator)):
         return Model(G=name_or_path)
     path = resolve_path(name_or_path)
     ckpt = load_checkpoint(path)
