@@ -248,7 +248,8 @@ def _build_from_record(record: PersistentRecord, path: Path, role: str):
             kwargs = _discriminator_kwargs_from_nvidia(record.init_kwargs, tensors)
             net = Discriminator(**kwargs)
     except (TypeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild {record.class_name} from its init kwargs ({e})") from None
+        kind = f"StyleGAN3 {record.class_name}" if is_stylegan3 else record.class_name
+        raise CheckpointError(f"{path}: cannot rebuild {kind} from its init kwargs ({e})") from None
     _load_state(net, tensors, path)
     return net
 

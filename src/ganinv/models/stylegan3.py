@@ -219,9 +219,16 @@ class SynthesisNetwork(nn.Module):
                  first_stopband: float = 2 ** 2.1, last_stopband_rel: float = 2 ** 0.3, margin_size: int = 10,
                  output_scale: float = 0.25, num_fp16_res: int = 4, **layer_kwargs):
         super().__init__()
-        if num_layers < 1 or not 0 <= num_critical < num_layers:
-            raise ValueError(f"need num_layers >= 1 and 0 <= num_critical < num_layers, got {num_layers}, "
+        if not (isinstance(num_layers, int) and 1 <= num_layers <= 64 and isinstance(num_critical, int)
+                and 0 <= num_critical < num_layers):
+            raise ValueError(f"need 1 <= num_layers <= 64 and 0 <= num_critical < num_layers, got {num_layers}, "
                              f"{num_critical}")
+        if not (isinstance(img_resolution, int) and 4 <= img_resolution <= 8192
+                and img_resolution & (img_resolution - 1) == 0):
+            raise ValueError(f"img_resolution must be a power of two from 4 to 8192, got {img_resolution!r}")
+        if not (0 < channel_base <= 2 ** 20 and 0 < channel_max <= 8192 and 0 <= margin_size <= 1024):
+            raise ValueError(f"implausible channel_base {channel_base!r}, channel_max {channel_max!r} or "
+                             f"margin_size {margin_size!r}")
         self.w_dim = w_dim
         self.num_ws = num_layers + 2
         self.img_resolution = img_resolution
