@@ -4,7 +4,6 @@ transform, storage, and every inversion method and direction finder on a tiny St
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import pickle
 
