@@ -130,6 +130,19 @@ def test_pickle_arrays_are_read_as_data_and_object_arrays_refused(tmp_path):
         read_nvidia_pickle(hostile)
 
 
+@pytest.mark.parametrize("bad", [dict(img_resolution=1 << 20), dict(num_layers=10_000), dict(channel_max=10 ** 9),
+                                 dict(conv_kernel=999), dict(filter_size=10 ** 6), dict(channel_base="wide")])
+def test_implausible_stylegan3_kwargs_in_a_pickle_give_one_clear_error(tmp_path, bad):
+    # The init kwargs come from an untrusted file: refused before anything large is allocated.
+    import re
+    record = read_nvidia_pickle(FIXTURES / "sg3r_res16.pkl")["G_ema"]
+    kwargs = {**record.init_kwargs, **bad}
+    from ganinv.models.checkpoints import CheckpointError, _build_from_record
+    record.state["_init_kwargs"] = kwargs
+    with pytest.raises(CheckpointError, match=re.escape("cannot rebuild StyleGAN3 Generator")):
+        _build_from_record(record, tmp_path / "x.pkl", "G")
+
+
 # ---------------------------------------------------------------------- the filtered nonlinearity
 
 
@@ -254,6 +267,19 @@ def test_every_inversion_method_runs_and_roundtrips(model, method, tmp_path):
     result.save(tmp_path / "r")
     loaded = InversionResult.load(tmp_path / "r", model=model)
     assert torch.allclose(loaded.render(), result.render(), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["pti", "clone"])
+def test_tuning_methods_on_the_official_pickle_with_its_discriminator(method):
+    bundle = load_model(FIXTURES / "sg3t_res32.pkl")
+    assert isinstance(bundle.G, stylegan3.Generator) and bundle.D is not None
+    target = _target(bundle.G, seed=5)
+    steps = {"pti": dict(pivot_steps=4, num_steps=4), "clone": dict(h_steps=4, num_steps=6, adv_every=1)}[method]
+    result = invert(bundle, target, method, seed=0, **steps)
+    assert result.G_tuned is not None and torch.isfinite(result.reconstruction).all()
+    assert torch.allclose(result.reconstruction, result.render(), atol=1e-5)
+    if method == "clone":
+        assert "discriminator" not in result.extras.get("global_note", "")  # D was available and used
 
 
 @pytest.mark.parametrize("space", ["w", "w+"])

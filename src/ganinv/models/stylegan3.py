@@ -136,6 +136,10 @@ class SynthesisLayer(nn.Module):
                  lrelu_upsampling: int = 2, use_radial_filters: bool = False, conv_clamp: float | None = 256,
                  magnitude_ema_beta: float = 0.999):
         super().__init__()
+        if not (isinstance(conv_kernel, int) and 1 <= conv_kernel <= 7 and isinstance(filter_size, int)
+                and 1 <= filter_size <= 32 and isinstance(lrelu_upsampling, int) and 1 <= lrelu_upsampling <= 8):
+            raise ValueError(f"implausible conv_kernel {conv_kernel!r}, filter_size {filter_size!r} or "
+                             f"lrelu_upsampling {lrelu_upsampling!r}")
         self.w_dim = w_dim
         self.is_torgb = bool(is_torgb)
         self.is_critically_sampled = bool(is_critically_sampled)
