@@ -143,6 +143,19 @@ def test_implausible_stylegan3_kwargs_in_a_pickle_give_one_clear_error(tmp_path,
         _build_from_record(record, tmp_path / "x.pkl", "G")
 
 
+def test_stylegan3_pickle_with_numpy1_module_names(tmp_path):
+    # NVIDIA's released StyleGAN3 pickles were written with numpy 1.x ('numpy.core'); the fixture with 2.x.
+    from test_checkpoints import _strip_frames
+    data = _strip_frames((FIXTURES / "sg3t_res32.pkl").read_bytes())
+    new = b"\x8c\x16numpy._core.multiarray"
+    assert new in data
+    (tmp_path / "numpy1.pkl").write_bytes(data.replace(new, b"\x8c\x15numpy.core.multiarray"))
+    G1, _, _ = load_nvidia_pickle(tmp_path / "numpy1.pkl")
+    G2, _, _ = load_nvidia_pickle(FIXTURES / "sg3t_res32.pkl")
+    for (k1, v1), (k2, v2) in zip(G1.state_dict().items(), G2.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+
+
 # ---------------------------------------------------------------------- the filtered nonlinearity
 
 
