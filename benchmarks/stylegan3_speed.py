@@ -73,7 +73,8 @@ def main(argv=None) -> None:
     z = torch.randn(max(int(b) for b in args.batches.split(",")), 512, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ws_all = official.mapping(z, None)
-        difference = float((official.synthesis(ws_all[:1], force_fp32=True) - ours.synthesis(ws_all[:1])).abs().max())
+        reference = official.synthesis(ws_all[:1], force_fp32=True)
+        difference = float((reference - ours.synthesis(ws_all[:1])).abs().max())
     print(f"stylegan3-{args.cfg} {args.resolution}px, channel_base {kwargs['channel_base']}, channel_max "
           f"{kwargs['channel_max']}, {args.threads} threads; max |ours - official| = {difference:.2e}")
     rows = []

@@ -178,7 +178,8 @@ def _filtered_lrelu_by_definition(x, fu, fd, b, up, down, padding, gain, slope, 
 
 
 @pytest.mark.parametrize("up,down,radial,padding", [
-    (2, 2, False, (6, 5, 6, 5)), (4, 2, False, (10, 9, 3, -2)), (2, 4, True, (-1, 4, 7, 7)), (2, 1, False, (0, 0, 1, 2))])
+    (2, 2, False, (6, 5, 6, 5)), (4, 2, False, (10, 9, 3, -2)), (2, 4, True, (-1, 4, 7, 7)),
+    (2, 1, False, (0, 0, 1, 2))])
 def test_filtered_lrelu_equals_its_definition(up, down, radial, padding):
     gen = torch.Generator().manual_seed(up * 10 + down)
     x = torch.randn(2, 3, 17, 19, generator=gen, dtype=torch.float64)

@@ -265,7 +265,8 @@ class SynthesisNetwork(nn.Module):
         for idx in range(num_layers + 1):
             prev = max(idx - 1, 0)
             layer = SynthesisLayer(
-                w_dim=w_dim, is_torgb=(idx == num_layers), is_critically_sampled=(idx >= num_layers - num_critical),
+                w_dim=w_dim, is_torgb=(idx == num_layers),
+                is_critically_sampled=(idx >= num_layers - num_critical),
                 use_fp16=bool(sampling_rates[idx] * (2 ** num_fp16_res) > img_resolution),
                 in_channels=int(channels[prev]), out_channels=int(channels[idx]),
                 in_size=int(sizes[prev]), out_size=int(sizes[idx]),
@@ -335,7 +336,8 @@ class Generator(nn.Module):
     architecture = ARCHITECTURE
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None, **flat_synthesis_kwargs):
+                 mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None,
+                 **flat_synthesis_kwargs):
         super().__init__()
         synthesis_kwargs = {**(synthesis_kwargs or {}), **flat_synthesis_kwargs}
         mapping_kwargs = {"num_layers": 2, "w_avg_beta": 0.998, **(mapping_kwargs or {})}
@@ -353,7 +355,8 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1,
-                truncation_cutoff: int | None = None, update_emas: bool = False, **synthesis_kwargs) -> torch.Tensor:
+                truncation_cutoff: int | None = None, update_emas: bool = False,
+                **synthesis_kwargs) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_w_avg=update_emas)
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
