@@ -138,7 +138,10 @@ def layer_groups(G) -> dict[str, list[int]]:
     for name, _, index in G.synthesis.style_layers():
         if name.endswith("torgb") and index != G.num_ws - 1:
             continue  # an intermediate toRGB shares its index with the next block's first conv
-        groups[names[int(name.split(".")[0][1:])]].append(index)
+        # StyleGAN2 layer names start with their block ('b8.conv0'); StyleGAN3 networks say it themselves.
+        layer_resolution = getattr(G.synthesis, "layer_resolution", None)
+        res = layer_resolution(name) if layer_resolution is not None else int(name.split(".")[0][1:])
+        groups[names[res]].append(index)
     return {k: sorted(v) for k, v in groups.items() if v}
 
 

@@ -13,6 +13,8 @@ row scaling, the variant of rosinality's ``closed_form_factorization.py``.
 """
 from __future__ import annotations
 
+import collections
+
 import torch
 
 from ..utils import parse_layers
@@ -24,12 +26,15 @@ def sefa_layers(G, layers) -> list[tuple[str, torch.nn.Module, int]]:
     reading each index, and the final toRGB for the last index."""
     indices = set(parse_layers(layers, G.num_ws))
     last = G.num_ws - 1
+    style_layers = G.synthesis.style_layers()
+    readers = collections.Counter(index for _, _, index in style_layers)
     chosen = []
-    for name, layer, index in G.synthesis.style_layers():
+    for name, layer, index in style_layers:
         if index not in indices:
             continue
         is_torgb = name.endswith("torgb")
-        if (not is_torgb and index != last) or (is_torgb and index == last):
+        # An index read by one layer only (every StyleGAN3 layer) takes that layer.
+        if readers[index] == 1 or (not is_torgb and index != last) or (is_torgb and index == last):
             chosen.append((name, layer, index))
     return chosen
 

@@ -96,7 +96,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
 
     noise_bufs = G.synthesis.noise_buffers()
     noise = None
-    if s["optimize_noise"]:
+    if s["optimize_noise"] and noise_bufs:  # a generator without noise inputs (StyleGAN3) has none to fit
         if s["noise_init"] not in ("const", "random"):
             raise ValueError(f"noise_init must be 'const' or 'random', got {s['noise_init']!r}")
         # Starting from the model's own constant noise keeps the start point an image the model makes.

@@ -41,6 +41,7 @@ from . import official_encoders, storage
 from .prior import compute_w_avg
 from .storage import CARD_FILE, MAX_PARAMETERS, WEIGHTS_FILE, CheckpointError, sha256_file
 from .stylegan2 import Discriminator, Generator
+from .stylegan3 import ARCHITECTURE as STYLEGAN3, Generator as StyleGAN3Generator
 
 CARD_FORMAT = "ganinv-model"
 CARD_VERSION = 1
@@ -207,6 +208,25 @@ def discriminator_parameters(kwargs: dict) -> int:
     return count + c4 * 16 * c4 + c4 + c4 * outputs + outputs
 
 
+def stylegan3_generator_parameters(kwargs: dict) -> int:
+    """An upper bound on the parameters of a StyleGAN3 `Generator(**kwargs)`, from the kwargs alone: every
+    layer (the input's, the synthesis layers' and the toRGB) is counted at `channel_max` channels."""
+    w_dim = kwargs["w_dim"]
+    synthesis = {**dict(kwargs.get("synthesis_kwargs") or {}),
+                 **{k: v for k, v in kwargs.items() if k not in _GENERATOR_TOP_KWARGS}}
+    mapping = {"num_layers": 2, **dict(kwargs.get("mapping_kwargs") or {})}
+    count = _mapping_parameters(kwargs["z_dim"], kwargs["c_dim"], w_dim, mapping) + w_dim * w_dim
+    channels = min(int(synthesis.get("channel_max", 512)), int(synthesis.get("channel_base", 32768)))
+    kernel = int(synthesis.get("conv_kernel", 3))
+    layers = int(synthesis.get("num_layers", 14)) + 1  # and the toRGB layer
+    count += w_dim * 4 + 4 + channels * channels + 3 * channels  # the input: affine, mixing weight, freqs, phases
+    return count + layers * (w_dim * channels + channels + channels * channels * kernel * kernel + channels)
+
+
+_PARAMETER_COUNTS = {Generator: generator_parameters, Discriminator: discriminator_parameters,
+                     StyleGAN3Generator: stylegan3_generator_parameters}
+
+
 def build_network(cls, kwargs, path, field: str, max_parameters: int | None = None):
     """`cls(**kwargs)` for G or D from an untrusted file: the kwargs are checked (`check_network_kwargs`)
     and the parameters counted from them against `max_parameters` before anything is allocated."""
@@ -214,9 +234,9 @@ def build_network(cls, kwargs, path, field: str, max_parameters: int | None = No
         raise CheckpointError(f"{path}: {field} must be a mapping of constructor arguments, got "
                               f"{type(kwargs).__name__}")
     check_network_kwargs(kwargs, field, path)
-    what = "generator" if cls is Generator else "discriminator"
+    what = "discriminator" if cls is Discriminator else "generator"
     try:
-        count = (generator_parameters if cls is Generator else discriminator_parameters)(kwargs)
+        count = _PARAMETER_COUNTS[cls](kwargs)
     except KeyError as e:
         raise CheckpointError(f"{path}: {field} lacks {e}") from None
     except (TypeError, ValueError) as e:
@@ -319,7 +339,36 @@ def _rebuild_parameter(data, requires_grad, backward_hooks):
     return data
 
 
+class _NdarrayType:
+    """Inert stand-in for the `numpy.ndarray` class a pickled array names (never instantiated)."""
+
+
+class _InertArray:
+    """A numpy array pickled as an attribute (StyleGAN3 layers keep their sizes in arrays): rebuilt from
+    its bytes only for numeric dtypes, without calling anything the pickle names."""
+
+    def __init__(self, subtype=None, shape=None, dtype=None):
+        if subtype is not _NdarrayType:
+            raise UnsafeCheckpoint("numpy array record of an unexpected type")
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise UnsafeCheckpoint("malformed numpy array record")
+        _, shape, dtype, fortran, data = state
+        if (not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, bytearray))
+                or not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise UnsafeCheckpoint("numpy array record with a non-numeric dtype or a bad shape")
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize != len(data):
+            raise UnsafeCheckpoint("numpy array record whose data does not match its shape")
+        self.array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+
+
 _ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _InertArray,
+    ("numpy._core.multiarray", "_reconstruct"): _InertArray,
+    ("numpy", "ndarray"): _NdarrayType,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
     ("dnnlib.util", "EasyDict"): _EasyDict,
     ("dnnlib.easydict", "EasyDict"): _EasyDict,
@@ -429,28 +478,32 @@ def _build_from_record(record: PersistentRecord, path: Path, role: str, max_para
         init_kwargs = record.init_kwargs
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    if record.is_stylegan3_source or any(k.startswith("synthesis.input.") for k in tensors):
-        raise CheckpointError(f"{path}: this is a StyleGAN3 ('t'/'r') {record.class_name}, which is not "
-                              "supported yet; only StyleGAN2 networks can be loaded")
+    is_stylegan3 = record.is_stylegan3_source or any(k.startswith("synthesis.input.") for k in tensors)
     field = f"{'G' if role == 'G' else 'D'} init kwargs"
     # Sizes first: the channel table is read from the tensors for every resolution the kwargs name.
     check_network_kwargs(init_kwargs, field, path)
     _check_resolution(init_kwargs.get("img_resolution"), f"{field}.img_resolution", path)
     try:
-        if role == "G":
+        if role == "G" and is_stylegan3:
+            # training.networks_stylegan3: our class takes the official kwargs as they are.
             if record.class_name not in _NVIDIA_GENERATORS:
                 raise CheckpointError(f"{path}: unsupported generator class {record.class_name[:60]}")
-            kwargs = _generator_kwargs_from_nvidia(init_kwargs, tensors)
+            cls, kwargs = StyleGAN3Generator, _drop_ignored(init_kwargs)
+        elif role == "G":
+            if record.class_name not in _NVIDIA_GENERATORS:
+                raise CheckpointError(f"{path}: unsupported generator class {record.class_name[:60]}")
+            cls, kwargs = Generator, _generator_kwargs_from_nvidia(init_kwargs, tensors)
         else:
             if record.class_name not in _NVIDIA_DISCRIMINATORS:
                 raise CheckpointError(f"{path}: unsupported discriminator class {record.class_name[:60]}")
-            kwargs = _discriminator_kwargs_from_nvidia(init_kwargs, tensors)
+            cls, kwargs = Discriminator, _discriminator_kwargs_from_nvidia(init_kwargs, tensors)
     except KeyError as e:
         raise CheckpointError(f"{path}: {record.class_name[:60]} lacks tensor {e}") from None
     except (TypeError, ValueError, AttributeError, IndexError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild {record.class_name[:60]} from its init kwargs "
+        kind = f"StyleGAN3 {record.class_name[:60]}" if is_stylegan3 else record.class_name[:60]
+        raise CheckpointError(f"{path}: cannot rebuild {kind} from its init kwargs "
                               f"({type(e).__name__}: {_first_line(e)})") from None
-    net = build_network(Generator if role == "G" else Discriminator, kwargs, path, field, max_parameters)
+    net = build_network(cls, kwargs, path, field, max_parameters)
     _load_state(net, tensors, path)
     return net
 
@@ -701,7 +754,7 @@ def save_native(out_dir: str | os.PathLike, G: Generator, D: Discriminator | Non
     tensors.update(extra_tensors or {})
     full_card = dict(card or {})
     full_card.update({
-        "architecture": "stylegan2",
+        "architecture": getattr(G, "architecture", "stylegan2"),
         "generator": G.kwargs_with_channels(),
         "discriminator": D.kwargs_with_channels() if D is not None else None,
         "img_resolution": G.img_resolution, "img_channels": G.img_channels, "z_dim": G.z_dim,
@@ -744,7 +797,8 @@ def _load_native(path: Path, verify_hash: bool, trust_card: bool, max_parameters
     if not isinstance(card.get("generator"), dict):
         raise CheckpointError(f"{card_path}: the card has no generator kwargs (a mapping under 'generator')")
     # Sizes are checked, and both networks counted, before the weights are read.
-    G = build_network(Generator, card["generator"], card_path, "generator", max_parameters)
+    G = build_network(StyleGAN3Generator if card.get("architecture") == STYLEGAN3 else Generator,
+                      card["generator"], card_path, "generator", max_parameters)
     D = None
     if card.get("discriminator"):
         D = build_network(Discriminator, card["discriminator"], card_path, "discriminator", max_parameters)

@@ -29,6 +29,7 @@ from . import official_encoders
 from .classifier import load_classifier
 from .encoder import load_encoder
 from .stylegan2 import Discriminator, Generator
+from .stylegan3 import Generator as StyleGAN3Generator
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MAX_IMAGES_BYTES = 2 ** 31  # one image array of a model folder (real_images.npz, heldout.npz)
@@ -186,7 +187,7 @@ def load_model(name_or_path: str | os.PathLike | Model | Generator | None = None
     (default `storage.MAX_PARAMETERS`)."""
     if isinstance(name_or_path, Model):
         return name_or_path
-    if isinstance(name_or_path, Generator):
+    if isinstance(name_or_path, (Generator, StyleGAN3Generator)):
         return Model(G=name_or_path)
     path = resolve_path(name_or_path)
     ckpt = load_checkpoint(path, trust_card=_trust(trust_card), max_parameters=max_parameters)
