@@ -109,7 +109,8 @@ def test_vendored_fixtures_match_their_recorded_sha256(fixtures_dir):
         content = open(os.path.join(fixtures_dir, name), "rb").read()
         assert len(content) == size, name
         assert hashlib.sha256(content).hexdigest() == sha256, name
-    assert sum(size for _, size, _ in rows) < 5.5e6
+    # Every official format (StyleGAN2 and 3 pickles, rosinality, pSp/e4e/ReStyle) in a few MB, not a checkout.
+    assert sum(size for _, size, _ in rows) < 6.5e6
 
 
 def test_vendored_train_checkpoint_keeps_train_py_structure(fixtures_dir):
@@ -197,7 +198,7 @@ def _fake_persistence_module():
     return pkg, mod
 
 
-def test_stylegan3_generator_gives_clear_error(tmp_path, monkeypatch):
+def test_truncated_stylegan3_generator_record_gives_clear_error(tmp_path, monkeypatch):
     pkg, mod = _fake_persistence_module()
     monkeypatch.setitem(sys.modules, "torch_utils", pkg)
     monkeypatch.setitem(sys.modules, "torch_utils.persistence", mod)
@@ -221,8 +222,9 @@ def test_stylegan3_generator_gives_clear_error(tmp_path, monkeypatch):
                       "_init_kwargs": {"z_dim": 512}}}
     path = tmp_path / "sg3.pkl"
     path.write_bytes(pickle.dumps({"G_ema": Record(meta)}))
-    with pytest.raises(CheckpointError, match="StyleGAN3"):
+    with pytest.raises(CheckpointError, match=r"sg3\.pkl: .*img_resolution") as info:  # kwargs lack the sizes
         load_nvidia_pickle(path)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("content,match", [

@@ -9,6 +9,8 @@ import pickle
 
 import numpy as np
 import pytest
+
+from ganinv.errors import GanInvError
 import torch
 import torch.nn.functional as F
 
@@ -139,8 +141,9 @@ def test_implausible_stylegan3_kwargs_in_a_pickle_give_one_clear_error(tmp_path,
     kwargs = {**record.init_kwargs, **bad}
     from ganinv.models.checkpoints import CheckpointError, _build_from_record
     record.state["_init_kwargs"] = kwargs
-    with pytest.raises(CheckpointError, match=re.escape("cannot rebuild StyleGAN3 Generator")):
+    with pytest.raises(CheckpointError, match=r"x\.pkl: .*(StyleGAN3 Generator|G init kwargs|generator)") as info:
         _build_from_record(record, tmp_path / "x.pkl", "G")
+    assert "\n" not in str(info.value)
 
 
 def test_stylegan3_pickle_with_numpy1_module_names(tmp_path):
@@ -273,6 +276,10 @@ def test_every_inversion_method_runs_and_roundtrips(model, method, tmp_path):
         bundle = dataclasses.replace(model, encoder=Encoder.for_generator(model.G).eval())
     steps = {k: 6 for k in (spec.step_setting, spec.first_stage_step_setting) if k is not None}
     target = _target(model.G)
+    if method == "multicode":  # composes StyleGAN2 block features: refused with one clear line
+        with pytest.raises(GanInvError, match="no such blocks"):
+            invert(bundle, target, method, seed=1, **steps)
+        return
     result = invert(bundle, target, method, seed=1, **steps)
     assert result.ws.shape == (1, model.G.num_ws, model.G.w_dim) and result.noise is None
     assert torch.allclose(result.reconstruction, result.render(), atol=1e-5)
@@ -312,7 +319,9 @@ def test_every_direction_finder_edits_a_stylegan3_latent(model, name):
 
     settings = {"sefa": dict(num=4), "ganspace": dict(num=4, num_samples=500),
                 "interfacegan": dict(labeller=labeller, num_samples=200),
-                "stylespace": dict(labeller=labeller, num=3, num_samples=100)}[name]
+                "stylespace": dict(labeller=labeller, num=3, num_samples=100),
+                "voynov": dict(num=2, steps=3, batch_size=4),
+                "steerability": dict(transformations="brightness", steps=3, batch_size=4)}[name]
     direction = E.find_directions(name, model, num_std_samples=200, **settings)
     assert direction.num_ws == model.G.num_ws
     latent = E.latent_from_seed(model.G, 3)
@@ -367,3 +376,15 @@ def test_encoder_trainer_steps_on_stylegan3(model):
     stats = trainer.step()
     assert all(math.isfinite(float(v)) for v in stats.values())
     assert any(not torch.equal(v, before[k]) for k, v in trainer.encoder.state_dict().items())
+
+
+def test_stylegan3_parameter_limit_is_checked_before_building(tmp_path):
+    # The count comes from the kwargs; a caller's lower limit refuses the network before it is allocated.
+    from ganinv.models.checkpoints import CheckpointError, _build_from_record, stylegan3_generator_parameters
+    record = read_nvidia_pickle(FIXTURES / "sg3r_res16.pkl")["G_ema"]
+    G = _build_from_record(record, tmp_path / "x.pkl", "G")
+    actual = sum(p.numel() for p in G.parameters())
+    bound = stylegan3_generator_parameters(record.init_kwargs)
+    assert actual <= bound <= 4 * actual  # an upper bound, and not a loose one
+    with pytest.raises(CheckpointError, match="parameters"):
+        _build_from_record(record, tmp_path / "x.pkl", "G", max_parameters=actual // 2)

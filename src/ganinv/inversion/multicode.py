@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import GanInvError
 from ..models.multicode import MultiCodeGenerator
 from ..models.prior import sample_prior, w_stats
 from ..models.stylegan2 import Generator
@@ -54,6 +55,10 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images=None, seed: i
         callback: Callback | None = None, init_ws: torch.Tensor | None = None, lpips_dir: str | None = None,
         degradation=None, **settings) -> MethodOutput:
     s = {**DEFAULTS, **settings}
+    if not hasattr(G.synthesis, "block_resolutions"):
+        raise GanInvError(f"multicode composes the features of a StyleGAN2 synthesis block; this "
+                          f"{type(G).__module__.rsplit('.', 1)[-1]} generator has no such blocks (use optimize, "
+                          "pti or clone)")
     G = frozen_view(G)  # gradients reach only the codes and weights; the caller's G stays as it is
     blocks = len(G.synthesis.block_resolutions)
     layer = default_layer(G) if s["layer"] is None else int(s["layer"])
