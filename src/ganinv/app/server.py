@@ -428,7 +428,10 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         samples.select(on_pick_sample, handle, [sample_status, preview, reconstruction, edited, status, *sliders],
                        queue=False, show_progress="hidden")
     demo.queue(max_size=64, default_concurrency_limit=4)
-    demo.ganinv_launch_kwargs = dict(theme=theme, css=CSS, max_file_size=max_bytes)
+    # Downloads are written under the workspace's session folders, which may lie outside the system temp
+    # folder (--workdir): Gradio may serve the exports from there and nothing else outside its cache.
+    demo.ganinv_launch_kwargs = dict(theme=theme, css=CSS, max_file_size=max_bytes,
+                                     allowed_paths=[str(workspace.root / "sessions")])
     return demo, context
 
 
@@ -454,7 +457,7 @@ def serve(model: Model | str | None = None, *, host: str = "127.0.0.1", port: in
             previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
         demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
                     show_error=False, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
-                    prevent_thread_lock=True, allowed_paths=[], run_history=False,
+                    prevent_thread_lock=True, run_history=False,
                     footer_links=["gradio", "settings"], **demo.ganinv_launch_kwargs)
         url = f"http://{host}:{demo.server_port}/"
         if on_ready is not None:
