@@ -757,8 +757,8 @@ def test_active_session_survives_a_flood_over_http(live_server, tmp_path):
         with httpx.Client(timeout=30) as http:
             for i in range(80):
                 response = http.post(url + "gradio_api/run/on_load", json={"data": [None], "session_hash": f"f{i}"})
-                if response.status_code != 200:
-                    refused.append(response.json().get("error") or "")
+                if response.status_code != 200 or "ganinv-error" in response.text:  # refused, with a message
+                    refused.append(response.text)
         downloads = victim.call("/on_export")  # was: "Nothing to download yet", the session evicted
         assert sorted(Path(str(p)).suffix for p in downloads) == [".png", ".zip"]
         assert victim.move(__import__("random").Random(0)) < 30

@@ -125,13 +125,16 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
     examples, example_indices = _example_images(model)
     max_bytes = int(max_upload_mb * 2 ** 20)
 
-    def session_of(handle, request: gr.Request):
-        """The session of this connection (its server-side handle), created on its first request. A
-        refused new session (server or client full of active sessions) is shown as a message."""
+    def find_session(handle, request: gr.Request):
+        """The session of this connection (its server-side handle), created on its first request; AppError
+        when a new session is refused (the server or this client is full of active sessions)."""
         client = getattr(getattr(request, "client", None), "host", None)
+        return context.sessions.session_for(handle, client=client, connection=getattr(request, "session_hash", None))
+
+    def session_of(handle, request: gr.Request):
+        """find_session for an event handler: a refusal is shown as an error message."""
         try:
-            return context.sessions.session_for(handle, client=client,
-                                                connection=getattr(request, "session_hash", None))
+            return find_session(handle, request)
         except AppError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
@@ -154,10 +157,13 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
     # ------------------------------------------------------------------ handlers
 
     def on_load(handle, request: gr.Request):
-        session = session_of(handle, request)
+        try:
+            session = find_session(handle, request)
+        except AppError as e:  # shown on the page (an error raised by a load event would stay invisible)
+            return handle, _error_markdown(str(e)), *([gr.skip()] * MAX_SLIDERS)
         if not session.sliders:
             session.set_sliders(initial_sliders)
-        return handle, *slider_updates(session)
+        return handle, gr.skip(), *slider_updates(session)
 
     def on_unload(request: gr.Request):
         context.sessions.drop_connection(getattr(request, "session_hash", None))
@@ -398,7 +404,7 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
                                      object_fit="contain", elem_id="samples", format="png", interactive=False)
 
         # ------------------------------------------------------------------ events
-        demo.load(on_load, handle, [handle, *sliders], queue=False, show_progress="hidden")
+        demo.load(on_load, handle, [handle, status, *sliders], queue=False, show_progress="hidden")
         demo.unload(on_unload)
         upload_outputs = [preview, status, reconstruction, edited, progress]
         upload.upload(on_upload, [handle, upload, fit], [upload, *upload_outputs], queue=False,
