@@ -2,8 +2,8 @@
 
 Starts `ganinv serve` (CPU, default: the embedded emoji64 model) on 127.0.0.1 in a subprocess, then:
 
-1. warm-up: one client uploads a photo, inverts it (the UI's default method: `encoder` for a model that
-   ships one) and moves a slider `--moves` times;
+1. warm-up: one client uploads a photo, inverts it (`--method`, default `encoder`, which the
+   embedded models ship) and moves a slider `--moves` times;
 2. `--rounds` rounds of `--clients` concurrent clients (threads, each its own Gradio connection through
    `gradio_client`, as a browser tab is), each doing the same: upload its own photo, invert, move a slider
    `--moves` times; each slider move is timed from the request to the edited image downloaded;
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients per round (>= 1)")
     parser.add_argument("--moves", type=int, default=20, help="slider moves per client (>= 1)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of --clients clients")
-    parser.add_argument("--method", default=None, help="inversion method (default: the UI's default)")
+    parser.add_argument("--method", default="encoder", help="inversion method (the model must offer it)")
     parser.add_argument("--steps", type=int, default=20, help="steps, for a method that has them")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server (GANINV_THREADS)")
     parser.add_argument("--big-pixels", type=int, default=40_000_000, help="pixels of the huge upload")
@@ -398,13 +398,16 @@ def main(argv: list[str] | None = None) -> dict:
                 process.kill()
         server_log = "".join(process.lines)  # type: ignore[attr-defined]
 
-    total_errors = len(warm.errors) + sum(r["errors"] for r in rounds) + sum(len(b["errors"]) for b in big_runs.values())
+    total_errors = (len(warm.errors) + sum(r["errors"] for r in rounds)
+                    + sum(len(b["errors"]) for b in big_runs.values()))
     report = {
         "benchmark": "ui_load", "model": args.model, "clients": args.clients, "moves": args.moves,
         "rounds": rounds, "warm_up": {"errors": warm.errors, "slider_ms": summarize(warm.latencies_ms)
                                       if warm.latencies_ms else None},
         "huge_uploads": big_runs, "rss_mb": rss, "errors_total": total_errors,
-        "tracebacks_in_server_log": server_log.count("Traceback"), "seconds": total_seconds,
+        "tracebacks_in_server_log": server_log.count("Traceback"),
+        "server_log_errors": [block[-600:] for block in server_log.split("Traceback")[1:]][:5],
+        "seconds": total_seconds,
         "server_threads": args.threads, "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
         "platform": platform.platform(), "python": platform.python_version(),
     }

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganinv.app.session import (MAX_SLIDERS, STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress,
-                                SessionHandle, SessionStore, Workspace, available_methods, default_method, display_image,
-                                inversion_settings, read_upload, result_from_sample, sample_seeds, sample_subject,
+                                SessionHandle, SessionStore, Workspace, available_methods, default_method,
+                                display_image, inversion_settings, read_upload, result_from_sample, sample_seeds, sample_subject,
                                 step_controls, stream_inversion)
 from ganinv.editing import Direction
 from ganinv.inversion import METHODS, InversionResult, invert

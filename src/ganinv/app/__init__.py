@@ -7,7 +7,8 @@ imported only when serving, so `import ganinv.app` does not need Gradio.
 from __future__ import annotations
 
 from .session import (AppError, DirectionLibrary, EditorSession, InversionProgress, SessionHandle,  # noqa: F401
-                      SessionStore, SliderSpec, Workspace, available_methods, display_image, read_upload, stream_inversion)
+                      SessionStore, SliderSpec, Workspace, available_methods, display_image, read_upload,
+                      stream_inversion)
 
 
 def serve(*args, **kwargs) -> None:

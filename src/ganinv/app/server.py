@@ -427,7 +427,8 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         layers_box.submit(on_layers, [handle, family, layers_box, count], direction_outputs, trigger_mode="always_last",
                           show_progress="minimal")
         for slider in sliders:
-            slider.input(on_slide, [handle, *sliders], edited, queue=False, trigger_mode="always_last", show_progress="hidden")
+            slider.input(on_slide, [handle, *sliders], edited, queue=False, trigger_mode="always_last",
+                         show_progress="hidden")
         reset.click(on_reset, handle, [*sliders, edited], queue=False, show_progress="hidden")
         export.click(on_export, handle, downloads, show_progress="minimal")
         sample_button.click(on_sample, [handle, seeds_box, psi], [samples, sample_status], show_progress="minimal")
