@@ -3,8 +3,11 @@ that the Gradio app builds (the end-to-end browser test is tests/test_app_browse
 import io
 import json
 import os
+import socket
+import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganinv.app.session import (MAX_SLIDERS, STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress,
-                                SessionStore, Workspace, available_methods, default_method, display_image,
-                                inversion_settings, read_upload, result_from_sample, sample_seeds, sample_subject,
+                                SessionHandle, SessionStore, Workspace, available_methods, default_method,
+                                display_image, inversion_settings, read_upload, result_from_sample, sample_seeds, sample_subject,
                                 step_controls, stream_inversion)
 from ganinv.editing import Direction
 from ganinv.inversion import METHODS, InversionResult, invert
@@ -237,23 +240,37 @@ def test_shipped_sefa_directions_are_used_when_present(model_dir, tmp_path):
 # ---------------------------------------------------------------------- sessions, edits, exports
 
 
-def test_sessions_are_isolated_and_evicted(model, library, workspace):
-    store = SessionStore(workspace, max_sessions=2)
-    a, b = store.get("aaa"), store.get("bbb")
-    assert a is store.get("aaa") and a is not b
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_sessions_are_isolated_and_only_idle_ones_are_evicted(model, library, workspace):
+    clock = FakeClock()
+    store = SessionStore(workspace, max_sessions=2, min_idle_seconds=60, clock=clock)
+    a, b = store.create(client="1.1.1.1"), store.create(client="2.2.2.2")
+    assert store.get(a.session_id) is a and a is not b
     a.set_target(_target(model), "a.png")
     assert b.target is None and b.result is None
     a.folder.mkdir(parents=True)
-    store.get("ccc")  # over capacity: the least recently used (bbb) goes, not the active ones
-    assert "bbb" not in store and "aaa" in store and len(store) == 2
-    store.drop("aaa")
-    assert "aaa" not in store and not a.folder.exists() and a.stop.is_set()
-    with pytest.raises(AppError, match="no session"):
-        store.get(None)
+    with pytest.raises(AppError, match="server is busy"):  # both active: the new one is refused, none evicted
+        store.create(client="3.3.3.3")
+    assert a.session_id in store and b.session_id in store
+    clock.now += 61
+    store.get(a.session_id)  # a is used again; b stays idle
+    c = store.create(client="3.3.3.3")  # room is made by closing the least recently used idle session
+    assert b.session_id not in store and a.session_id in store and c.session_id in store and len(store) == 2
+    assert b.stop.is_set()
+    store.drop(a.session_id)
+    assert a.session_id not in store and not a.folder.exists() and a.stop.is_set()
+    assert store.get(None) is None and store.get("no-such-key") is None
 
 
 def test_render_edits_reset_and_export_roundtrip(model, library, inverted, workspace, model_dir):
-    session = SessionStore(workspace).get("s1")
+    session = SessionStore(workspace).create()
     with pytest.raises(AppError, match="Invert an image first"):
         session.render()
     session.set_target(inverted.target, "t.png")
@@ -295,7 +312,7 @@ def test_render_edits_reset_and_export_roundtrip(model, library, inverted, works
 
 
 def test_new_target_clears_the_result(model, inverted, workspace):
-    session = SessionStore(workspace).get("s2")
+    session = SessionStore(workspace).create()
     session.set_result(inverted)
     session.stop.clear()
     session.set_target(_target(model, seed=9), "other.png")
@@ -401,26 +418,29 @@ def test_gradio_layer_range_box_applies_any_range_and_reports_bad_text(model, li
 
     class Request:
         session_hash = "layers-test"
+        client = None
 
-    outputs = handlers["on_layers"]("sefa", "0,2", 2, Request())
+    handle = SessionHandle()
+
+    outputs = handlers["on_layers"](handle, "sefa", "0,2", 2, Request())
     preset_update, layers_update, _, first_slider = outputs[:4]
     assert first_slider["label"].startswith("SeFa 0,2 #0") and preset_update["value"] is None
-    assert context.sessions.get("layers-test").sliders[0].direction.layers == [0, 2]
+    assert context.sessions.get(handle.key).sliders[0].direction.layers == [0, 2]
     coarse = library.groups["coarse"]
-    outputs = handlers["on_layers"]("sefa", f"{coarse[0]}-{coarse[-1]}", 2, Request())
+    outputs = handlers["on_layers"](handle, "sefa", f"{coarse[0]}-{coarse[-1]}", 2, Request())
     assert outputs[0]["value"] == "coarse"  # the preset buttons follow a range that equals a preset
-    sliders_before = list(context.sessions.get("layers-test").sliders)
+    sliders_before = list(context.sessions.get(handle.key).sliders)
     for text, message in [("1-x", "bad layer range '1-x'"), ("  ", "Type a layer range")]:
         with pytest.warns(UserWarning, match=message):  # shown as a warning toast; nothing else changes
-            outputs = handlers["on_layers"]("sefa", text, 2, Request())
+            outputs = handlers["on_layers"](handle, "sefa", text, 2, Request())
         assert all(o == gr.skip() for o in outputs)
-        assert context.sessions.get("layers-test").sliders == sliders_before
+        assert context.sessions.get(handle.key).sliders == sliders_before
     # picking a preset clears the box; a typed range stays in force when the count changes
-    outputs = handlers["on_preset"]("sefa", "fine", 2, Request())
+    outputs = handlers["on_preset"](handle, "sefa", "fine", 2, Request())
     assert outputs[1]["value"] == "" and outputs[3]["label"].startswith("SeFa fine #0")
-    outputs = handlers["on_directions"]("ganspace", "fine", "1-2", 3, Request())
+    outputs = handlers["on_directions"](handle, "ganspace", "fine", "1-2", 3, Request())
     assert outputs[3]["label"].startswith("GANSpace 1-2 #0")
-    assert len(context.sessions.get("layers-test").sliders) == 3
+    assert len(context.sessions.get(handle.key).sliders) == 3
 
 
 def test_cli_serve_is_registered_and_reports_bad_models():
@@ -442,7 +462,7 @@ def test_grayscale_model_uploads_renders_and_exports(tmp_path, workspace):
     target = read_upload(path, gray)
     assert target.shape == (1, 1, 16, 16)
     assert display_image(target).mode == "L"
-    session = SessionStore(workspace).get("gray")
+    session = SessionStore(workspace).create()
     session.set_sliders(DirectionLibrary(gray, num_std_samples=200).sliders("sefa", "all", 2))
     image = session.set_sample(gray, 1, 0.7)
     assert not isinstance(session.subject, InversionResult)  # a prior sample is edited as it is
@@ -460,7 +480,7 @@ def test_works_with_an_nvidia_pickle(fixtures_dir, workspace):
     """Any model ganinv loads: the official stylegan2-ada fixture pickle, used as is."""
     pkl = os.path.join(fixtures_dir, "sg2ada_res32.pkl")
     bundle = load_model(pkl)
-    session = SessionStore(workspace).get("pkl")
+    session = SessionStore(workspace).create()
     session.set_sliders(DirectionLibrary(bundle, num_std_samples=200).sliders("sefa", "coarse", 2))
     target = sample_seeds(bundle, [4], 0.5)[0][1]
     session.set_target(target, "seed4")
@@ -478,7 +498,7 @@ def test_tuning_methods_stream_edit_and_export_their_generator(model, model_dir,
     events = list(stream_inversion(model, target, method, settings, min_interval=0.0))
     result = events[-1]
     assert isinstance(result, InversionResult) and result.G_tuned is not None
-    session = SessionStore(workspace).get(method)
+    session = SessionStore(workspace).create()
     session.set_sliders(library.sliders("sefa", "all", 2))
     session.set_result(result)
     edited = session.render([2.0, 0])
@@ -501,3 +521,262 @@ def test_models_with_an_encoder_offer_instant_inversion(model):
     assert step_controls("encoder") == (None, None)  # instant: no steps control
     result = list(stream_inversion(with_encoder, _target(model), "encoder", inversion_settings("encoder")))[-1]
     assert isinstance(result, InversionResult) and result.method == "encoder"
+
+
+# ---------------------------------------------------------------------- hostile clients and load
+
+
+def test_session_keys_are_issued_by_the_server(workspace):
+    """Keys are random and made by the store; a key nobody was issued reaches nothing and creates nothing."""
+    import copy
+    store = SessionStore(workspace)
+    assert store.get("chosen-by-a-client") is None and len(store) == 0
+    handle = SessionHandle()
+    session = store.session_for(handle, client="192.0.2.1", connection="tab-1")
+    assert handle.key == session.session_id and len(session.session_id) >= 32
+    assert store.session_for(handle, client="192.0.2.1") is session  # the same connection finds it again
+    keys = {store.create(client=f"192.0.2.{i}").session_id for i in range(2, 12)} | {session.session_id}
+    assert len(keys) == 11
+    assert copy.deepcopy(handle).key is None  # each connection's copy of the initial state starts empty
+    assert session.session_id not in repr(handle)
+    store.drop_connection("tab-1")  # the tab closed
+    assert session.session_id not in store
+    renewed = store.session_for(handle, client="192.0.2.1")  # a closed session is replaced, not revived
+    assert renewed is not session and handle.key == renewed.session_id
+
+
+def test_an_active_session_survives_a_flood_of_new_sessions(model, inverted, library, workspace):
+    """Issue 19: one client opening 64+ sessions evicted everyone else's. Now each client has its own cap,
+    only idle sessions make room (least recently used first), and when no session is idle the new one is
+    refused with a message."""
+    clock = FakeClock()
+    store = SessionStore(workspace, max_sessions=64, max_per_client=16, min_idle_seconds=300, clock=clock)
+    victim_handle = SessionHandle()
+    victim = store.session_for(victim_handle, client="192.0.2.1")  # the oldest session of all
+    victim.set_sliders(library.sliders("sefa", "all", 2))
+    victim.set_target(inverted.target, "t.png")
+    victim.set_result(inverted)
+    victim.render([1.5, 0])
+    idle = [store.create(client=f"192.0.2.{i}") for i in range(2, 6)]
+    idle[0].set_target(inverted.target, "t.png")
+    idle[0].set_result(inverted)
+    inverting = store.create(client="192.0.2.9")
+    inverting.lock.acquire()  # an inversion is running: never evicted, however long it takes
+    clock.now += 400  # everyone but the victim has been idle for a while
+    store.get(victim.session_id)
+    messages = set()
+    for _ in range(100):  # one address
+        clock.now += 0.05
+        try:
+            store.create(client="203.0.113.7")
+        except AppError as e:
+            messages.add(str(e))
+    assert sum(s.client == "203.0.113.7" for s in store._sessions.values()) == 16
+    for i in range(100):  # then many addresses
+        clock.now += 0.05
+        try:
+            store.create(client=f"198.51.100.{i}")
+        except AppError as e:
+            messages.add(str(e))
+    assert len(store) == 64
+    assert any("from your address" in m for m in messages) and any("server is busy" in m for m in messages)
+    assert all("\n" not in m for m in messages)
+    assert store.session_for(victim_handle, client="192.0.2.1") is victim and inverting.session_id in store
+    assert not any(s.session_id in store for s in idle)  # the idle sessions made room
+    assert idle[0].subject is None and idle[0].target is None  # and their tensors were let go
+    png, archive = victim.export()
+    assert png.is_file() and archive.is_file()
+    inverting.lock.release()
+
+
+def test_seed_ranges_are_counted_before_anything_is_built():
+    """Issue 19: '0-20000000' became a list of 20 million seeds before the 32-seed cap was checked."""
+    import tracemalloc
+    from ganinv.utils import parse_seeds
+    assert parse_seeds("0,3,5-7") == [0, 3, 5, 6, 7] and parse_seeds("4294967295") == [4294967295]
+    tracemalloc.start()
+    try:
+        for text in ("0-20000000", "0-4294967295", "1,2,0-99999999999"):
+            with pytest.raises(ValueError) as info:
+                parse_seeds(text, max_count=32)
+            assert "\n" not in str(info.value)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    with pytest.raises(ValueError, match="at most 32"):
+        parse_seeds("0-20000000", max_count=32)
+    for text in ("0-4294967296", "-1", "4294967296", "5-2", "x", "1-y", ""):
+        with pytest.raises(ValueError):
+            parse_seeds(text)
+    with pytest.raises(ValueError, match="out of range"):
+        parse_seeds([1, 2 ** 32])
+    with pytest.raises(ValueError, match="at most 1,000,000"):  # a default bound for the CLI too
+        parse_seeds("0-4294967295")
+
+
+def test_gradio_sample_tab_refuses_huge_seed_ranges_cheaply(model, library, workspace):
+    _require_gradio()
+    import tracemalloc
+    from ganinv.app.server import build_app
+    demo, context = build_app(model, workspace, library=library)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+
+    class Request:
+        session_hash = "seeds"
+        client = None
+
+    handle = SessionHandle()
+    handlers["on_sample"](handle, "0", 0.7, Request())  # the session exists
+    tracemalloc.start()
+    try:
+        gallery, message = handlers["on_sample"](handle, "0-2000000", 0.7, Request())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak  # checked first: without the fix the next ranges would exhaust memory
+    assert "ganinv-error" in message and "at most 32" in message
+    for text in ("0-4294967295", "0-4294967296", "9" * 50):
+        gallery, message = handlers["on_sample"](handle, text, 0.7, Request())
+        assert "ganinv-error" in message and "\n" not in message and len(message) < 300
+    gallery, message = handlers["on_sample"](handle, "3-5", 0.7, Request())
+    assert [caption for _, caption in gallery] == ["seed 3", "seed 4", "seed 5"]
+
+
+def test_export_is_atomic(model, library, workspace, monkeypatch):
+    """A failure while writing the download leaves no partial file where the download is served from."""
+    session = SessionStore(workspace).create()
+    session.set_sliders(library.sliders("sefa", "all", 2))
+    session.set_sample(model, 1, 0.7)
+    real_write = Path.write_bytes
+
+    def half_then_fail(self, data):
+        real_write(self, data[:len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError):
+        session.export()
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    assert sorted(p.name for p in session.folder.iterdir()) == []
+    png, archive = session.export()
+    assert sorted(p.name for p in session.folder.iterdir()) == sorted([png.name, archive.name])
+    assert InversionResult.load(archive, model=model).method == "sample"
+
+
+def test_huge_uploads_are_refused_from_the_header_and_large_ones_decoded_a_few_at_a_time(model, tmp_path,
+                                                                                          monkeypatch):
+    import time
+    import zlib
+    import struct
+    import ganinv.app.session as session_module
+    # a 12000 x 4000 PNG header with a tiny, bogus body: refused before any pixel is decoded
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 4000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    started = time.perf_counter()
+    with pytest.raises(AppError, match="48,000,000 pixels exceeds"):
+        read_upload(bomb, model)
+    assert time.perf_counter() - started < 1.0
+    # large (but allowed) uploads: at most MAX_LARGE_DECODES decode at once
+    monkeypatch.setattr(session_module, "LARGE_UPLOAD_PIXELS", 100)
+    monkeypatch.setattr(session_module, "_large_decodes", threading.BoundedSemaphore(1))
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real_load = session_module.load_image
+
+    def slow_load(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "load_image", slow_load)
+    path = tmp_path / "large.png"
+    path.write_bytes(_png_bytes((40, 24)))
+    small = tmp_path / "small.png"
+    small.write_bytes(_png_bytes((8, 8)))
+    threads = [threading.Thread(target=read_upload, args=(path, model)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    assert read_upload(small, model).shape == (1, 3, 16, 16)  # small uploads never wait for the slots
+
+
+@pytest.fixture(scope="module")
+def live_server(model_dir, tmp_path_factory):
+    """The Gradio app served in this process on a free localhost port."""
+    _require_gradio()
+    from ganinv.app.server import build_app
+    bundle = load_model(model_dir)
+    workspace = Workspace(tmp_path_factory.mktemp("live"))
+    demo, context = build_app(bundle, workspace, library=DirectionLibrary(bundle, num_std_samples=300,
+                                                                          ganspace_samples=300))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                show_error=False, **demo.ganinv_launch_kwargs)
+    try:
+        yield {"url": f"http://127.0.0.1:{demo.server_port}/", "context": context,
+               "downloads": tmp_path_factory.mktemp("downloads")}
+    finally:
+        demo.close()
+        workspace.cleanup()
+
+
+def _load_benchmark_client():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ui_load.py"
+    spec = importlib.util.spec_from_file_location("ganinv_bench_ui_load", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_active_session_survives_a_flood_over_http(live_server, tmp_path):
+    """End to end: a user inverts an image, then 80 new connections arrive from another tab at once; the
+    user's session keeps its result (the download works), and the flood is told the server is full."""
+    import httpx
+    bench = _load_benchmark_client()
+    url = live_server["url"]
+    victim = bench.UIClient(url, live_server["downloads"], "victim")
+    try:
+        victim.upload(bench.make_photo(tmp_path / "photo.png", 0))
+        victim.invert("optimize", 2)
+        refused = []
+        with httpx.Client(timeout=30) as http:
+            for i in range(80):
+                response = http.post(url + "gradio_api/run/on_load", json={"data": [None], "session_hash": f"f{i}"})
+                if response.status_code != 200 or "ganinv-error" in response.text:  # refused, with a message
+                    refused.append(response.text)
+        downloads = victim.call("/on_export")  # was: "Nothing to download yet", the session evicted
+        assert sorted(Path(str(p)).suffix for p in downloads) == [".png", ".zip"]
+        assert victim.move(__import__("random").Random(0)) < 30
+        assert refused and all("editing sessions" in message for message in refused), refused[:3]
+    finally:
+        victim.close()
+        store = live_server["context"].sessions
+        for i in range(80):
+            store.drop_connection(f"f{i}")  # leaves room for the next test's clients
+
+
+def test_load_benchmark_client_logic(live_server):
+    """The client side of benchmarks/ui_load.py (2 clients, 2 moves) against an in-process server."""
+    bench = _load_benchmark_client()
+    folder = live_server["downloads"]
+    photos = [bench.make_photo(folder / f"photo{i}.png", i) for i in range(2)]
+    reports = bench.run_clients(live_server["url"], photos, moves=2, method="optimize", steps=2, download_dir=folder)
+    assert [r.errors for r in reports] == [[], []]
+    assert [len(r.latencies_ms) for r in reports] == [2, 2] and all(x > 0 for r in reports for x in r.latencies_ms)
+    summary = bench.summarize([x for r in reports for x in r.latencies_ms])
+    assert summary["count"] == 4 and summary["p50"] <= summary["p95"] <= summary["max"]

@@ -321,6 +321,55 @@ def test_long_inversion_does_not_block_other_sessions(server, browser, artifacts
     context_b.close()
 
 
+def test_active_page_survives_a_flood_and_a_new_page_is_told_the_server_is_full(server, browser):
+    """A page with an edit keeps it while 80 new connections arrive from the same address at once (they
+    used to evict the oldest sessions); once that address holds its share of sessions, all in use, a newly
+    opened page is told so instead of pushing an active one out."""
+    import urllib.error
+    import urllib.request
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server["url"])
+    page.wait_for_selector("#edit-0 input[type=range]")
+    page.get_by_role("tab", name="Sample seeds").click()
+    page.fill("#seeds textarea, #seeds input", "0-20000000")  # refused at once, nothing built
+    page.click("#sample")
+    page.wait_for_function("() => document.querySelector('#sample-status').innerText.includes('at most 32')")
+    page.fill("#seeds textarea, #seeds input", "3-4")
+    page.click("#sample")
+    page.wait_for_function("() => document.querySelectorAll('#samples img').length === 2")
+    page.locator("#samples .thumbnail-item").first.click()
+    page.wait_for_function("() => document.querySelector('#sample-status').innerText.includes('Seed 3')")
+    page.get_by_role("tab", name="Invert & edit").click()
+    page.wait_for_selector("#edited img")
+    refused = []
+    for i in range(80):
+        request = urllib.request.Request(server["url"] + "gradio_api/run/on_load", method="POST",
+                                         data=json.dumps({"data": [None], "session_hash": f"flood{i}"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            outputs = json.loads(urllib.request.urlopen(request, timeout=30).read())["data"]
+        except urllib.error.HTTPError as e:
+            refused.append(str(e.read()))
+        else:
+            if "ganinv-error" in str(outputs[1]):
+                refused.append(str(outputs[1]))
+    assert refused and all("Too many editing sessions from your address" in m for m in refused), refused[:2]
+    src = page.get_attribute("#edited img", "src")
+    page.evaluate(SET_SLIDER, ["#edit-0 input[type=range]", 2])
+    page.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }",
+                           arg=src)
+    page.click("#export")
+    page.wait_for_selector("#downloads a[href*='.zip']")  # was: "Nothing to download yet"
+    newcomer = context.browser.new_context().new_page()
+    newcomer.goto(server["url"])
+    newcomer.wait_for_function("() => (document.querySelector('#status .ganinv-error')?.innerText || '')"
+                               ".includes('Too many editing sessions from your address')")
+    newcomer.context.close()
+    context.close()
+
+
 def test_server_cleans_its_workspace_on_shutdown(server):
     """Runs after the browser test (same module): SIGTERM stops the server and its workspace is gone."""
     workdir = server["workdir"]

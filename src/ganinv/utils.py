@@ -13,35 +13,60 @@ import numpy as np
 import torch
 
 
-def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
-    """'0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9]."""
+#: Most seeds `parse_seeds` expands by default (a range is counted before any list is built).
+MAX_PARSED_SEEDS = 1_000_000
+#: Seeds are 32-bit: NVIDIA's convention seeds numpy's RandomState, which takes 0 to 2**32 - 1.
+MAX_SEED = 2 ** 32 - 1
+
+
+def parse_seeds(text: str | int | Sequence[int], max_count: int | None = MAX_PARSED_SEEDS) -> list[int]:
+    """'0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9].
+
+    Every seed must lie in 0 to 2**32-1. The number of seeds is counted from the range bounds before
+    anything is expanded, so '0-4294967295' costs nothing: more than `max_count` seeds (None: no limit)
+    raise ValueError with a one-line message, as does any malformed part."""
+    if isinstance(text, bool):
+        raise ValueError(f"bad seed {text!r}; use forms like 0,3,5-9")
     if isinstance(text, int):
-        return [text]
-    if not isinstance(text, str):
-        return [int(s) for s in text]
-    seeds: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+        parts: list[tuple[int, int]] = [(text, text)]
+    elif isinstance(text, str):
+        parts = []
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+                try:
+                    lo_i, hi_i = int(lo), int(hi)
+                except ValueError:
+                    raise ValueError(f"bad seed range {part[:40]!r}; use forms like 0,3,5-9") from None
+                if hi_i < lo_i:
+                    raise ValueError(f"bad seed range {part!r}: end before start")
+            else:
+                try:
+                    lo_i = hi_i = int(part)
+                except ValueError:
+                    raise ValueError(f"bad seed {part[:40]!r}; use forms like 0,3,5-9") from None
+            parts.append((lo_i, hi_i))
+    else:
+        parts = []
+        for s in text:
             try:
-                lo_i, hi_i = int(lo), int(hi)
-            except ValueError:
-                raise ValueError(f"bad seed range {part!r}; use forms like 0,3,5-9") from None
-            if hi_i < lo_i:
-                raise ValueError(f"bad seed range {part!r}: end before start")
-            seeds.extend(range(lo_i, hi_i + 1))
-        else:
-            try:
-                seeds.append(int(part))
-            except ValueError:
-                raise ValueError(f"bad seed {part!r}; use forms like 0,3,5-9") from None
-    if not seeds:
+                value = int(s)
+            except (TypeError, ValueError):
+                raise ValueError(f"bad seed {str(s)[:40]!r}; seeds are integers") from None
+            parts.append((value, value))
+    if not parts:
         raise ValueError("no seeds given")
-    if any(s < 0 or s >= 2 ** 32 for s in seeds):
-        raise ValueError("seeds must be in [0, 2**32)")
-    return seeds
+    count = 0
+    for lo_i, hi_i in parts:
+        if lo_i < 0 or hi_i > MAX_SEED:
+            bad = lo_i if lo_i < 0 else hi_i
+            raise ValueError(f"seed {bad} is out of range; seeds must be 0 to {MAX_SEED} (2**32-1)")
+        count += hi_i - lo_i + 1
+    if max_count is not None and count > max_count:
+        raise ValueError(f"{count:,} seeds asked for; at most {max_count:,} at once")
+    return [seed for lo_i, hi_i in parts for seed in range(lo_i, hi_i + 1)]
 
 
 def parse_layers(text: str | Sequence[int] | None, num_ws: int) -> list[int]:

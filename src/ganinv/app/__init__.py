@@ -6,8 +6,9 @@ imported only when serving, so `import ganinv.app` does not need Gradio.
 """
 from __future__ import annotations
 
-from .session import (AppError, DirectionLibrary, EditorSession, InversionProgress, SessionStore,  # noqa: F401
-                      SliderSpec, Workspace, available_methods, display_image, read_upload, stream_inversion)
+from .session import (AppError, DirectionLibrary, EditorSession, InversionProgress, SessionHandle,  # noqa: F401
+                      SessionStore, SliderSpec, Workspace, available_methods, display_image, read_upload,
+                      stream_inversion)
 
 
 def serve(*args, **kwargs) -> None:
@@ -23,5 +24,5 @@ def build_app(*args, **kwargs):
 
 
 __all__ = ["serve", "build_app", "AppError", "DirectionLibrary", "EditorSession", "InversionProgress",
-           "SessionStore", "SliderSpec", "Workspace", "available_methods", "display_image", "read_upload",
-           "stream_inversion"]
+           "SessionHandle", "SessionStore", "SliderSpec", "Workspace", "available_methods", "display_image",
+           "read_upload", "stream_inversion"]

@@ -28,9 +28,9 @@ import gradio as gr  # noqa: E402
 from ..inversion import METHODS, InversionResult  # noqa: E402
 from ..models.registry import Model, load_model, resolve_device
 from ..utils import parse_seeds  # noqa: E402
-from .session import (DEFAULT_MAX_UPLOAD_MB, FITS, MAX_EXAMPLES, MAX_SLIDERS, MAX_UI_STEPS,  # noqa: E402
-                      STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress, SessionStore, Workspace,
-                      available_methods, default_method, display_image, inversion_settings, read_upload,
+from .session import (DEFAULT_MAX_UPLOAD_MB, FITS, MAX_EXAMPLES, MAX_SEEDS, MAX_SLIDERS, MAX_UI_STEPS,  # noqa: E402
+                      STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress, SessionHandle, SessionStore,
+                      Workspace, available_methods, default_method, display_image, inversion_settings, read_upload,
                       sample_seeds, step_controls, stream_inversion)
 
 CSS = """
@@ -102,13 +102,16 @@ def _example_images(model: Model) -> tuple[list, list[int]]:
 
 def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
               max_concurrent_inversions: int = 1, seed: int = 0,
-              library: Optional[DirectionLibrary] = None) -> tuple:
+              library: Optional[DirectionLibrary] = None, max_sessions: int = 64,
+              max_sessions_per_client: int = 16) -> tuple:
     """The Gradio Blocks app and its AppContext. Directions of the default preset are found here, so
-    the first page load is instant."""
+    the first page load is instant. At most `max_sessions` editing sessions are held, and
+    `max_sessions_per_client` per client address (see SessionStore)."""
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.cache_dir)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "examples")
     library = library or DirectionLibrary(model)
-    context = AppContext(model=model, workspace=workspace, library=library, sessions=SessionStore(workspace),
+    context = AppContext(model=model, workspace=workspace, library=library, sessions=SessionStore(
+        workspace, max_sessions=max_sessions, max_per_client=max_sessions_per_client),
                          max_upload_mb=max_upload_mb)
     G = model.G
     methods = available_methods(model)
@@ -122,8 +125,18 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
     examples, example_indices = _example_images(model)
     max_bytes = int(max_upload_mb * 2 ** 20)
 
-    def session_of(request: gr.Request):
-        return context.sessions.get(getattr(request, "session_hash", None))
+    def find_session(handle, request: gr.Request):
+        """The session of this connection (its server-side handle), created on its first request; AppError
+        when a new session is refused (the server or this client is full of active sessions)."""
+        client = getattr(getattr(request, "client", None), "host", None)
+        return context.sessions.session_for(handle, client=client, connection=getattr(request, "session_hash", None))
+
+    def session_of(handle, request: gr.Request):
+        """find_session for an event handler: a refusal is shown as an error message."""
+        try:
+            return find_session(handle, request)
+        except AppError as e:
+            raise gr.Error(str(e), print_exception=False) from None
 
     def slider_updates(session, value_only: bool = False) -> list:
         updates = []
@@ -143,14 +156,17 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
 
     # ------------------------------------------------------------------ handlers
 
-    def on_load(request: gr.Request):
-        session = session_of(request)
+    def on_load(handle, request: gr.Request):
+        try:
+            session = find_session(handle, request)
+        except AppError as e:  # shown on the page (an error raised by a load event would stay invisible)
+            return handle, _error_markdown(str(e)), *([gr.skip()] * MAX_SLIDERS)
         if not session.sliders:
             session.set_sliders(initial_sliders)
-        return slider_updates(session)
+        return handle, gr.skip(), *slider_updates(session)
 
     def on_unload(request: gr.Request):
-        context.sessions.drop(getattr(request, "session_hash", None))
+        context.sessions.drop_connection(getattr(request, "session_hash", None))
 
     def load_upload(session, path, fit):
         try:
@@ -164,20 +180,20 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
                 f"({'center crop' if fit == 'crop' else 'letterboxed'}). Choose a method and press Invert.")
         return display_image(target), note, None, None, _progress_html(0, "ready", "idle")
 
-    def on_upload(path, fit, request: gr.Request):
+    def on_upload(handle, path, fit, request: gr.Request):
         # The file box is emptied again so that the next image can be dropped right away.
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return (None, *load_upload(session_of(request), path, fit))
+        return (None, *load_upload(session_of(handle, request), path, fit))
 
-    def on_fit(fit, request: gr.Request):
-        session = session_of(request)
+    def on_fit(handle, fit, request: gr.Request):
+        session = session_of(handle, request)
         if not session.upload_path or not Path(session.upload_path).is_file():
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return load_upload(session, session.upload_path, fit)
 
-    def on_example(evt: gr.SelectData, request: gr.Request):
-        session = session_of(request)
+    def on_example(handle, evt: gr.SelectData, request: gr.Request):
+        session = session_of(handle, request)
         index = example_indices[evt.index]
         name = examples[evt.index][1]
         session.set_target(model.heldout[index:index + 1], name)
@@ -193,8 +209,8 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         return (gr.update(visible=main is not None, value=main or 1),
                 gr.update(visible=first is not None, value=first or 1), summary)
 
-    def on_invert(method, steps, first_steps, request: gr.Request):
-        session = session_of(request)
+    def on_invert(handle, method, steps, first_steps, request: gr.Request):
+        session = session_of(handle, request)
         if session.target is None:
             raise gr.Error("Upload an image or pick an example first.")
         if method not in methods:
@@ -229,8 +245,8 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         finally:
             session.lock.release()
 
-    def on_stop(request: gr.Request):
-        session_of(request).stop.set()
+    def on_stop(handle, request: gr.Request):
+        session_of(handle, request).stop.set()
 
     def show_directions(session, family, layers, count, **shown):
         """Slider updates for a family and layer range (a preset or any range the CLI takes); `shown`
@@ -250,15 +266,15 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         gr.Warning(message)
         return (gr.skip(),) * (4 + MAX_SLIDERS)
 
-    def on_directions(family, preset, layers_text, count, request: gr.Request):
+    def on_directions(handle, family, preset, layers_text, count, request: gr.Request):
         # A typed layer range, while present, wins over the preset buttons.
         layers = layers_text.strip() if layers_text and layers_text.strip() else (preset or "all")
-        return show_directions(session_of(request), family, layers, count)
+        return show_directions(session_of(handle, request), family, layers, count)
 
-    def on_preset(family, preset, count, request: gr.Request):
-        return show_directions(session_of(request), family, preset, count, box_value="")
+    def on_preset(handle, family, preset, count, request: gr.Request):
+        return show_directions(session_of(handle, request), family, preset, count, box_value="")
 
-    def on_layers(family, layers_text, count, request: gr.Request):
+    def on_layers(handle, family, layers_text, count, request: gr.Request):
         if not layers_text or not layers_text.strip():
             return bad_directions("Type a layer range (e.g. 0-1, 2-5, 6-, 0,2,4-5) or pick a preset.")
         try:
@@ -266,43 +282,43 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         except AppError as e:
             return bad_directions(str(e))
         # The preset buttons show the preset the range equals, or none.
-        return show_directions(session_of(request), family, layers_text.strip(), count,
+        return show_directions(session_of(handle, request), family, layers_text.strip(), count,
                                preset_value=name if name in presets else None)
 
-    def on_slide(request: gr.Request, *values):
-        session = session_of(request)
+    def on_slide(request: gr.Request, handle, *values):
+        session = session_of(handle, request)
         if session.subject is None:
             session.edits(list(values))
             return gr.skip()
         return display_image(session.render(list(values)))
 
-    def on_reset(request: gr.Request):
-        session = session_of(request)
+    def on_reset(handle, request: gr.Request):
+        session = session_of(handle, request)
         session.strengths = [0.0] * len(session.sliders)
         return (*slider_updates(session, value_only=True), edited_image(session))
 
-    def on_export(request: gr.Request):
-        session = session_of(request)
+    def on_export(handle, request: gr.Request):
+        session = session_of(handle, request)
         try:
             png, archive = session.export()
         except AppError as e:
             raise gr.Error(str(e)) from None
         return [str(png), str(archive)]
 
-    def on_sample(seeds_text, psi, request: gr.Request):
-        session = session_of(request)
+    def on_sample(handle, seeds_text, psi, request: gr.Request):
+        session = session_of(handle, request)
         try:
-            seeds = parse_seeds(seeds_text)
+            seeds = parse_seeds(seeds_text, max_count=MAX_SEEDS)  # counted before any list is built
             images = sample_seeds(model, seeds, float(psi))
         except (AppError, ValueError) as e:
-            message = str(e) if isinstance(e, AppError) else f"Bad seeds {seeds_text!r}: use e.g. 0-7 or 1,5,42."
+            message = str(e) if isinstance(e, AppError) else f"Bad seeds: {e}."
             return gr.skip(), _error_markdown(message)
         session.samples = [(seed, float(psi)) for seed, _ in images]
         return ([(display_image(img, 128), f"seed {seed}") for seed, img in images],
                 f"{len(images)} samples at ψ = {float(psi):.2f}. Click one to edit it in the first tab.")
 
-    def on_pick_sample(evt: gr.SelectData, request: gr.Request):
-        session = session_of(request)
+    def on_pick_sample(handle, evt: gr.SelectData, request: gr.Request):
+        session = session_of(handle, request)
         if not 0 <= evt.index < len(session.samples):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *([gr.skip()] * MAX_SLIDERS)
         seed, psi = session.samples[evt.index]
@@ -322,6 +338,10 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
               f"device {next(G.parameters()).device}. "
               + (html.escape(str(card.get("summary", ""))) if card.get("summary") else ""))
     with gr.Blocks(title="ganinv", analytics_enabled=False, delete_cache=(1800, 2 * 3600)) as demo:
+        # The connection's key to its EditorSession: server-side only, issued by the store; when Gradio
+        # discards a closed connection's state, the session is closed with it.
+        # (An instance, not the class: each connection gets its own empty copy and no load event is added.)
+        handle = gr.State(SessionHandle(), delete_callback=context.sessions.release)
         gr.Markdown(header)
         with gr.Tabs():
             with gr.Tab("Invert & edit", id="edit"):
@@ -384,43 +404,49 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
                                      object_fit="contain", elem_id="samples", format="png", interactive=False)
 
         # ------------------------------------------------------------------ events
-        demo.load(on_load, None, sliders, queue=False, show_progress="hidden")
+        demo.load(on_load, handle, [handle, status, *sliders], queue=False, show_progress="hidden")
         demo.unload(on_unload)
         upload_outputs = [preview, status, reconstruction, edited, progress]
-        upload.upload(on_upload, [upload, fit], [upload, *upload_outputs], queue=False, show_progress="minimal")
-        fit.change(on_fit, [fit], upload_outputs, queue=False, show_progress="hidden")
+        upload.upload(on_upload, [handle, upload, fit], [upload, *upload_outputs], queue=False,
+                      show_progress="minimal")
+        fit.change(on_fit, [handle, fit], upload_outputs, queue=False, show_progress="hidden")
         if examples:
-            example_gallery.select(on_example, None, upload_outputs, queue=False, show_progress="hidden")
+            example_gallery.select(on_example, handle, upload_outputs, queue=False, show_progress="hidden")
         method.change(on_method, method, [steps, first_steps, method_info], queue=False, show_progress="hidden")
         invert_event = invert_button.click(
-            on_invert, [method, steps, first_steps], [progress, reconstruction, edited, metrics, *sliders],
+            on_invert, [handle, method, steps, first_steps], [progress, reconstruction, edited, metrics, *sliders],
             concurrency_limit=max_concurrent_inversions, concurrency_id="inversion", show_progress="hidden")
-        stop_button.click(on_stop, None, None, queue=False, show_progress="hidden")
+        stop_button.click(on_stop, handle, None, queue=False, show_progress="hidden")
         del invert_event  # stopping goes through the session's flag, so a stopped run still returns its result
         direction_outputs = [preset, layers_box, count, *sliders, edited]
         for control in (family, count):  # user changes only (.input), latest value wins
-            control.input(on_directions, [family, preset, layers_box, count], direction_outputs,
+            control.input(on_directions, [handle, family, preset, layers_box, count], direction_outputs,
                           trigger_mode="always_last", show_progress="minimal")
-        preset.input(on_preset, [family, preset, count], direction_outputs, trigger_mode="always_last",
+        preset.input(on_preset, [handle, family, preset, count], direction_outputs, trigger_mode="always_last",
                      show_progress="minimal")
-        layers_box.submit(on_layers, [family, layers_box, count], direction_outputs, trigger_mode="always_last",
+        layers_box.submit(on_layers, [handle, family, layers_box, count], direction_outputs, trigger_mode="always_last",
                           show_progress="minimal")
         for slider in sliders:
-            slider.input(on_slide, sliders, edited, queue=False, trigger_mode="always_last", show_progress="hidden")
-        reset.click(on_reset, None, [*sliders, edited], queue=False, show_progress="hidden")
-        export.click(on_export, None, downloads, show_progress="minimal")
-        sample_button.click(on_sample, [seeds_box, psi], [samples, sample_status], show_progress="minimal")
-        samples.select(on_pick_sample, None, [sample_status, preview, reconstruction, edited, status, *sliders],
+            slider.input(on_slide, [handle, *sliders], edited, queue=False, trigger_mode="always_last",
+                         show_progress="hidden")
+        reset.click(on_reset, handle, [*sliders, edited], queue=False, show_progress="hidden")
+        export.click(on_export, handle, downloads, show_progress="minimal")
+        sample_button.click(on_sample, [handle, seeds_box, psi], [samples, sample_status], show_progress="minimal")
+        samples.select(on_pick_sample, handle, [sample_status, preview, reconstruction, edited, status, *sliders],
                        queue=False, show_progress="hidden")
     demo.queue(max_size=64, default_concurrency_limit=4)
-    demo.ganinv_launch_kwargs = dict(theme=theme, css=CSS, max_file_size=max_bytes)
+    # Downloads are written under the workspace's session folders, which may lie outside the system temp
+    # folder (--workdir): Gradio may serve the exports from there and nothing else outside its cache.
+    demo.ganinv_launch_kwargs = dict(theme=theme, css=CSS, max_file_size=max_bytes,
+                                     allowed_paths=[str(workspace.root / "sessions")])
     return demo, context
 
 
 def serve(model: Model | str | None = None, *, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_concurrent_inversions: int = 1, seed: int = 0,
           workdir: str | os.PathLike | None = None, quiet: bool = False,
-          on_ready: Optional[Callable[[str, Workspace], None]] = None) -> None:
+          on_ready: Optional[Callable[[str, Workspace], None]] = None, max_sessions: int = 64,
+          max_sessions_per_client: int = 16) -> None:
     """Load the model, start the app on host:port and block until interrupted (Ctrl-C or SIGTERM); the
     temporary workspace is removed on the way out."""
 
@@ -430,14 +456,15 @@ def serve(model: Model | str | None = None, *, host: str = "127.0.0.1", port: in
     try:
         bundle = load_model(model, device=resolve_device(device))
         demo, context = build_app(bundle, workspace, max_upload_mb=max_upload_mb,
-                                  max_concurrent_inversions=max_concurrent_inversions, seed=seed)
+                                  max_concurrent_inversions=max_concurrent_inversions, seed=seed,
+                                  max_sessions=max_sessions, max_sessions_per_client=max_sessions_per_client)
         if threading.current_thread() is threading.main_thread():
             def on_sigterm(signum, frame):  # noqa: ARG001
                 raise KeyboardInterrupt
             previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
         demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
                     show_error=False, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
-                    prevent_thread_lock=True, allowed_paths=[], run_history=False,
+                    prevent_thread_lock=True, run_history=False,
                     footer_links=["gradio", "settings"], **demo.ganinv_launch_kwargs)
         url = f"http://{host}:{demo.server_port}/"
         if on_ready is not None:

@@ -17,10 +17,12 @@ import json
 import math
 import os
 import queue
+import secrets
 import shutil
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from ..editing import Direction, edit_many, find_ganspace_directions, find_sefa_
 from ..inversion import METHODS, InversionResult, StepInfo, invert
 from ..latent import Latent, latent_from_seed
 from ..models.registry import Model
-from ..utils import parse_layers
+from ..utils import atomic_path, parse_layers
 from ..errors import GanInvError
 
 #: Most sliders shown at once (SeFa/GANSpace count control goes up to this).
@@ -48,6 +50,11 @@ STRENGTH_LIMIT = 5.0
 DEFAULT_MAX_UPLOAD_MB = 10.0
 #: Uploaded images with more pixels than this are refused before decoding (decompression bombs).
 MAX_UPLOAD_PIXELS = 40_000_000
+#: Uploads with more pixels than this count as large: at most MAX_LARGE_DECODES of them are decoded at
+#: once (a full decode of a 40-megapixel RGB image holds about 120 MB), the others wait their turn.
+LARGE_UPLOAD_PIXELS = 4_000_000
+MAX_LARGE_DECODES = 2
+_large_decodes = threading.BoundedSemaphore(MAX_LARGE_DECODES)
 #: Displayed images are upscaled (nearest neighbour) to at least this many pixels on a side.
 DISPLAY_SIZE = 256
 #: Held-out images offered as examples.
@@ -126,12 +133,29 @@ def read_upload(path: str | os.PathLike, model: Model, fit: str = "crop",
         raise AppError(f"'{name}' is {size / 2 ** 20:.1f} MB; the limit is {max_bytes / 2 ** 20:.0f} MB. "
                        "Please upload a smaller image.")
     G = model.G
+    large = LARGE_UPLOAD_PIXELS < _header_pixels(path) <= MAX_UPLOAD_PIXELS
     try:
+        if large:
+            with _large_decodes:
+                return load_image(path, G.img_resolution, G.img_channels, fit=fit, max_pixels=MAX_UPLOAD_PIXELS)
         return load_image(path, G.img_resolution, G.img_channels, fit=fit, max_pixels=MAX_UPLOAD_PIXELS)
     except ImageLoadError as e:
         reason = str(e).split(": ", 1)[-1]
         raise AppError(f"Could not use '{name}' as an image ({reason}). Please upload a PNG, JPEG, WebP, "
                        "GIF or BMP picture.") from None
+
+
+def _header_pixels(path: Path) -> int:
+    """Width x height from the image header alone (no pixel data decoded); 0 when unreadable (the full
+    load then reports the problem)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+        return int(width) * int(height)
+    except Exception:  # noqa: BLE001 - load_image gives the user-facing error
+        return 0
 
 
 # ---------------------------------------------------------------------------------------------- directions
@@ -458,6 +482,8 @@ class EditorSession:
     stop: threading.Event = field(default_factory=threading.Event)
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    client: str | None = None  # the address it was created for (per-client caps)
+    connection: str | None = None  # the framework's connection id (closed with it)
 
     @property
     def result(self) -> Latent | None:
@@ -540,8 +566,9 @@ class EditorSession:
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         png_path = self.folder / f"ganinv-edited-{stamp}.png"
-        to_pil(edited).save(png_path, format="PNG")
-        png_bytes = png_path.read_bytes()
+        png_buffer = io.BytesIO()
+        to_pil(edited).save(png_buffer, format="PNG")
+        png_bytes = png_buffer.getvalue()
         buffer = io.BytesIO(record.to_zip())
         with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("edit/edited.png", png_bytes)
@@ -564,11 +591,20 @@ class EditorSession:
                 "edits": edits, "note": "strength in prior standard deviations along each component; "
                 "apply with ganinv.editing.edit_many(InversionResult.load(zip), ...)"}, indent=2))
         zip_path = self.folder / f"ganinv-{record.method}-result-{stamp}.zip"
-        zip_path.write_bytes(buffer.getvalue())
+        # Each file appears complete or not at all (a download never serves a half-written file).
+        for path, data in ((png_path, png_bytes), (zip_path, buffer.getvalue())):
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
         return png_path, zip_path
 
     def close(self) -> None:
+        """Stop any running inversion, drop every tensor this session holds (its target, subject, a
+        tuned generator) and remove its export folder."""
         self.stop.set()
+        self.target = self.subject = self.unedited = None
+        self.upload_path = None
+        self.export_fields = {}
+        self.sliders, self.strengths, self.samples = [], [], []
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -576,52 +612,150 @@ def _safe_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] or "direction"
 
 
-class SessionStore:
-    """Sessions by id, created on first use; the least recently used are closed beyond `max_sessions`
-    or after `idle_seconds` without a request."""
+class SessionHandle:
+    """What a browser connection holds to find its session: the key the store issued, nothing else.
 
-    def __init__(self, workspace: Workspace, max_sessions: int = 64, idle_seconds: float = 6 * 3600) -> None:
+    The server keeps it (Gradio's per-connection `gr.State`, never sent to the browser); a client can
+    neither read nor choose it. A copy is always a fresh, empty handle, so that Gradio's per-connection
+    copy of the initial value never shares a key between connections."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+
+    def __deepcopy__(self, memo: dict) -> "SessionHandle":
+        return SessionHandle()
+
+    def __repr__(self) -> str:
+        return "SessionHandle(<key hidden>)" if self.key else "SessionHandle(None)"
+
+
+class SessionStore:
+    """Editor sessions under keys the server makes (`secrets.token_urlsafe`): a client can neither
+    choose nor guess another's key, so it cannot reach, replace or evict a particular session.
+
+    Capacity is shared fairly: at most `max_sessions` sessions in all and `max_per_client` per client
+    (its network address). Room for a new session is made only by closing an idle one (no request for
+    `min_idle_seconds`, no inversion running), least recently used first, and only a session of the same
+    client when that client is at its own cap; when there is no idle session to close, the new session is
+    refused with a message (AppError) and every existing one is kept. Sessions idle for `idle_seconds`
+    are closed whenever the store is used. Closing a session frees its tensors and removes its folder."""
+
+    def __init__(self, workspace: Workspace, max_sessions: int = 64, max_per_client: int = 16,
+                 min_idle_seconds: float = 300.0, idle_seconds: float = 6 * 3600,
+                 clock=time.monotonic) -> None:
+        if max_sessions < 1 or max_per_client < 1:
+            raise ValueError("max_sessions and max_per_client must be at least 1")
         self.workspace = workspace
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client
+        self.min_idle_seconds = min_idle_seconds
         self.idle_seconds = idle_seconds
-        self._sessions: OrderedDict[str, EditorSession] = OrderedDict()
+        self.clock = clock
+        self._sessions: OrderedDict[str, EditorSession] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
-    def get(self, session_id: str | None) -> EditorSession:
-        if not session_id:
-            raise AppError("This request carries no session; reload the page.")
-        now = time.monotonic()
-        evicted = []
+    def create(self, client: str | None = None, connection: str | None = None) -> EditorSession:
+        """A new session under a fresh random key, for `client` (an address; None counts as one client)
+        and the framework's `connection` id (used only to close it when that connection ends). Raises
+        AppError when the server or this client is full of active sessions."""
+        closed: list[EditorSession] = []
+        try:
+            with self._lock:
+                now = self.clock()
+                closed += self._expire(now)
+                mine = [s for s in self._sessions.values() if s.client == client]
+                if len(mine) >= self.max_per_client:
+                    victim = self._idle_victim(mine, now)
+                    if victim is None:
+                        raise AppError(f"Too many editing sessions from your address ({len(mine)} open, all in "
+                                       "use); close other tabs of this page or try again in a few minutes.")
+                    closed.append(self._sessions.pop(victim.session_id))
+                if len(self._sessions) >= self.max_sessions:
+                    victim = self._idle_victim(list(self._sessions.values()), now)
+                    if victim is None:
+                        raise AppError(f"The server is busy: all {self.max_sessions} editing sessions are in "
+                                       "use. Please try again in a few minutes.")
+                    closed.append(self._sessions.pop(victim.session_id))
+                key = secrets.token_urlsafe(24)
+                while key in self._sessions:  # pragma: no cover - 192 random bits
+                    key = secrets.token_urlsafe(24)
+                session = EditorSession(key, self.workspace.session_dir(key), client=client, connection=connection,
+                                        last_used=now)
+                self._sessions[key] = session
+                return session
+        finally:
+            for other in closed:
+                other.close()
+
+    def get(self, key: str | None) -> EditorSession | None:
+        """The session under `key`, marked as used now; None when there is none (never issued, or
+        closed since)."""
+        closed: list[EditorSession] = []
         with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                session = EditorSession(session_id, self.workspace.session_dir(session_id))
-                self._sessions[session_id] = session
-            self._sessions.move_to_end(session_id)
-            session.last_used = now
-            for key, other in list(self._sessions.items()):
-                if key != session_id and (len(self._sessions) > self.max_sessions
-                                          or now - other.last_used > self.idle_seconds):
-                    evicted.append(self._sessions.pop(key))
-        for other in evicted:
+            now = self.clock()
+            closed += self._expire(now)
+            session = self._sessions.get(key) if key else None
+            if session is not None:
+                session.last_used = now
+                self._sessions.move_to_end(key)
+        for other in closed:
             other.close()
         return session
 
-    def drop(self, session_id: str | None) -> None:
+    def session_for(self, handle: SessionHandle, client: str | None = None,
+                    connection: str | None = None) -> EditorSession:
+        """The session a connection's handle points to, created (and the handle set) when it has none
+        or its session was closed. Raises AppError when a new session is refused."""
+        if handle is None:
+            raise AppError("This request carries no session; reload the page.")
+        session = self.get(handle.key)
+        if session is None:
+            session = self.create(client=client, connection=connection)
+            handle.key = session.session_id
+        return session
+
+    def release(self, handle: SessionHandle | None) -> None:
+        """Close the session of a handle the framework discards (the connection's state expired)."""
+        if isinstance(handle, SessionHandle):
+            self.drop(handle.key)
+
+    def drop(self, key: str | None) -> None:
         with self._lock:
-            session = self._sessions.pop(session_id, None) if session_id else None
+            session = self._sessions.pop(key, None) if key else None
         if session is not None:
             session.close()
+
+    def drop_connection(self, connection: str | None) -> None:
+        """Close the sessions created for a framework connection that has ended (tab closed)."""
+        if not connection:
+            return
+        with self._lock:
+            gone = [self._sessions.pop(k) for k, s in list(self._sessions.items()) if s.connection == connection]
+        for session in gone:
+            session.close()
+
+    def _idle_victim(self, candidates: list[EditorSession], now: float) -> EditorSession | None:
+        for session in candidates:  # in least-recently-used order
+            if now - session.last_used >= self.min_idle_seconds and not session.lock.locked():
+                return session
+        return None
+
+    def _expire(self, now: float) -> list[EditorSession]:
+        expired = [k for k, s in self._sessions.items()
+                   if now - s.last_used > self.idle_seconds and not s.lock.locked()]
+        return [self._sessions.pop(k) for k in expired]
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def __contains__(self, session_id: str) -> bool:
-        return session_id in self._sessions
+    def __contains__(self, key: str) -> bool:
+        return key in self._sessions
 
 
 __all__ = [
-    "AppError", "Workspace", "DirectionLibrary", "SliderSpec", "EditorSession", "SessionStore",
+    "AppError", "Workspace", "DirectionLibrary", "SliderSpec", "EditorSession", "SessionHandle", "SessionStore",
     "InversionProgress", "stream_inversion", "available_methods", "default_method", "step_controls",
     "inversion_settings", "read_upload", "display_image", "sample_seeds", "sample_subject", "sample_export_fields",
     "result_from_sample",

@@ -16,11 +16,17 @@ from ..models.checkpoints import CheckpointError
               help="Largest accepted upload, in megabytes.")
 @click.option("--max-concurrent-inversions", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Inversions that run at once; later ones wait in a queue (edits never wait).")
+@click.option("--max-sessions", default=64, show_default=True, type=click.IntRange(1, 10_000),
+              help="Editing sessions held at once; only idle ones are closed to make room, else a new one "
+                   "is refused.")
+@click.option("--max-sessions-per-client", default=16, show_default=True, type=click.IntRange(1, 10_000),
+              help="Editing sessions one client address may hold.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Parent folder of the app's temporary workspace (default: the system temp folder); "
                    "the workspace is removed on exit.")
 @common_options
-def serve(model, host, port, device, max_upload_mb, max_concurrent_inversions, workdir, seed, quiet):
+def serve(model, host, port, device, max_upload_mb, max_concurrent_inversions, max_sessions,
+          max_sessions_per_client, workdir, seed, quiet):
     """Start the web UI for a model and serve it until Ctrl-C. --seed seeds every inversion."""
     try:
         from ..app import server
@@ -29,7 +35,8 @@ def serve(model, host, port, device, max_upload_mb, max_concurrent_inversions, w
     set_threads()
     try:
         server.serve(model, host=host, port=port, device=device, max_upload_mb=max_upload_mb,
-                     max_concurrent_inversions=max_concurrent_inversions, seed=seed, workdir=workdir, quiet=quiet)
+                     max_concurrent_inversions=max_concurrent_inversions, seed=seed, workdir=workdir, quiet=quiet,
+                     max_sessions=max_sessions, max_sessions_per_client=max_sessions_per_client)
     except CheckpointError as e:
         raise UserError(str(e)) from None
     except OSError as e:
