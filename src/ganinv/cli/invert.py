@@ -13,6 +13,7 @@ from ..inversion import METHODS, invert as run_invert
 from ..data.io import ImageLoadError, load_image
 from ..inversion.result import is_complete_result
 from ..metrics import format_metric
+from .align import FaceItems, detection_options, load_target, save_alignment
 
 
 def _methods_help() -> str:
@@ -101,6 +102,11 @@ class _MethodsCommand(click.Command):
               help="Real training images for Clone's global loss (default: the model's own).")
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
               help="How a non-square photo becomes the model's square input.")
+@click.option("--align", is_flag=True,
+              help="Find the faces in each photo, align each by the FFHQ recipe and invert every face (or --face "
+                   "K) into OUTDIR/<stem>_face_KK/ with alignment.json (for `edit --paste-back`).")
+@click.option("--face", type=click.IntRange(0), default=None, help="With --align: invert only face K (0 = leftmost).")
+@detection_options
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other method setting.")
 @click.option("--lpips-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with genuine LPIPS weights (to report LPIPS).")
@@ -115,8 +121,9 @@ class _MethodsCommand(click.Command):
 @device_option
 @seed_option
 @quiet_option
-def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, extra,
-           lpips_dir, outdir, overwrite, skip_existing, shard, device, seed, quiet):
+def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, align, face,
+           upsample, detector, min_score, extra, lpips_dir, outdir, overwrite, skip_existing, shard, device, seed,
+           quiet):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
     OUTDIR/<image stem>/ per image."""
     from tqdm import tqdm
@@ -151,7 +158,13 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
     outdir.mkdir(parents=True, exist_ok=True)
     failures = 0
     stems: dict[str, int] = {}
-    for index, path in enumerate(_expand_images(images)):
+    if face is not None and not align:
+        raise UserError("--face K selects a face of --align; add --align")
+    items = _expand_images(images)
+    if align:
+        items = FaceItems(items, G.img_resolution, G.img_channels, face,
+                          {"upsample": upsample, "detector": detector, "min_score": min_score})
+    for index, path in enumerate(items):
         stem = path.stem
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
@@ -168,7 +181,7 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             failures += 1
             continue
         try:
-            target = load_image(path, G.img_resolution, G.img_channels, fit=fit)
+            target = load_target(path, G, fit)
         except (ImageLoadError, OSError) as e:
             click.echo(f"{path}: skipped: {e}", err=True)
             failures += 1
@@ -188,19 +201,23 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
 
         try:
             result = run_invert(bundle, target, method, real_images=real, seed=seed, callback=progress,
-                                init_from=init_from, metrics=("ssim",), compute_lpips=lpips_dir is not None,
+                                init_from=init_from, metrics=("ssim", "identity") if align else ("ssim",),
+                                compute_lpips=lpips_dir is not None,
                                 lpips_dir=lpips_dir, **settings)
         except ValueError as e:
             bar.close()
             raise UserError(str(e)) from None
         bar.close()
         result.save(out)
+        save_alignment(path, out)
         if not quiet:
             m = result.metrics
             first = {k: v[0] if isinstance(v, list) and v else None for k, v in m.items()}
             lp_text = f" lpips {format_metric(first['lpips_alex'])}" if "lpips_alex" in first else ""
+            lp_text += f" identity {format_metric(first['identity'])}" if "identity" in first else ""
             click.echo(f"{path.name}: {method} psnr {m['psnr'][0]:.2f} dB ssim {format_metric(first.get('ssim'))} mse "
                        f"{m['mse'][0]:.5f}{lp_text} in {result.seconds:.1f}s ({result.stop_reason}) -> {out}")
+    failures += getattr(items, "failures", 0)
     if failures:
         raise click.exceptions.Exit(1)
 
