@@ -245,3 +245,21 @@ def align_faces(image, size: int = 1024, *, source: str | None = None, **detect_
     sha = photo_sha256(image)
     return [(*align(image, face, size, source=source, face_index=i, sha256=sha), face)
             for i, face in enumerate(faces)]
+
+
+def photo_to_crop(points, alignment: Alignment, size: int | None = None) -> np.ndarray:
+    """Map points [K, 2] from photo pixels to the pixels of the aligned crop (side `size`, default the
+    alignment's), both with a pixel's centre at its integer index."""
+    size = alignment.size if size is None else size
+    quad = np.asarray(alignment.quad, dtype=np.float64)
+    basis = np.stack([(quad[3] - quad[0]) / size, (quad[1] - quad[0]) / size], axis=1)
+    offsets = np.asarray(points, dtype=np.float64) - quad[0]
+    return np.linalg.solve(basis, offsets.T).T - 0.5
+
+
+def crop_to_photo(points, alignment: Alignment, size: int | None = None) -> np.ndarray:
+    """The inverse of `photo_to_crop`."""
+    size = alignment.size if size is None else size
+    quad = np.asarray(alignment.quad, dtype=np.float64)
+    basis = np.stack([(quad[3] - quad[0]) / size, (quad[1] - quad[0]) / size], axis=1)
+    return quad[0] + (np.asarray(points, dtype=np.float64) + 0.5) @ basis.T
