@@ -85,9 +85,10 @@ def _two_face_canvas(tile: np.ndarray, placements, size=(800, 480), seed=0):
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def two_faces(astronaut):
-    """A synthetic group photo: the astronaut's aligned face pasted twice at known angles and scales."""
+def two_face_photo():
+    """A synthetic group photo: the astronaut's aligned face pasted twice at known angles and scales;
+    returns (photo, the quads expected for the two faces)."""
+    astronaut = skimage_data.astronaut()
     tile, _ = F.align(astronaut, F.detect(astronaut)[0], size=192)
     (tile_face,) = F.detect(tile)
     tile_quad = F.face_quad(tile_face.landmarks)
@@ -98,6 +99,11 @@ def two_faces(astronaut):
         A, b = _similarity(angle, scale, centre, tile.shape[0])
         expected.append((tile_quad + 0.5) @ A.T + b - 0.5)
     return canvas, expected
+
+
+@pytest.fixture(scope="module")
+def two_faces():
+    return two_face_photo()
 
 
 def test_synthetic_group_photo_faces_found_with_their_quads(two_faces):
