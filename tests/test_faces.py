@@ -264,8 +264,8 @@ def test_cli_invert_align_and_edit_paste_back(model_dir, photos, tmp_path):
     assert r.exit_code == 0, r.output
     (direction,) = (tmp_path / "dirs").glob("*.json")
     edits = tmp_path / "edit"
-    r = _invoke(["edit", result, "--model", model_dir, "--direction", f"{direction}:0", "--strength", "0,3", "--paste-back",
-                 "--outdir", edits, "--quiet"])
+    r = _invoke(["edit", result, "--model", model_dir, "--direction", f"{direction}:0", "--strength", "0,3",
+                 "--paste-back", "--outdir", edits, "--quiet"])
     assert r.exit_code == 0, r.output
     photo = np.asarray(Image.open(photos / "astronaut.png"))
     pasted = [np.asarray(Image.open(edits / name)) for name in ("pasted_000.png", "pasted_001.png")]
