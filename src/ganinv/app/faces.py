@@ -148,8 +148,11 @@ def wire_face_step(controls: FaceControls, upload_event, *, model: Model, sessio
 
     def on_find(enabled, request: gr.Request):
         session = session_of(request)
+        if not session.upload_path or session.target_label != Path(session.upload_path).name:
+            # The upload was refused (its message stays) or a face of it is already loaded.
+            return (gr.skip(),) * 6
         session.faces = None
-        if not enabled or not session.upload_path or not Path(session.upload_path).is_file():
+        if not enabled or not Path(session.upload_path).is_file():
             return hidden()
         try:
             faces = find_faces(session.upload_path, model)
@@ -159,6 +162,12 @@ def wire_face_step(controls: FaceControls, upload_event, *, model: Model, sessio
         return (gr.update(visible=True, choices=faces.choices(), value=faces.choices()[faces.chosen]),
                 gr.update(visible=True, value=faces.annotated()), f"{len(faces.crops)} face(s) found.",
                 gr.update(visible=True), shown, note)
+
+    def on_toggle(enabled, request: gr.Request):
+        if not enabled:
+            session_of(request).faces = None
+            return hidden()
+        return on_find(enabled, request)
 
     def on_choice(choice, request: gr.Request):
         session = session_of(request)
@@ -184,7 +193,7 @@ def wire_face_step(controls: FaceControls, upload_event, *, model: Model, sessio
 
     outputs = [controls.choice, controls.image, controls.note, controls.export, preview, status]
     upload_event.then(on_find, [controls.enabled], outputs, queue=False, show_progress="minimal")
-    controls.enabled.input(on_find, [controls.enabled], outputs, queue=False, show_progress="minimal")
+    controls.enabled.input(on_toggle, [controls.enabled], outputs, queue=False, show_progress="minimal")
     controls.choice.input(on_choice, [controls.choice], [controls.image, preview, status, reconstruction, edited],
                           queue=False, show_progress="hidden")
     controls.export.click(on_export, None, controls.downloads, show_progress="minimal")

@@ -130,7 +130,7 @@ def detect(image, *, upsample: int = 1, detector: str = "hog", min_score: float 
     if not 0 <= upsample <= 4:
         raise FaceError(f"upsample must be 0-4, got {upsample}")
     net = _load_detector(detector, dlib_dir)
-    load_shape_predictor(dlib_dir)  # fail early, before the slow detection, when the file is missing
+    find_dlib_file(SHAPE_PREDICTOR_68, dlib_dir)  # fail early when the file is missing; load it only when needed
     with _lock:
         if detector == "hog":
             rects, scores, _ = net.run(image, upsample, min_score)
