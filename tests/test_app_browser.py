@@ -275,6 +275,59 @@ def test_upload_invert_edit_download_in_chromium(server, browser, artifacts, tmp
     context.close()
     assert time.perf_counter() - started < 60
 
+def test_face_photo_pick_invert_edit_download_pasted(server, browser, artifacts, tmp_path):
+    """A photo with two faces: both are found and shown, the largest is chosen by default, the other can be
+    picked, inverted and edited, and the downloads hold the edited crop and the full photo with it pasted in."""
+    pytest.importorskip("dlib", reason="the faces extra (dlib-bin) is not installed")
+    from test_faces import two_face_photo
+
+    canvas, _ = two_face_photo()
+    photo_path = tmp_path / "two_faces.jpg"
+    Image.fromarray(canvas).save(photo_path, quality=92)
+    with Image.open(photo_path) as im:
+        uploaded = np.asarray(im.convert("RGB")).astype(np.int16)
+    context = browser.new_context(viewport={"width": 1400, "height": 1200}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server["url"])
+    page.wait_for_selector("#edit-0 input[type=range]")
+    page.set_input_files("#upload input[type=file]", str(photo_path))
+    page.wait_for_function("() => document.querySelector('#faces-note').innerText.includes('2 face(s) found')")
+    page.wait_for_selector("#faces-image img")
+    assert page.is_checked("#face-choice input[value='Face 0']")  # the larger face
+    assert "face 0 is aligned" in page.inner_text("#status")
+    page.screenshot(path=str(artifacts / "10_faces_found.png"), full_page=True)
+    page.click("#face-choice label:has-text('Face 1')")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('face 1 is aligned')")
+    page.fill("#steps input[type=number]", "5")
+    page.press("#steps input[type=number]", "Enter")
+    page.click("#invert")
+    page.wait_for_selector("#progress [data-state=done]", timeout=90_000)
+    page.wait_for_selector("#edited img")
+    src = page.get_attribute("#edited img", "src")
+    page.evaluate(SET_SLIDER, ["#edit-0 input[type=range]", 3])
+    page.wait_for_function("(s) => { const i = document.querySelector('#edited img'); return i && i.src !== s; }",
+                           arg=src)
+    page.click("#export-face")
+    files = {}
+    for kind in ("edited", "pasted"):
+        link = page.wait_for_selector(f"#face-downloads a[href*='-{kind}-']")
+        with page.expect_download() as download:
+            link.click()
+        files[kind] = tmp_path / f"{kind}.png"
+        download.value.save_as(files[kind])
+    page.screenshot(path=str(artifacts / "11_face_downloads.png"), full_page=True)
+    with Image.open(files["edited"]) as im:
+        assert im.size == (16, 16)
+    with Image.open(files["pasted"]) as im:
+        pasted = np.asarray(im.convert("RGB")).astype(np.int16)
+    assert pasted.shape == uploaded.shape
+    changed = np.argwhere(np.abs(pasted - uploaded).max(axis=2) > 0)
+    assert len(changed) > 100
+    # Only face 1 (the right-hand one, centred near x = 590) changed.
+    assert changed[:, 1].min() > 400 and abs(changed[:, 1].mean() - 590) < 80
+    context.close()
+
 
 def test_long_inversion_does_not_block_other_sessions(server, browser, artifacts, tmp_path):
     """Session A runs a long inversion; meanwhile session B (another browser context) sees none of A's
@@ -386,3 +439,4 @@ def test_browser_dependencies():
     import playwright.sync_api  # noqa: F401
     _require_chromium()
     assert shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)
+

@@ -28,6 +28,7 @@ import gradio as gr  # noqa: E402
 from ..inversion import METHODS, InversionResult  # noqa: E402
 from ..models.registry import Model, load_model, resolve_device
 from ..utils import parse_seeds  # noqa: E402
+from .faces import face_controls, face_export_controls, wire_face_step  # noqa: E402
 from .session import (DEFAULT_MAX_UPLOAD_MB, FITS, MAX_EXAMPLES, MAX_SEEDS, MAX_SLIDERS, MAX_UI_STEPS,  # noqa: E402
                       STRENGTH_LIMIT, AppError, DirectionLibrary, InversionProgress, SessionHandle, SessionStore,
                       Workspace, available_methods, default_method, display_image, inversion_settings, read_upload,
@@ -358,6 +359,7 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
                         preview = gr.Image(label="What the model sees", type="pil", format="png", interactive=False,
                                            height=260, elem_id="preview", buttons=[])
                         status = gr.Markdown("Upload an image to start.", elem_id="status")
+                        face_step = face_controls()
                     with gr.Column(scale=1, min_width=280):
                         method = gr.Radio(methods, value=method0, label="Inversion method", elem_id="method")
                         method_info = gr.Markdown(on_method(method0)[2])
@@ -394,6 +396,7 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
                         export = gr.Button("Prepare downloads (edited PNG + result zip)", elem_id="export")
                         downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                             elem_id="downloads")
+                        face_export_controls(face_step)
             with gr.Tab("Sample seeds", id="sample"):
                 with gr.Row():
                     seeds_box = gr.Textbox("0-7", label="Seeds (e.g. 0-7 or 1,5,42)", elem_id="seeds")
@@ -407,8 +410,11 @@ def build_app(model: Model, workspace: Workspace, *, max_upload_mb: float = DEFA
         demo.load(on_load, handle, [handle, status, *sliders], queue=False, show_progress="hidden")
         demo.unload(on_unload)
         upload_outputs = [preview, status, reconstruction, edited, progress]
-        upload.upload(on_upload, [handle, upload, fit], [upload, *upload_outputs], queue=False,
-                      show_progress="minimal")
+        upload_event = upload.upload(on_upload, [handle, upload, fit], [upload, *upload_outputs], queue=False,
+                                     show_progress="minimal")
+        wire_face_step(face_step, upload_event, model=model, handle=handle, session_of=session_of,
+                       display_image=display_image, preview=preview, status=status, reconstruction=reconstruction,
+                       edited=edited)
         fit.change(on_fit, [handle, fit], upload_outputs, queue=False, show_progress="hidden")
         if examples:
             example_gallery.select(on_example, handle, upload_outputs, queue=False, show_progress="hidden")

@@ -471,6 +471,7 @@ class EditorSession:
     target: torch.Tensor | None = None
     target_label: str = ""
     upload_path: str | None = None  # the last upload, re-read when the fit changes
+    faces: Any = None  # the last upload's faces (ganinv.app.faces.FacePhoto) when the face step found some
     subject: Latent | None = None
     #: InversionResult.from_subject's keywords describing a subject that is not an InversionResult
     #: (a prior sample) in the exported zip.

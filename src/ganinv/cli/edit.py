@@ -20,6 +20,7 @@ from ..editing.render import edit_sweep_many
 from ..editing.published import load_any_direction
 from .interop import import_direction_command
 from ..utils import parse_layers, write_json
+from .align import paste_inputs, write_pasted
 
 _SEED = re.compile(r"^(?:seed)?(\d+)$")
 
@@ -275,12 +276,19 @@ def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...
               help="Strengths in prior std units for the --direction at the same position: START:STOP:COUNT, "
                    "a list, or one number. Default for a single --direction: -3:3:7. Swept strengths of combined "
                    "edits move together (same count); a single number holds in every frame.")
+@click.option("--paste-back", is_flag=True,
+              help="Also blend each edited face into the full photo (SOURCE from `invert --align`): pasted_NNN.png.")
+@click.option("--photo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --paste-back: the original photo (default: the path in SOURCE/alignment.json).")
 @_subject_options(gif_ms=150)
-def edit_command(source, direction_specs, strengths, model, truncation_psi, class_index, gif_ms, upscale, outdir,
-                 overwrite, device, seed, quiet):
+def edit_command(source, direction_specs, strengths, paste_back, photo, model, truncation_psi, class_index, gif_ms,
+                 upscale, outdir, overwrite, device, seed, quiet):
     """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined:
     strip PNG, GIF, frames."""
     pairs = _edit_pairs(direction_specs, strengths)
+    if photo is not None and not paste_back:
+        raise UserError("--photo goes with --paste-back")
+    pasting = paste_inputs(source, photo) if paste_back else None
     torch.manual_seed(seed)
     bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)
     edits = []
@@ -306,6 +314,8 @@ def edit_command(source, direction_specs, strengths, model, truncation_psi, clas
                             if len(d["strengths"]) > 1 else f"{d['label']}, strength {d['strengths'][0]:g}"
                             for d in described)
         click.echo(f"wrote strip.png, edit.gif and {len(frame_names)} frames to {outdir} ({summary})")
+    if paste_back:
+        write_pasted(pasting, frames, outdir, overwrite, quiet)
 
 
 @click.command()

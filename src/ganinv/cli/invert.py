@@ -19,6 +19,7 @@ from ..inversion.result import read_result_report, result_input_sha256
 from ..models.official_encoders import load_encoder
 from ..models.storage import CheckpointError
 from ..metrics import format_metric
+from .align import AlignedFace, FaceItems, alignment_attachment, detection_options
 
 
 def _methods_help() -> str:
@@ -132,6 +133,11 @@ class _MethodsCommand(click.Command):
 @click.option("--colorize", is_flag=True, help="Colorize: the target is grayscale, the loss compares luminance.")
 @click.option("--super-resolution", "super_resolution", type=click.IntRange(2), default=None, metavar="F",
               help="Super-resolution by F: the image is the low-resolution target (loaded at resolution/F).")
+@click.option("--align", is_flag=True,
+              help="Find the faces in each photo, align each by the FFHQ recipe and invert every face (or --face "
+                   "K) into OUTDIR/<stem>_face_KK/ with alignment.json (for `edit --paste-back`).")
+@click.option("--face", type=click.IntRange(0), default=None, help="With --align: invert only face K (0 = leftmost).")
+@detection_options
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other method setting.")
 @click.option("--lpips-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with genuine LPIPS weights (to report LPIPS).")
@@ -149,7 +155,8 @@ class _MethodsCommand(click.Command):
 @seed_option
 @quiet_option
 def invert(images, model, method, num_steps, space, preset, target_psnr, init_from, real_dir, fit, codes, layer,
-           mask_path, colorize, super_resolution, extra, lpips_dir, outdir, overwrite, skip_existing, shard, engine,
+           mask_path, colorize, super_resolution, align, face, upsample, detector, min_score, extra, lpips_dir,
+           outdir, overwrite, skip_existing, shard, engine,
            address, num_workers, gpus_per_worker, threads_per_worker, every_frame, max_frames, device, seed, quiet,
            encoder_path=None):
     """Invert IMAGES (files, or folders of images) into the model's latent space; writes
@@ -189,12 +196,16 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         raise UserError(str(e)) from None
     if overwrite and skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pick one")
+    if face is not None and not align:
+        raise UserError("--face K selects a face of --align; add --align")
+    if align and (mask_path is not None or super_resolution is not None):
+        raise UserError("--align inverts aligned face crops; --mask and --super-resolution take whole images")
     shard_spec = _parse_shard(shard)
     paths = _expand_images(images)
     if wants_batch(engine, paths):
-        if restoring:
-            raise UserError("--mask, --colorize and --super-resolution run in this process; "
-                            "drop --engine and video inputs to restore photos")
+        if restoring or align:
+            raise UserError("--align, --mask, --colorize and --super-resolution run in this process; "
+                            "drop --engine and video inputs to use them")
         return run_batch(paths, model=model, method=method, settings=settings, outdir=outdir, engine=engine,
                          address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                          threads_per_worker=threads_per_worker, every_frame=every_frame, max_frames=max_frames,
@@ -225,10 +236,11 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
         if key not in seen:
             seen.add(key)
             inputs.append(path)
+    faces = FaceItems([], G.img_resolution, G.img_channels, face,
+                      {"upsample": upsample, "detector": detector, "min_score": min_score}) if align else None
     for index, (path, name) in enumerate(zip(inputs, result_names(inputs))):
         if shard_spec is not None and index % shard_spec[1] != shard_spec[0] - 1:
             continue  # (output names are assigned before sharding, so every shard agrees on them)
-        out = outdir / name
         try:
             if not path.is_file():  # (never hash a pipe or a device: reading it may not end)
                 raise ImageLoadError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
@@ -241,78 +253,86 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             click.echo(f"{path}: skipped: cannot read ({e.strerror or e})", err=True)
             failures += 1
             continue
-        if skip_existing and (out.exists() or out.is_symlink()):
-            recorded = result_input_sha256(out)
-            if recorded == input_sha256:
-                if not quiet:
-                    click.echo(f"{path.name}: {out} already done (skipped)")
-                continue
-            other = _recorded_input_path(out) if recorded is not None else None
-            if other is not None and not _same_file(other, path):
-                # a complete result of another file: never replace it silently
-                click.echo(f"{path}: {out} holds the result of another input ({other}); move it or choose "
-                           "another --outdir (skipped)", err=True)
+        # A photo is one item; with --align each of its faces is one, named <name>_face_KK.
+        items = [(path, name)] if faces is None else [(f, f"{name}_face_{f.index:02d}") for f in faces.of(path)]
+        for item, item_name in items:
+            label = item.name
+            out = outdir / item_name
+            if skip_existing and (out.exists() or out.is_symlink()):
+                recorded = result_input_sha256(out)
+                if recorded == input_sha256:
+                    if not quiet:
+                        click.echo(f"{label}: {out} already done (skipped)")
+                    continue
+                other = _recorded_input_path(out) if recorded is not None else None
+                if other is not None and not _same_file(other, path):
+                    # a complete result of another file: never replace it silently
+                    click.echo(f"{path}: {out} holds the result of another input ({other}); move it or choose "
+                               "another --outdir (skipped)", err=True)
+                    failures += 1
+                    continue
+                # incomplete, made before inputs were recorded, or this file changed since: redo it
+            if out.exists() and not (overwrite or skip_existing):
+                click.echo(f"{path}: {out} exists; pass --overwrite to replace (skipped)", err=True)
                 failures += 1
                 continue
-            # incomplete, made before inputs were recorded, or this file changed since: redo it
-        if out.exists() and not (overwrite or skip_existing):
-            click.echo(f"{path}: {out} exists; pass --overwrite to replace (skipped)", err=True)
-            failures += 1
-            continue
-        try:
-            if super_resolution is not None:  # the photo is the low-resolution observation
-                target = load_image(path, G.img_resolution // super_resolution, G.img_channels, fit=fit)
-            else:
-                target = load_image(path, G.img_resolution, G.img_channels, fit=fit)
-            size = read_image(path, G.img_channels).size if mask_path is not None else None
-        except (ImageLoadError, OSError) as e:
-            click.echo(f"{path}: skipped: {e}", err=True)
-            failures += 1
-            continue
-        if mask_path is not None:
             try:
-                degradation = Inpaint(load_mask(mask_path, G.img_resolution, image_size=size, fit=fit))
-            except GanInvError as e:  # a bad mask is a mistake for the whole command
-                raise UserError(f"--mask {e}" if str(e).startswith(str(mask_path)) else f"--mask {mask_path}: {e}"
-                                ) from None
-        bar = tqdm(total=None, desc=f"{path.name} [{method}]", disable=quiet, leave=False, dynamic_ncols=True)
-        state = {"stage": None}
+                if isinstance(item, AlignedFace):
+                    target = item.target
+                elif super_resolution is not None:  # the photo is the low-resolution observation
+                    target = load_image(path, G.img_resolution // super_resolution, G.img_channels, fit=fit)
+                else:
+                    target = load_image(path, G.img_resolution, G.img_channels, fit=fit)
+                size = read_image(path, G.img_channels).size if mask_path is not None else None
+            except (ImageLoadError, OSError) as e:
+                click.echo(f"{path}: skipped: {e}", err=True)
+                failures += 1
+                continue
+            if mask_path is not None:
+                try:
+                    degradation = Inpaint(load_mask(mask_path, G.img_resolution, image_size=size, fit=fit))
+                except GanInvError as e:  # a bad mask is a mistake for the whole command
+                    raise UserError(f"--mask {e}" if str(e).startswith(str(mask_path)) else f"--mask {mask_path}: {e}"
+                                    ) from None
+            bar = tqdm(total=None, desc=f"{label} [{method}]", disable=quiet, leave=False, dynamic_ncols=True)
+            state = {"stage": None}
 
-        def progress(info):
-            if state["stage"] != info.stage:
-                state["stage"] = info.stage
-                bar.reset(total=info.num_steps)
-                bar.set_description(f"{path.name} [{info.stage or method}]")
-            bar.n = info.step + 1
-            bar.set_postfix(info.progress_fields(), refresh=False)
-            bar.refresh()
-            return None
+            def progress(info):
+                if state["stage"] != info.stage:
+                    state["stage"] = info.stage
+                    bar.reset(total=info.num_steps)
+                    bar.set_description(f"{label} [{info.stage or method}]")
+                bar.n = info.step + 1
+                bar.set_postfix(info.progress_fields(), refresh=False)
+                bar.refresh()
+                return None
 
-        try:
-            result = run_invert(bundle, target, method, real_images=real, seed=seed, callback=progress,
-                                init_from=init_from, metrics=("ssim",), compute_lpips=lpips_dir is not None,
-                                lpips_dir=lpips_dir, degradation=degradation, **settings)
-        except ValueError as e:
+            try:
+                result = run_invert(bundle, target, method, real_images=real, seed=seed, callback=progress,
+                                    init_from=init_from, metrics=("ssim", "identity") if align else ("ssim",),
+                                    compute_lpips=lpips_dir is not None, lpips_dir=lpips_dir, degradation=degradation, **settings)
+            except ValueError as e:
+                bar.close()
+                raise UserError(str(e)) from None
             bar.close()
-            raise UserError(str(e)) from None
-        bar.close()
-        result.input = {"path": str(path), "sha256": input_sha256}
-        try:
-            result.save(out)
-        except GanInvError as e:
-            click.echo(f"{path}: not saved: {e}", err=True)
-            failures += 1
-            continue
-        except OSError as e:
-            click.echo(f"{path}: not saved: {out}: {e.strerror or e}", err=True)
-            failures += 1
-            continue
-        if not quiet:
-            m = result.metrics
-            first = {k: v[0] if isinstance(v, list) and v else None for k, v in m.items()}
-            lp_text = f" lpips {format_metric(first['lpips_alex'])}" if "lpips_alex" in first else ""
-            click.echo(f"{path.name}: {method} psnr {m['psnr'][0]:.2f} dB ssim {format_metric(first.get('ssim'))} mse "
-                       f"{m['mse'][0]:.5f}{lp_text} in {result.seconds:.1f}s ({result.stop_reason}) -> {out}")
+            result.input = {"path": str(path), "sha256": input_sha256}
+            try:
+                result.save(out, attachments=alignment_attachment(item))
+            except GanInvError as e:
+                click.echo(f"{path}: not saved: {e}", err=True)
+                failures += 1
+                continue
+            except OSError as e:
+                click.echo(f"{path}: not saved: {out}: {e.strerror or e}", err=True)
+                failures += 1
+                continue
+            if not quiet:
+                m = result.metrics
+                first = {k: v[0] if isinstance(v, list) and v else None for k, v in m.items()}
+                lp_text = f" lpips {format_metric(first['lpips_alex'])}" if "lpips_alex" in first else ""
+                click.echo(f"{label}: {method} psnr {m['psnr'][0]:.2f} dB ssim {format_metric(first.get('ssim'))} mse "
+                           f"{m['mse'][0]:.5f}{lp_text} in {result.seconds:.1f}s ({result.stop_reason}) -> {out}")
+    failures += faces.failures if faces is not None else 0
     if failures:
         raise click.exceptions.Exit(1)
 

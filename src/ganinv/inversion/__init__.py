@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..metrics import METRICS, load_lpips, lpips_distance
+from ..metrics import METRICS, face_identity, load_lpips, lpips_distance
 from ..models.local import locally_tuned
 from ..models.multicode import MultiCodeGenerator
 from ..models.prior import sample_prior
@@ -37,8 +37,9 @@ METHODS: dict[str, MethodSpec] = {
 
 #: Metrics `invert` can report: mse and psnr always; the others on request (`metrics=`).
 #: psnr_const_noise is PSNR with optimized noise maps reset to the model's constant noise (reported by
-#: default for results that hold noise maps, which can memorize a target).
-METRIC_NAMES = ("mse", "psnr", "ssim", "lpips_alex", "psnr_const_noise")
+#: default for results that hold noise maps, which can memorize a target). identity is the cosine
+#: similarity of dlib face descriptors (aligned face photos; None, "n/a", without the faces extra).
+METRIC_NAMES = ("mse", "psnr", "ssim", "lpips_alex", "psnr_const_noise", "identity")
 
 
 def list_methods() -> dict[str, MethodSpec]:
@@ -66,6 +67,8 @@ def _metrics(reconstruction: torch.Tensor, target: torch.Tensor, names: tuple[st
         elif name == "lpips_alex":
             lpips_model = load_lpips("alex", lpips_dir).to(target.device)
             out[name] = lpips_distance(reconstruction, target, lpips_model).tolist()
+        elif name == "identity":
+            out[name] = face_identity(reconstruction, target)
     return out
 
 

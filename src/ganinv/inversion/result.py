@@ -68,7 +68,9 @@ REPORT_FILE = "report.json"
 #: Files every complete result folder has (generator/ too when report.json says tuned_generator).
 REQUIRED_FILES = ("latent.npz", "target.png", "reconstruction.png", REPORT_FILE)
 #: Names a result folder may hold; an existing folder with anything else is not replaced by `save`.
-RESULT_ENTRIES = frozenset(REQUIRED_FILES + ("noise.safetensors", "generator", "alignment.json"))
+RESULT_ENTRIES = frozenset(REQUIRED_FILES + ("noise.safetensors", "generator", MULTICODE_FILE, "alignment.json"))
+#: JSON files a caller may add to a single result with `save(..., attachments=...)`.
+ATTACHMENTS = ("alignment.json",)
 #: Limits on a result zip (the tuned generator of a 1024 px model is a few hundred MB): total bytes
 #: unpacked, bytes of one member, number of members. Declared sizes are checked first, and the bytes
 #: actually unpacked are counted while extracting.
@@ -182,16 +184,26 @@ class InversionResult(Latent):
                if isinstance(self.G_base, MultiCodeGenerator) else {}),
         }
 
-    def save(self, outdir: str | os.PathLike) -> list[Path]:
+    def save(self, outdir: str | os.PathLike, attachments: dict[str, object] | None = None) -> list[Path]:
         """Write one folder per target (outdir itself for a single target, else outdir/0000, ...).
+
+        `attachments` ({name in ATTACHMENTS: JSON data}) are written into a single target's folder with the
+        rest, e.g. the face alignment `edit --paste-back` reads.
 
         The whole of outdir is built beside it and swapped in (see the module docstring): an existing
         result there is replaced completely, and only after the new one is complete. An existing outdir
         that holds anything but result files raises ResultError instead of being replaced."""
         outdir = Path(outdir)
+        attachments = dict(attachments or {})
+        unknown = sorted(set(attachments) - set(ATTACHMENTS))
+        if unknown or (attachments and len(self) != 1):
+            raise ResultError(f"{outdir}: attachments are {', '.join(ATTACHMENTS)} for a single result, got "
+                              f"{', '.join(unknown) or f'{len(self)} results'}")
         with atomic_folder(outdir) as building:
             if len(self) == 1:
                 self._write_folder(building)
+                for name, data in attachments.items():
+                    write_json(building / name, data)
             else:
                 for i in range(len(self)):
                     self[i]._write_folder(building / f"{i:04d}")

@@ -10,7 +10,7 @@ import torch
 
 from ._checks import check_image_pair
 from .basic import mse, mse_from_psnr, psnr
-from .identity import feature_similarity
+from .identity import face_identity, feature_similarity
 from .lpips import (LPIPS, WeightsUnavailable, find_lpips_weights, load_lpips, lpips_distance,
                     lpips_search_dirs, try_load_lpips)
 from .ssim import ssim
@@ -65,5 +65,5 @@ def format_metric(value: float | None, digits: int = 4) -> str:
 
 
 __all__ = ["METRICS", "LPIPS", "WeightsUnavailable", "compute_metrics", "feature_similarity",
-           "find_lpips_weights", "format_metric", "load_lpips", "lpips_distance", "lpips_search_dirs",
+           "face_identity", "find_lpips_weights", "format_metric", "load_lpips", "lpips_distance", "lpips_search_dirs",
            "mse", "mse_from_psnr", "psnr", "ssim", "try_load_lpips"]

@@ -1,9 +1,9 @@
 """Identity / content preservation as cosine similarity of features.
 
 In face-editing work (e.g. Richardson et al., pSp, 2021; Roich et al., PTI, 2022) identity is the
-cosine similarity of a face-recognition network's embeddings of two images. ganinv ships no such
-network: pass the embedded model's own classifier features, or any user-supplied backbone, as
-`feature_fn`.
+cosine similarity of a face-recognition network's embeddings of two images. `face_identity` uses dlib's
+genuine ResNet face descriptor (`ganinv.faces.identity`, optional extra `faces`) and reports None ("n/a")
+without it; `feature_similarity` takes any other backbone as `feature_fn`.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..faces.identity import identity_similarity
 from ._checks import check_image_pair
 
 
@@ -30,3 +31,10 @@ def feature_similarity(a: torch.Tensor, b: torch.Tensor,
         raise ValueError(f"feature_similarity: feature_fn must return [N, ...] with N = {a.shape[0]}, "
                          f"got {tuple(features_a.shape)} and {tuple(features_b.shape)}")
     return F.cosine_similarity(features_a.flatten(1).float(), features_b.flatten(1).float(), dim=1, eps=1e-8)
+
+
+def face_identity(reconstruction: torch.Tensor, target: torch.Tensor) -> list[float] | None:
+    """Per-image cosine similarity of dlib face descriptors of aligned face crops (both [N, C, H, W] in
+    [-1, 1]); None when dlib or its genuine weights are missing (never computed with other weights)."""
+    check_image_pair(reconstruction, target, "face_identity")
+    return identity_similarity(reconstruction.detach().float().cpu(), target.detach().float().cpu())
