@@ -178,7 +178,7 @@ def wire_face_step(controls: FaceControls, upload_event, *, model: Model, handle
         shown, note = load_face(session, faces)
         return gr.update(value=faces.annotated()), shown, note, None, None
 
-    def on_export(key, request: gr.Request):
+    def on_face_export(key, request: gr.Request):
         session = session_of(key, request)
         faces = getattr(session, "faces", None)
         if faces is None or session.target_label != f"{faces.name} face {faces.chosen}":
@@ -197,4 +197,4 @@ def wire_face_step(controls: FaceControls, upload_event, *, model: Model, handle
     controls.choice.input(on_choice, [handle, controls.choice], [controls.image, preview, status, reconstruction,
                                                                  edited],
                           queue=False, show_progress="hidden")
-    controls.export.click(on_export, handle, controls.downloads, show_progress="minimal")
+    controls.export.click(on_face_export, handle, controls.downloads, show_progress="minimal")
