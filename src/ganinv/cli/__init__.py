@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from . import data, demo, edit, encoder, invert, models, serve, train
+from . import data, demo, edit, encoder, flow, invert, models, serve, train
 from .common import run_main
 
 
@@ -16,7 +16,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    for module in (models, data, train, invert, edit, demo, serve, encoder):
+    for module in (models, data, train, invert, edit, demo, serve, encoder, flow):
         for command in module.COMMANDS:
             main.add_command(command)
 
