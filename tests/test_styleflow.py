@@ -56,9 +56,15 @@ def test_inverse_of_forward_recovers_w(trained, G):
     assert (z - (w - flow.w_mean) / flow.w_std).abs().max() > 1e-2  # the flow moves points
     back = flow.from_gaussian(z, attributes)
     assert (back - w).abs().max() < 1e-3 * float(w.abs().max())
-    # a no-op edit (the current attributes set again) is the identity too
-    same = S.styleflow_edit(flow, w, [], attributes=attributes)
-    assert same == ([], [])
+    # an edit to each subject's own hard attributes moves w far less than an edit to another class
+    own = attributes[:, 0:3].argmax(1)
+    hard = attributes.clone()
+    hard[:, 0:3] = torch.nn.functional.one_hot(own, 3).float()
+    hard[:, 3:6] = torch.nn.functional.one_hot(attributes[:, 3:6].argmax(1), 3).float()
+    near = (flow.from_gaussian(z, hard) - w).norm(dim=1).mean()
+    other = torch.nn.functional.one_hot((own + 1) % 3, 3).float()
+    far = (flow.from_gaussian(z, torch.cat([other, hard[:, 3:6]], dim=1)) - w).norm(dim=1).mean()
+    assert near < far
 
 
 def test_exact_and_hutchinson_log_prob_agree(trained, G):
