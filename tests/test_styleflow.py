@@ -11,7 +11,7 @@ import ganinv
 from ganinv.editing import styleflow as S
 from ganinv.models.prior import sample_prior
 
-from conftest import tiny_generator
+from conftest import tiny_generator, tiny_result
 
 
 class ChannelClassifier(torch.nn.Module):
@@ -168,7 +168,7 @@ def _invoke(args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_cli_train_flow_and_attribute_edit(model_dir, tmp_path):
+def test_cli_train_flow_and_attribute_edit(model_dir, G, tmp_path):
     flow_dir = tmp_path / "flow"
     r = _invoke(["train-flow", "--model", model_dir, "--outdir", flow_dir, "--steps", 3, "--num-samples", 64,
                  "--batch-size", 32, "--hidden", 16, "--ode-steps", 2, "--quiet"])
@@ -193,6 +193,22 @@ def test_cli_train_flow_and_attribute_edit(model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     r = _invoke(["edit", "3", "--model", model_dir, "--attribute", "tint=b", "--outdir", tmp_path / "e2", "--quiet"])
     assert r.exit_code == 0, r.output
+    # a saved W+ result with a tuned generator: frame 0 is its own render, the edit renders through it too
+    result = tiny_result(G, tuned=True)
+    result.save(tmp_path / "result")
+    r = _invoke(["edit", tmp_path / "result", "--model", model_dir, "--attribute", "shade=dark", "--flow", flow_dir,
+                 "--outdir", tmp_path / "e3", "--quiet"])
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    from ganinv.data.io import to_uint8
+    loaded = ganinv.InversionResult.load(tmp_path / "result", model=str(model_dir))
+    with Image.open(tmp_path / "e3" / "frames" / "frame_000.png") as im:
+        first = np.asarray(im.convert("RGB")).astype(int)
+    assert np.abs(first - to_uint8(loaded.render())[0].astype(int)).max() <= 1
+    with np.load(tmp_path / "e3" / "latent.npz") as data:
+        edited = torch.from_numpy(data["w"])
+    assert edited.shape == loaded.ws.shape and not torch.allclose(edited, loaded.ws)
 
 
 def test_cli_bad_attribute_is_one_line(model_dir, tmp_path):
@@ -208,5 +224,8 @@ def test_cli_bad_attribute_is_one_line(model_dir, tmp_path):
         assert len(r.output.strip().splitlines()) == 1
     r = _invoke(["edit", "3", "--model", model_dir, "--outdir", tmp_path / "bad", "--overwrite"])
     assert r.exit_code != 0 and "--direction" in r.output
+    r = _invoke(["edit", "3", "--model", model_dir, "--attribute", "tint=a", "--strength", "2", "--flow", flow_dir,
+                 "--outdir", tmp_path / "bad", "--overwrite"])
+    assert r.exit_code != 0 and "--strength goes with --direction" in r.output
     r = _invoke(["train-flow", "--model", model_dir, "--outdir", flow_dir, "--steps", 1, "--head", "nose", "--overwrite"])
     assert r.exit_code != 0 and "unknown classifier head 'nose'" in r.output

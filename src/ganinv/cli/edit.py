@@ -266,6 +266,8 @@ def edit_command(source, direction_specs, strengths, attribute_changes, flow_pat
     or by StyleFlow attribute changes (--attribute): strip PNG, GIF, frames."""
     if bool(attribute_changes) == bool(direction_specs):
         raise UserError("give either --direction (with --strength) or --attribute HEAD=VALUE, not both or neither")
+    if attribute_changes and strengths:
+        raise UserError("--strength goes with --direction; --attribute HEAD=VALUE sets a class and takes none")
     pairs = [] if attribute_changes else _edit_pairs(direction_specs, strengths)
     torch.manual_seed(seed)
     bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)

@@ -26,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
@@ -323,7 +324,8 @@ def train_styleflow(model, *, heads: Sequence[str] | None = None, num_samples: i
     classifier = classifier if classifier is not None else getattr(model, "classifier", None)
     if classifier is None:
         raise StyleFlowError("StyleFlow needs the model's classifier to label samples; this model has none")
-    holder = model if getattr(model, "classifier", None) is classifier else _Holder(classifier)
+    holder = model if getattr(model, "classifier", None) is classifier else SimpleNamespace(classifier=classifier,
+                                                                                            card={})
     chosen = select_heads(classifier_heads(holder), heads)
     started = time.perf_counter()
     w = sample_prior(G, num_samples, seed=seed)[:, 0].cpu()
@@ -336,12 +338,12 @@ def train_styleflow(model, *, heads: Sequence[str] | None = None, num_samples: i
     flow.w_std.copy_(w.std(0).clamp_min(1e-6))
     gen = torch.Generator().manual_seed(seed)
 
-    def heldout_nll() -> float:
+    def heldout_log_likelihood() -> float:
         with torch.no_grad():
             value = flow.log_prob(w_heldout, attributes_heldout, generator=torch.Generator().manual_seed(seed))
         return float(value.mean()) / G.w_dim
 
-    before = heldout_nll()
+    before = heldout_log_likelihood()
     optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
     losses = []
@@ -360,15 +362,9 @@ def train_styleflow(model, *, heads: Sequence[str] | None = None, num_samples: i
         if progress is not None:
             progress(step, losses[-1])
     flow.eval()
-    after = heldout_nll()
+    after = heldout_log_likelihood()
     return flow, FlowTraining(losses=losses, heldout_before=before, heldout_after=after,
                               seconds=time.perf_counter() - started, num_samples=num_samples, steps=steps)
-
-
-class _Holder:
-    def __init__(self, classifier) -> None:
-        self.classifier = classifier
-        self.card = {}
 
 
 # ---------------------------------------------------------------------- edits
