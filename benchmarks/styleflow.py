@@ -8,7 +8,9 @@ in that class to it. Per edit, measured by the model's classifier on the rendere
 
 - gain: the target class's probability after minus before;
 - hit: share of edited images the classifier puts in the target class;
-- other: total-variation change of the class probabilities of every other classifier head, averaged;
+- held: total-variation change of the class probabilities of the other heads the flow is conditioned on
+  (the attributes the edit holds), averaged;
+- other: the same over every other classifier head (unconditioned ones too);
 - pixel MSE: mean squared pixel change on [-1, 1];
 - |dw|: length of the step in W (the baselines take steps of the same length per subject).
 Each row is the mean over the targets (classes).
@@ -53,12 +55,14 @@ def _measure(G, classifier, w: torch.Tensor, batch_size: int = 128) -> tuple[dic
     return {h: torch.cat(v) for h, v in probs.items()}, torch.cat(images)
 
 
-def _scores(before, after, head: str, target: int) -> dict:
+def _scores(before, after, head: str, target: int, held: list[str]) -> dict:
     (p0, img0), (p1, img1) = before, after
-    others = [0.5 * (p1[h] - p0[h]).abs().sum(1) for h in p0 if h != head]
+    change = {h: 0.5 * (p1[h] - p0[h]).abs().sum(1) for h in p0 if h != head}
+    held_change = [change[h] for h in held if h != head]
     return {"gain": float((p1[head][:, target] - p0[head][:, target]).mean()),
             "hit": float((p1[head].argmax(1) == target).float().mean()),
-            "other": float(torch.stack(others).mean()) if others else None,
+            "other": float(torch.stack(list(change.values())).mean()) if change else None,
+            "held": float(torch.stack(held_change).mean()) if held_change else None,
             "pixel_mse": float((img1 - img0).square().mean())}
 
 
@@ -98,9 +102,11 @@ def main() -> None:
     w = sample_prior(G, args.num_subjects, seed=777)[:, 0]
     attributes = label_latents(G, classifier, flow.heads, w)
     before_all = _measure(G, classifier, w)
-    rows: dict[str, list[dict]] = {"styleflow": [], "interfacegan (same step length)": [], "random (same step length)": []}
+    rows: dict[str, list[dict]] = {"styleflow": [], "styleflow, the interfacegan targets": [],
+                                   "interfacegan (same step length)": [], "random (same step length)": []}
     gen = torch.Generator().manual_seed(0)
     per_target = []
+    held = list(flow.heads)
     for head, classes in flow.heads.items():
         for target, name in enumerate(classes):
             keep = before_all[0][head].argmax(1) != target
@@ -112,18 +118,20 @@ def main() -> None:
             step = edited - w_k
             length = step.norm(dim=1, keepdim=True)
             result = {"head": head, "target": name, "subjects": int(keep.sum()), "dw": float(length.mean())}
-            result["styleflow"] = _scores(before, _measure(G, classifier, edited), head, target)
+            result["styleflow"] = _scores(before, _measure(G, classifier, edited), head, target, held)
             rows["styleflow"].append(result["styleflow"])
             random = torch.randn(step.shape, generator=gen)
             random = random / random.norm(dim=1, keepdim=True) * length
-            result["random"] = _scores(before, _measure(G, classifier, w_k + random), head, target)
+            result["random"] = _scores(before, _measure(G, classifier, w_k + random), head, target, held)
             rows["random (same step length)"].append(result["random"])
             direction_name = safe_file_stem(f"interfacegan_{head}_{name}_vs_rest")
             if direction_name in model.directions:
                 direction, _ = load_direction(direction_name, model=model)
                 unit = direction.vectors[0] / direction.vectors[0].norm()
-                result["interfacegan"] = _scores(before, _measure(G, classifier, w_k + unit * length), head, target)
+                result["interfacegan"] = _scores(before, _measure(G, classifier, w_k + unit * length), head, target,
+                                                 held)
                 rows["interfacegan (same step length)"].append(result["interfacegan"])
+                rows["styleflow, the interfacegan targets"].append(result["styleflow"])
             per_target.append(result)
             print(json.dumps(result))
 
@@ -131,13 +139,15 @@ def main() -> None:
         values = [r[key] for r in items if r[key] is not None]
         return sum(values) / len(values) if values else None
 
-    summary = {name: {key: mean(items, key) for key in ("gain", "hit", "other", "pixel_mse")} | {"targets": len(items)}
+    summary = {name: {key: mean(items, key) for key in ("gain", "hit", "other", "held", "pixel_mse")}
+               | {"targets": len(items)}
                for name, items in rows.items() if items}
-    print("| edit | targets | gain | hit | other | pixel MSE |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| edit | targets | gain | hit | held | other | pixel MSE |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, s in summary.items():
-        other = "–" if s["other"] is None else f"{s['other']:.3f}"
-        print(f"| {name} | {s['targets']} | {s['gain']:.3f} | {s['hit']:.2f} | {other} | {s['pixel_mse']:.4f} |")
+        held_text, other = ("–" if s[k] is None else f"{s[k]:.3f}" for k in ("held", "other"))
+        print(f"| {name} | {s['targets']} | {s['gain']:.3f} | {s['hit']:.2f} | {held_text} | {other} | "
+              f"{s['pixel_mse']:.4f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": model.name, "training": training, "summary": summary, "per_target": per_target,

@@ -155,8 +155,8 @@ def model_dir(tmp_path_factory, G):
     folder = tmp_path_factory.mktemp("tiny-flow-model")
     save_native(folder, G, None, card={"name": "tiny"})
     torch.manual_seed(1)
-    classifier = Classifier(3, 16, {"shade": ["dark", "mid", "light"], "tint": ["a", "b"], "many": list("abcdefghijklmnopq")},
-                            base_width=4, max_width=8, feature_dim=8).eval()
+    heads = {"shade": ["dark", "mid", "light"], "tint": ["a", "b"], "many": list("abcdefghijklmnopq")}
+    classifier = Classifier(3, 16, heads, base_width=4, max_width=8, feature_dim=8).eval()
     save_classifier(folder / "classifier", classifier)
     return folder
 
@@ -227,5 +227,6 @@ def test_cli_bad_attribute_is_one_line(model_dir, tmp_path):
     r = _invoke(["edit", "3", "--model", model_dir, "--attribute", "tint=a", "--strength", "2", "--flow", flow_dir,
                  "--outdir", tmp_path / "bad", "--overwrite"])
     assert r.exit_code != 0 and "--strength goes with --direction" in r.output
-    r = _invoke(["train-flow", "--model", model_dir, "--outdir", flow_dir, "--steps", 1, "--head", "nose", "--overwrite"])
+    r = _invoke(["train-flow", "--model", model_dir, "--outdir", flow_dir, "--steps", 1, "--head", "nose",
+                 "--overwrite"])
     assert r.exit_code != 0 and "unknown classifier head 'nose'" in r.output
