@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from . import align, data, demo, edit, encoder, interop, invert, models, serve, train
+from . import align, data, demo, edit, encoder, flow, interop, invert, models, serve, train
 from .common import run_main
 
 
@@ -16,7 +16,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    for module in (models, data, train, align, invert, edit, demo, serve, encoder, interop):
+    for module in (models, data, train, align, invert, edit, demo, serve, encoder, interop, flow):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -19,6 +19,7 @@ from ..data.io import save_grid, save_image
 from ..editing.render import edit_sweep_many
 from ..editing.published import load_any_direction
 from .interop import import_direction_command
+from .flow import attribute_edit
 from ..utils import parse_layers, write_json
 from .align import paste_inputs, write_pasted
 
@@ -269,7 +270,7 @@ def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...
 
 @click.command(name="edit")
 @click.argument("source")
-@click.option("--direction", "direction_specs", required=True, multiple=True, metavar="NAME_OR_FILE[:INDEX]",
+@click.option("--direction", "direction_specs", multiple=True, metavar="NAME_OR_FILE[:INDEX]",
               help="A direction shipped with the model (by name) or a direction file; :INDEX picks a component. "
                    "Repeat it (each with its --strength) to combine edits.")
 @click.option("--strength", "--strengths", "strengths", multiple=True, metavar="STRENGTHS",
@@ -280,17 +281,31 @@ def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...
               help="Also blend each edited face into the full photo (SOURCE from `invert --align`): pasted_NNN.png.")
 @click.option("--photo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --paste-back: the original photo (default: the path in SOURCE/alignment.json).")
+@click.option("--attribute", "attribute_changes", multiple=True, metavar="HEAD=VALUE",
+              help="StyleFlow edit instead of --direction: set a classifier attribute (e.g. skin_tone=4), the "
+                   "others held; repeat for sequential edits.")
+@click.option("--flow", "flow_path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="StyleFlow folder (`ganinv train-flow`); default: the model folder's styleflow/.")
 @_subject_options(gif_ms=150)
-def edit_command(source, direction_specs, strengths, paste_back, photo, model, truncation_psi, class_index, gif_ms,
-                 upscale, outdir, overwrite, device, seed, quiet):
-    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined:
-    strip PNG, GIF, frames."""
-    pairs = _edit_pairs(direction_specs, strengths)
+def edit_command(source, direction_specs, strengths, paste_back, photo, attribute_changes, flow_path, model,
+                 truncation_psi, class_index, gif_ms, upscale, outdir, overwrite, device, seed, quiet):
+    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined,
+    or by StyleFlow attribute changes (--attribute): strip PNG, GIF, frames."""
+    if bool(attribute_changes) == bool(direction_specs):
+        raise UserError("give either --direction (with --strength) or --attribute HEAD=VALUE, not both or neither")
+    if attribute_changes and strengths:
+        raise UserError("--strength goes with --direction; --attribute HEAD=VALUE sets a class and takes none")
+    if attribute_changes and paste_back:
+        raise UserError("--paste-back goes with --direction edits; StyleFlow's --attribute writes its own frames")
+    pairs = [] if attribute_changes else _edit_pairs(direction_specs, strengths)
     if photo is not None and not paste_back:
         raise UserError("--photo goes with --paste-back")
     pasting = paste_inputs(source, photo) if paste_back else None
     torch.manual_seed(seed)
     bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)
+    if attribute_changes:
+        return attribute_edit(subject, bundle, attribute_changes, flow_path, source, outdir, overwrite, upscale,
+                              gif_ms, quiet, _write_frames)
     edits = []
     for spec, values in pairs:
         direction, index = _resolve_direction(spec, bundle)
