@@ -175,3 +175,47 @@ def test_global_direction_in_s_applies(clip_files, tmp_path):
     assert strict.settings["num_channels"] < direction.settings["num_channels"]
     with pytest.raises(ValueError, match="lower beta"):
         find_global_direction(G, clip, "a smiling face", "a face", num_images=2, num_std_samples=50, beta=2.0)
+
+
+def _invoke(args):
+    from ganinv.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_text_edits(clip_files, tmp_path):
+    import json
+
+    from ganinv.models.checkpoints import save_native
+    weights, vocab = clip_files
+    G = tiny_generator()
+    model_dir = tmp_path / "tiny-model"
+    save_native(model_dir, G, None, card={"name": "tiny"})
+    result = tiny_result(G, tuned=True)
+    result.model_name = "tiny"
+    result.save(tmp_path / "result")
+    out = tmp_path / "opt"
+    r = _invoke(["edit", tmp_path / "result", "--model", model_dir, "--text", "a smiling face", "--clip", weights,
+                 "--clip-arch", "ViT-tiny-quickgelu", "--method", "optimize", "--num-steps", "4", "--outdir", out])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "edit.json").read_text())
+    assert report["method"] == "styleclip_optimize" and len(report["history"]) == 5
+    assert (out / "edited.png").is_file() and (out / "latent.npz").is_file()
+    out = tmp_path / "global"
+    r = _invoke(["edit", "3", "--model", model_dir, "--text", "a smiling face", "--neutral", "a face",
+                 "--clip", weights, "--clip-vocab", vocab, "--method", "global", "--beta", "0",
+                 "--strength", "-2:2:3", "--outdir", out])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "edit.json").read_text())
+    assert report["space"] == "s" and len(list((out / "frames").glob("frame_*.png"))) == 3
+    spec = report["direction_file_spec"]
+    r = _invoke(["edit", "4", "--model", model_dir, "--direction", spec, "--strength", "2", "--outdir",
+                 tmp_path / "again"])
+    assert r.exit_code == 0, r.output
+    missing = tmp_path / "no_clip.pt"
+    r = _invoke(["edit", "3", "--model", model_dir, "--text", "a face", "--clip", missing, "--outdir",
+                 tmp_path / "x"])
+    assert r.exit_code == 1 and str(missing) in r.output and r.output.count("\n") == 1
+    r = _invoke(["edit", "3", "--model", model_dir, "--text", "a face", "--outdir", tmp_path / "y"])
+    assert r.exit_code == 1 and "--clip PATH" in r.output
+    r = _invoke(["edit", "3", "--model", model_dir, "--outdir", tmp_path / "z"])
+    assert r.exit_code == 1 and "--direction" in r.output

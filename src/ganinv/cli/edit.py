@@ -17,6 +17,7 @@ from ..editing import (
 from ..inversion.result import InversionResult, result_model_name
 from ..data.io import save_grid, save_image
 from ..editing.render import edit_sweep_many
+from ..errors import GanInvError
 from ..utils import parse_layers, write_json
 
 _SEED = re.compile(r"^(?:seed)?(\d+)$")
@@ -244,20 +245,96 @@ def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...
     return [(spec, _strengths(text)) for spec, text in zip(direction_specs, strength_texts)]
 
 
+def _text_edit(subject, bundle, text, neutral, clip_path, clip_arch, clip_vocab, method, num_steps, beta,
+               strengths, gif_ms, upscale, outdir, overwrite, source, quiet):
+    """`ganinv edit SOURCE --text ...`: StyleCLIP latent optimization or a global direction in S."""
+    from ..editing.clip import load_clip_model
+    from ..editing.text import edit_with_text, find_global_direction
+    if clip_path is None:
+        raise UserError("--text needs CLIP weights: give --clip PATH (open_clip or OpenAI state dict; "
+                        "nothing is downloaded)")
+    try:
+        clip = load_clip_model(clip_path, arch=clip_arch, vocab=clip_vocab, device=subject.device)
+    except GanInvError as e:
+        raise UserError(str(e)) from None
+    if method == "optimize":
+        if strengths:
+            raise UserError("--strength applies to --text-method global, not optimize")
+        prepare_outdir(outdir, overwrite, ["original.png", "edited.png", "strip.png", "latent.npz", "edit.json"])
+        result = edit_with_text(subject, text, clip, num_steps=num_steps)
+        original = subject.render()
+        save_image(original[0], outdir / "original.png", upscale=upscale)
+        save_image(result.images[0], outdir / "edited.png", upscale=upscale)
+        save_strip(torch.cat([original[:1], result.images[:1]]), outdir / "strip.png", upscale=upscale)
+        import numpy as np
+        np.savez(outdir / "latent.npz", w=result.latent.ws[:1].detach().cpu().numpy())
+        write_json(outdir / "edit.json", {"source": source, "model": bundle.name, **result.settings,
+                                          "stop_reason": result.stop_reason, "history": result.history})
+        if not quiet:
+            click.echo(f"wrote original.png, edited.png, strip.png and latent.npz to {outdir} "
+                       f"({num_steps} steps toward {text!r})")
+        return
+    values = _strengths(strengths[0] if strengths else "-3:3:7")
+    if len(strengths) > 1:
+        raise UserError("give one --strength with --text")
+    try:
+        direction = find_global_direction(bundle, clip, text, neutral, beta=beta)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    stem = safe_file_stem(direction.name)
+    prepare_outdir(outdir, overwrite, ["strip.png", "edit.gif", "edit.json", "frames", f"{stem}.json",
+                                       f"{stem}.safetensors"])
+    path = direction.save(outdir)
+    frames = edit_sweep_many(subject, [(direction, 0, values)])
+    frame_names = _write_frames(frames, outdir, "edit.gif", gif_ms, upscale)
+    write_json(outdir / "edit.json", {"source": source, "model": bundle.name, "direction": direction.name,
+                                      "direction_file_spec": str(path), "method": direction.method,
+                                      "space": "s", "strengths": values, "settings": direction.settings,
+                                      "frames": frame_names})
+    if not quiet:
+        click.echo(f"wrote {path.name} ({direction.settings['num_channels']} style channels) and the edit "
+                   f"strip, GIF and frames to {outdir}")
+
+
 @click.command(name="edit")
 @click.argument("source")
-@click.option("--direction", "direction_specs", required=True, multiple=True, metavar="NAME_OR_FILE[:INDEX]",
+@click.option("--direction", "direction_specs", multiple=True, metavar="NAME_OR_FILE[:INDEX]",
               help="A direction shipped with the model (by name) or a direction file; :INDEX picks a component. "
                    "Repeat it (each with its --strength) to combine edits.")
 @click.option("--strength", "--strengths", "strengths", multiple=True, metavar="STRENGTHS",
               help="Strengths in prior std units for the --direction at the same position: START:STOP:COUNT, "
                    "a list, or one number. Default for a single --direction: -3:3:7. Swept strengths of combined "
                    "edits move together (same count); a single number holds in every frame.")
+@click.option("--text", default=None, help="Text-driven edit (StyleCLIP) toward this prompt, instead of --direction.")
+@click.option("--neutral", default=None, help="--text global: the neutral text the prompt is measured from.")
+@click.option("--clip", "clip_path", default=None, metavar="PATH",
+              help="CLIP weights for --text: open_clip (.pt/.bin/.safetensors) or an OpenAI state dict.")
+@click.option("--clip-arch", default=None, metavar="NAME",
+              help="open_clip model name of --clip (e.g. ViT-B-32); omit for OpenAI weights.")
+@click.option("--clip-vocab", default=None, metavar="PATH",
+              help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: beside --clip, or in an installed open_clip).")
+@click.option("--text-method", "--method", "text_method", type=click.Choice(["optimize", "global"]),
+              default="optimize", show_default=True,
+              help="--text: optimize the latent (result's own generator) or find a global direction in S.")
+@click.option("--num-steps", default=100, show_default=True, type=click.IntRange(1),
+              help="--text optimize: Adam steps.")
+@click.option("--beta", default=0.1, show_default=True, type=click.FloatRange(0),
+              help="--text global: relevance threshold for a style channel to join the direction.")
 @_subject_options(gif_ms=150)
-def edit_command(source, direction_specs, strengths, model, truncation_psi, class_index, gif_ms, upscale, outdir,
-                 overwrite, device, seed, quiet):
-    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined:
-    strip PNG, GIF, frames."""
+def edit_command(source, direction_specs, strengths, text, neutral, clip_path, clip_arch, clip_vocab, text_method,
+                 num_steps, beta, model, truncation_psi, class_index, gif_ms, upscale, outdir, overwrite, device, seed,
+                 quiet):
+    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined, or
+    toward a --text prompt with user-supplied CLIP weights: strip PNG, GIF, frames."""
+    if text is not None:
+        if direction_specs:
+            raise UserError("give --direction or --text, not both")
+        torch.manual_seed(seed)
+        bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)
+        return _text_edit(subject, bundle, text, neutral, clip_path, clip_arch, clip_vocab, text_method, num_steps,
+                          beta, strengths, gif_ms, upscale, outdir, overwrite, source, quiet)
+    if not direction_specs:
+        raise UserError("give --direction NAME_OR_FILE (or --text PROMPT with --clip PATH)")
     pairs = _edit_pairs(direction_specs, strengths)
     torch.manual_seed(seed)
     bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)

@@ -6,6 +6,9 @@ Finders (explicit registry `FINDERS`, one module each):
     interfacegan  Shen et al., CVPR 2020: normal of a linear attribute boundary in W (labels needed)
     stylespace    Wu et al., CVPR 2021: single style channels that control an attribute (labels needed)
 
+Text-driven edits (Patashnik et al., StyleCLIP, ICCV 2021) with user-supplied CLIP weights (`text`,
+`clip`): `edit_with_text` (latent optimization) and `find_global_direction` (an 's' Direction).
+
 Typical use::
 
     from ganinv import editing as E
@@ -39,6 +42,8 @@ from .render import (edit, edit_many, edit_sweep, parse_strengths, preview_image
                      resolve_direction, save_gif, save_strip)
 from .sefa import find_sefa_directions, sefa_eigen, sefa_weight_matrix  # noqa: F401
 from .stylespace import find_stylespace_directions, style_layout  # noqa: F401
+from .clip import CLIPError, ClipModel, load_clip_model  # noqa: F401
+from .text import TextEdit, edit_with_text, find_global_direction, text_direction  # noqa: F401
 from ..models.registry import load_model
 
 
@@ -220,4 +225,6 @@ __all__ = [
     "interpolation_weights", "style_mix", "mix_latents", "analogy", "analogy_latent",
     "layer_groups", "default_attributes", "compute_default_directions",
     "EditMeasurement", "measure_edit", "editability_ratio",
+    "CLIPError", "ClipModel", "load_clip_model", "TextEdit", "edit_with_text", "find_global_direction",
+    "text_direction",
 ]
