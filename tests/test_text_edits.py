@@ -219,3 +219,41 @@ def test_cli_text_edits(clip_files, tmp_path):
     assert r.exit_code == 1 and "--clip PATH" in r.output
     r = _invoke(["edit", "3", "--model", model_dir, "--outdir", tmp_path / "z"])
     assert r.exit_code == 1 and "--direction" in r.output
+
+
+CLIP_FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures" / "clip"
+
+
+def test_towers_match_open_clip():
+    """open_clip's forward passes on the same weights (fixtures written by open_clip's own code)."""
+    from safetensors.torch import load_file
+    ref = load_file(str(CLIP_FIXTURES / "openclip_tiny_ref.safetensors"))
+    from ganinv.editing.clip import load_clip
+    model = load_clip(CLIP_FIXTURES / "openclip_tiny.safetensors", arch="tiny-quickgelu")
+    assert model.config["vision_heads"] == 2 and model.config["text_heads"] == 2
+    images = ref["images"] * 2 - 1  # generator range
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(images), ref["image_features"], atol=1e-4)
+        assert torch.allclose(model.encode_text(ref["tokens"]), ref["text_features"], atol=1e-4)
+        gelu = load_clip(CLIP_FIXTURES / "openclip_tiny.safetensors", arch="tiny")
+        assert not torch.allclose(gelu.encode_image(images), ref["image_features"], atol=1e-4)
+
+
+def test_tokenizer_matches_open_clip():
+    import json
+    ref = json.loads((CLIP_FIXTURES / "tokens_ref.json").read_text())
+    tokenizer = Tokenizer(CLIP_FIXTURES / "bpe_merges_2000.txt.gz", context_length=ref["context_length"])
+    assert tokenizer(ref["texts"]).tolist() == ref["tokens"]
+
+
+def test_single_channel_generator(clip_files):
+    """fashion32-like generators (one channel) are seen by CLIP as gray RGB."""
+    weights, _ = clip_files
+    clip = load_clip_model(weights)
+    G = tiny_generator(channels=1)
+    result = tiny_result(G, tuned=False)
+    edited = edit_with_text(result, "a sneaker", clip, num_steps=6, learning_rate=0.05)
+    assert edited.images.shape == result.render().shape
+    assert edited.history[-1]["loss"] < edited.history[0]["loss"]
+    direction = find_global_direction(G, clip, "a sneaker", "a shoe", num_images=2, beta=0.0, num_std_samples=50)
+    assert direction.space == "s" and (edit(result, direction, 3.0) - edit(result, direction, 0.0)).abs().max() > 0
