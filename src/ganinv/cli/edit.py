@@ -20,6 +20,7 @@ from ..editing.render import edit_sweep_many
 from ..editing.published import load_any_direction
 from .interop import import_direction_command
 from .flow import attribute_edit
+from ..errors import GanInvError
 from ..utils import parse_layers, write_json
 from .align import paste_inputs, write_pasted
 
@@ -268,6 +269,57 @@ def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...
     return [(spec, _strengths(text)) for spec, text in zip(direction_specs, strength_texts)]
 
 
+def _text_edit(subject, bundle, text, neutral, clip_path, clip_arch, clip_vocab, method, num_steps, beta,
+               strengths, gif_ms, upscale, outdir, overwrite, source, quiet):
+    """`ganinv edit SOURCE --text ...`: StyleCLIP latent optimization or a global direction in S."""
+    from ..editing.clip import load_clip_model
+    from ..editing.text import edit_with_text, find_global_direction
+    if clip_path is None:
+        raise UserError("--text needs CLIP weights: give --clip PATH (open_clip or OpenAI state dict; "
+                        "nothing is downloaded)")
+    try:
+        clip = load_clip_model(clip_path, arch=clip_arch, vocab=clip_vocab, device=subject.device)
+    except GanInvError as e:
+        raise UserError(str(e)) from None
+    if method == "optimize":
+        if strengths:
+            raise UserError("--strength applies to --text-method global, not optimize")
+        prepare_outdir(outdir, overwrite, ["original.png", "edited.png", "strip.png", "latent.npz", "edit.json"])
+        result = edit_with_text(subject, text, clip, num_steps=num_steps)
+        original = subject.render()
+        save_image(original[0], outdir / "original.png", upscale=upscale)
+        save_image(result.images[0], outdir / "edited.png", upscale=upscale)
+        save_strip(torch.cat([original[:1], result.images[:1]]), outdir / "strip.png", upscale=upscale)
+        import numpy as np
+        np.savez(outdir / "latent.npz", w=result.latent.ws[:1].detach().cpu().numpy())
+        write_json(outdir / "edit.json", {"source": source, "model": bundle.name, **result.settings,
+                                          "stop_reason": result.stop_reason, "history": result.history})
+        if not quiet:
+            click.echo(f"wrote original.png, edited.png, strip.png and latent.npz to {outdir} "
+                       f"({num_steps} steps toward {text!r})")
+        return
+    values = _strengths(strengths[0] if strengths else "-3:3:7")
+    if len(strengths) > 1:
+        raise UserError("give one --strength with --text")
+    try:
+        direction = find_global_direction(bundle, clip, text, neutral, beta=beta)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    stem = safe_file_stem(direction.name)
+    prepare_outdir(outdir, overwrite, ["strip.png", "edit.gif", "edit.json", "frames", f"{stem}.json",
+                                       f"{stem}.safetensors"])
+    path = direction.save(outdir)
+    frames = edit_sweep_many(subject, [(direction, 0, values)])
+    frame_names = _write_frames(frames, outdir, "edit.gif", gif_ms, upscale)
+    write_json(outdir / "edit.json", {"source": source, "model": bundle.name, "direction": direction.name,
+                                      "direction_file_spec": str(path), "method": direction.method,
+                                      "space": "s", "strengths": values, "settings": direction.settings,
+                                      "frames": frame_names})
+    if not quiet:
+        click.echo(f"wrote {path.name} ({direction.settings['num_channels']} style channels) and the edit "
+                   f"strip, GIF and frames to {outdir}")
+
+
 @click.command(name="edit")
 @click.argument("source")
 @click.option("--direction", "direction_specs", multiple=True, metavar="NAME_OR_FILE[:INDEX]",
@@ -286,20 +338,43 @@ def _edit_pairs(direction_specs: tuple[str, ...], strength_texts: tuple[str, ...
                    "others held; repeat for sequential edits.")
 @click.option("--flow", "flow_path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="StyleFlow folder (`ganinv train-flow`); default: the model folder's styleflow/.")
+@click.option("--text", default=None, help="Text-driven edit (StyleCLIP) toward this prompt, instead of --direction.")
+@click.option("--neutral", default=None, help="--text global: the neutral text the prompt is measured from.")
+@click.option("--clip", "clip_path", default=None, metavar="PATH",
+              help="CLIP weights for --text: open_clip (.pt/.bin/.safetensors) or an OpenAI state dict.")
+@click.option("--clip-arch", default=None, metavar="NAME",
+              help="open_clip model name of --clip (e.g. ViT-B-32); omit for OpenAI weights.")
+@click.option("--clip-vocab", default=None, metavar="PATH",
+              help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: beside --clip, or in an installed open_clip).")
+@click.option("--text-method", "--method", "text_method", type=click.Choice(["optimize", "global"]),
+              default="optimize", show_default=True,
+              help="--text: optimize the latent (result's own generator) or find a global direction in S.")
+@click.option("--num-steps", default=100, show_default=True, type=click.IntRange(1),
+              help="--text optimize: Adam steps.")
+@click.option("--beta", default=0.1, show_default=True, type=click.FloatRange(0),
+              help="--text global: relevance threshold for a style channel to join the direction.")
 @_subject_options(gif_ms=150)
-def edit_command(source, direction_specs, strengths, paste_back, photo, attribute_changes, flow_path, model,
-                 truncation_psi, class_index, gif_ms, upscale, outdir, overwrite, device, seed, quiet):
-    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined,
-    or by StyleFlow attribute changes (--attribute): strip PNG, GIF, frames."""
-    if bool(attribute_changes) == bool(direction_specs):
-        raise UserError("give either --direction (with --strength) or --attribute HEAD=VALUE, not both or neither")
+def edit_command(source, direction_specs, strengths, paste_back, photo, attribute_changes, flow_path, text, neutral,
+                 clip_path, clip_arch, clip_vocab, text_method, num_steps, beta, model, truncation_psi, class_index,
+                 gif_ms, upscale, outdir, overwrite, device, seed, quiet):
+    """Edit SOURCE (a seed or a saved inversion result folder) along one or more directions combined, by
+    StyleFlow attribute changes (--attribute), or toward a --text prompt with user-supplied CLIP weights:
+    strip PNG, GIF, frames."""
+    if sum((bool(direction_specs), bool(attribute_changes), text is not None)) != 1:
+        raise UserError("give one kind of edit: --direction NAME_OR_FILE (with --strength), --attribute HEAD=VALUE "
+                        "(StyleFlow) or --text PROMPT (with --clip PATH)")
     if attribute_changes and strengths:
         raise UserError("--strength goes with --direction; --attribute HEAD=VALUE sets a class and takes none")
-    if attribute_changes and paste_back:
-        raise UserError("--paste-back goes with --direction edits; StyleFlow's --attribute writes its own frames")
-    pairs = [] if attribute_changes else _edit_pairs(direction_specs, strengths)
+    if paste_back and not direction_specs:
+        raise UserError("--paste-back goes with --direction edits")
     if photo is not None and not paste_back:
         raise UserError("--photo goes with --paste-back")
+    if text is not None:
+        torch.manual_seed(seed)
+        bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)
+        return _text_edit(subject, bundle, text, neutral, clip_path, clip_arch, clip_vocab, text_method, num_steps,
+                          beta, strengths, gif_ms, upscale, outdir, overwrite, source, quiet)
+    pairs = [] if attribute_changes else _edit_pairs(direction_specs, strengths)
     pasting = paste_inputs(source, photo) if paste_back else None
     torch.manual_seed(seed)
     bundle, (subject,) = _load_subjects([source], model, device, truncation_psi, class_index)

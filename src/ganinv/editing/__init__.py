@@ -8,6 +8,9 @@ Finders (explicit registry `FINDERS`, one module each):
     voynov        Voynov & Babenko, ICML 2020: directions a reconstructor can tell apart (unsupervised)
     steerability  Jahanian et al., ICLR 2020: linear walks for zoom, shift, brightness, colour (self-supervised)
 
+Text-driven edits (Patashnik et al., StyleCLIP, ICCV 2021) with user-supplied CLIP weights (`text`,
+`clip`): `edit_with_text` (latent optimization) and `find_global_direction` (an 's' Direction).
+
 Typical use::
 
     from ganinv import editing as E
@@ -43,6 +46,8 @@ from .sefa import find_sefa_directions, sefa_eigen, sefa_weight_matrix  # noqa: 
 from .steerability import find_steerability_directions, measure_walk  # noqa: F401
 from .stylespace import find_stylespace_directions, style_layout  # noqa: F401
 from .voynov import find_voynov_directions  # noqa: F401
+from .clip import CLIPError, ClipModel, load_clip_model  # noqa: F401
+from .text import TextEdit, edit_with_text, find_global_direction, text_direction  # noqa: F401
 from ..models.registry import load_model
 
 
@@ -242,4 +247,6 @@ __all__ = [
     "interpolation_weights", "style_mix", "mix_latents", "analogy", "analogy_latent",
     "layer_groups", "default_attributes", "compute_default_directions",
     "EditMeasurement", "measure_edit", "editability_ratio",
+    "CLIPError", "ClipModel", "load_clip_model", "TextEdit", "edit_with_text", "find_global_direction",
+    "text_direction",
 ]
