@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reduce", default="mean", choices=("mean", "first"), help="w+ to one w")
     parser.add_argument("--plot", default=None, help="write the PCA picture here (PNG)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override the quick step counts (optimize, hybrid, PTI's pivot, Clone's h(x))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -152,6 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(args.methods.split(",")) - set(QUICK))
     if unknown:
         parser.error(f"unknown methods {unknown}; available: {', '.join(QUICK)}")
+    methods = {k: QUICK[k] for k in args.methods.split(",")}
+    if args.steps:
+        steps = {"optimize": "num_steps", "hybrid": "num_steps", "pti": "pivot_steps", "clone": "h_steps"}
+        methods = {k: (m, {**s, **({steps[m]: args.steps} if m in steps else {})}) for k, (m, s) in methods.items()}
     model = load_model(args.model)
     if model.heldout is None:
         parser.error(f"{args.model} has no held-out images")
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         label, _, folder = item.partition("=")
         encoders[label] = load_encoder(folder)
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    codes = invert_codes(model, images, {k: QUICK[k] for k in args.methods.split(",")}, seed=args.seed,
+    codes = invert_codes(model, images, methods, seed=args.seed,
                          encoders=encoders, log=log)
     with torch.no_grad():
         prior_ws = sample_prior(model.G, args.num_prior, seed=args.seed + 1).cpu()
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
                         title=f"{args.model}: inverted held-out vs prior w (PCA of prior w, {args.reduce} over layers)")
         log(f"wrote {args.plot}")
     report = {"model": args.model, "num_images": len(images), "reduce": args.reduce, "num_prior": args.num_prior,
-              "settings": {k: QUICK[k] for k in args.methods.split(",")}, "rows": rows,
+              "settings": methods, "rows": rows,
               "methods": {k: {"seconds": v["seconds"], "psnr_median": v["psnr_median"]} for k, v in codes.items()},
               "machine": platform.platform(), "threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d")}
