@@ -10,7 +10,7 @@ from .common import (UserError, apply_threads, common_options, config_for_run_or
                      learning_rate_option, load_model_or_fail, model_option, options, quiet_option, training_options)
 from ..models.registry import resolve_device
 from ..train import distributed
-from ..train.encoder_trainer import (CHECKPOINT_FILE, EncoderTrainConfig, train_encoder as run_training,
+from ..train.encoder_trainer import (CHECKPOINT_FILE, PRESETS, EncoderTrainConfig, train_encoder as run_training,
 trainer_for_model)
 from ..train.classifier import load_classifier
 from ..models.encoder import load_encoder, save_encoder
@@ -26,6 +26,8 @@ LOSS_WEIGHTS = [
     ("--delta-weight", 2e-3, "e4e delta regularization on the per-layer offsets."),
     ("--adversarial-weight", 0.05, "e4e latent discriminator loss (0 turns the latent discriminator off)."),
     ("--w-weight", 0.25, "w-space loss on generated pairs."),
+    ("--image-adversarial-weight", 0.0,
+     "In-Domain GAN Inversion's adversarial loss on the reconstructions under the model's (frozen) D."),
 ]
 
 loss_weight_options = options(*(
@@ -67,11 +69,15 @@ loss_weight_options = options(*(
 @click.option("--init-encoder", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Start from this encoder folder (e.g. to adapt it to a newer generator).")
 @click.option("--lpips-dir", default=None, help="Extra folder searched for LPIPS weights.")
+@click.option("--preset", default="default", show_default=True, type=click.Choice(sorted(PRESETS)),
+              help="in-domain: latent discriminator at 0.1 and image adversarial loss at 0.1 (In-Domain GAN "
+                   "Inversion / e4e); weight flags given explicitly still win.")
 @common_options
 def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_steps, max_minutes, snapshot_every,
                   batch_real, batch_generated, iterations, learning_rate, mse_weight, laplacian_weight, dfeat_weight,
-                  lpips_weight, similarity_weight, delta_weight, adversarial_weight, w_weight, progressive_start,
-                  progressive_every, classifier_dir, init_encoder, lpips_dir, device, seed, quiet):
+                  lpips_weight, similarity_weight, delta_weight, adversarial_weight, w_weight, image_adversarial_weight,
+                  progressive_start,
+                  progressive_every, classifier_dir, init_encoder, lpips_dir, preset, device, seed, quiet):
     """Train an e4e/ReStyle inversion encoder for a model (resumable; Ctrl-C or SIGTERM saves and stops).
 
     The latest encoder is written to OUTDIR/encoder at every snapshot; put it into a model folder with
@@ -83,11 +89,17 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
         device = distributed.init_from_environment(resolve_device(device))
     except ValueError as e:
         raise UserError(str(e)) from None
+    context = click.get_current_context()
+    chosen = {name: value for name, value in PRESETS[preset].items()
+              if context.get_parameter_source(name) is click.core.ParameterSource.DEFAULT}
+    adversarial_weight = chosen.get("adversarial_weight", adversarial_weight)
+    image_adversarial_weight = chosen.get("image_adversarial_weight", image_adversarial_weight)
     config = EncoderTrainConfig(
         seed=seed, batch_real=batch_real, batch_generated=batch_generated, iterations=iterations,
         learning_rate=learning_rate, mse_weight=mse_weight, laplacian_weight=laplacian_weight,
         dfeat_weight=dfeat_weight, lpips_weight=lpips_weight, similarity_weight=similarity_weight,
         delta_weight=delta_weight, adversarial_weight=adversarial_weight, w_weight=w_weight,
+        image_adversarial_weight=image_adversarial_weight,
         progressive_start=progressive_start, progressive_every=progressive_every, total_steps=total_steps,
         snapshot_every=snapshot_every)
     checkpoint = outdir / CHECKPOINT_FILE

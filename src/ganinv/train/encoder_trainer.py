@@ -11,6 +11,13 @@ ReStyle's iterative training (Alaluf et al., "ReStyle", ICCV 2021), adapted to w
 - editability: delta regularization (the L2 norm of each offset from the base latent) and a latent
   discriminator trained against w from the mapping network (non-saturating loss with R1 on real w, and
   a pool of past encoder outputs as in e4e);
+- in-domain (off by default; `IN_DOMAIN_PRESET` turns it on): an image adversarial term on the
+  reconstructions, the non-saturating loss softplus(-D(G(E(x)))) under the model's own discriminator,
+  as in In-Domain GAN Inversion (Zhu et al., "In-Domain GAN Inversion for Real Image Editing", ECCV
+  2020), together with the latent discriminator above at e4e's weight, so the codes both render images
+  the GAN's D accepts and lie where the mapping network puts its w. IDInvert trains D alongside its
+  encoder; here D stays frozen: the generator is frozen too, so the pretrained D already separates real
+  images from this G's outputs, and a frozen D keeps the run's state (and resuming) unchanged;
 - progressive unlocking of the offsets: base latent only for `progressive_start` steps, then one more
   offset every `progressive_every` steps;
 - data: real training images plus generated pairs (w, G(w)) (with style mixing), for which the
@@ -68,6 +75,7 @@ class EncoderTrainConfig(RunConfig):
     similarity_weight: float = 0.1
     delta_weight: float = 2e-3
     adversarial_weight: float = 0.05
+    image_adversarial_weight: float = 0.0  # IDInvert's image adversarial term under the frozen model D
     w_weight: float = 0.25
     r1_gamma: float = 10.0
     pool_size: int = 512
@@ -90,7 +98,7 @@ class EncoderTrainConfig(RunConfig):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("mse_weight", "laplacian_weight", "dfeat_weight", "similarity_weight", "delta_weight",
-                     "adversarial_weight", "w_weight", "r1_gamma", "style_mixing_prob"):
+                     "adversarial_weight", "image_adversarial_weight", "w_weight", "r1_gamma", "style_mixing_prob"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
@@ -98,6 +106,12 @@ class EncoderTrainConfig(RunConfig):
             raise ValueError("lpips_weight must be >= 0")
         if self.progressive_start < 0 or self.progressive_every < 1:
             raise ValueError("progressive_start must be >= 0 and progressive_every >= 1")
+
+
+# `--preset in-domain`: both discriminators on. The latent weight is e4e's w-discriminator lambda (0.1);
+# the image weight is In-Domain GAN Inversion's adversarial lambda (0.1).
+IN_DOMAIN_PRESET = {"adversarial_weight": 0.1, "image_adversarial_weight": 0.1}
+PRESETS: dict[str, dict[str, float]] = {"default": {}, "in-domain": IN_DOMAIN_PRESET}
 
 
 class LatentDiscriminator(nn.Module):
@@ -201,6 +215,8 @@ class EncoderTrainer:
                    "discriminator_features": config.dfeat_weight if self.D is not None else 0.0}
         if config.dfeat_weight > 0 and self.D is None:
             self.notes.append("no discriminator: the discriminator-feature loss is off")
+        if config.image_adversarial_weight > 0 and self.D is None:
+            self.notes.append("no discriminator: the image adversarial loss is off")
         self.loss_fn = build_reconstruction_loss(weights, D=self.D, lpips_dir=lpips_dir).to(self.device)
         self.step_index = 0
         self.training_seconds = 0.0
@@ -296,6 +312,11 @@ class EncoderTrainer:
             w_loss = (ws[-c.batch_generated:] - true_ws).square().mean() / encoder.w_scale ** 2
             total = total + c.w_weight * w_loss
             stats["w_loss"] = float(w_loss.detach())
+        if self.D is not None and c.image_adversarial_weight > 0:
+            # Non-saturating generator loss of the frozen D on the reconstructions (IDInvert's L_adv for E).
+            image_adversarial = F.softplus(-self.D(reconstruction)).mean()
+            total = total + c.image_adversarial_weight * image_adversarial
+            stats["image_adversarial"] = float(image_adversarial.detach())
         fake_w = ws.reshape(-1, G.w_dim)
         if c.adversarial_weight > 0:
             with frozen_parameters(self.latent_d):
@@ -378,6 +399,8 @@ class EncoderTrainer:
                        "lpips_vgg": self.lpips_weight, "lpips_note": self.lpips_note,
                        "classifier_similarity": c.similarity_weight if self.classifier is not None else 0.0,
                        "delta_regularization": c.delta_weight, "latent_adversarial": c.adversarial_weight,
+                       "image_adversarial": c.image_adversarial_weight if self.D is not None else 0.0,
+                       "image_discriminator": "the model's own D, frozen",
                        "w_space_generated_pairs": c.w_weight, "latent_r1_gamma": c.r1_gamma},
             "similarity_loss_note": SIMILARITY_NOTE,
             "recommended_iterations": c.iterations,
@@ -530,5 +553,6 @@ def trainer_for_model(config: EncoderTrainConfig, model, dataset_dir: str | Path
                           eval_images=eval_images, device=device, init_encoder=initial, lpips_dir=lpips_dir)
 
 
-__all__ = ["CHECKPOINT_FILE", "EncoderTrainConfig", "EncoderTrainer", "LatentDiscriminator", "SIMILARITY_NOTE",
+__all__ = ["CHECKPOINT_FILE", "EncoderTrainConfig", "EncoderTrainer", "IN_DOMAIN_PRESET", "LatentDiscriminator",
+           "PRESETS", "SIMILARITY_NOTE",
            "train_encoder", "trainer_for_model"]
