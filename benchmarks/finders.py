@@ -12,6 +12,7 @@ transformation they were asked for (image registration; `ganinv.editing.measure_
 
     python benchmarks/finders.py --model fashion32 --json out/finders_fashion32.json
     python benchmarks/finders.py --model emoji64 --finders sefa,ganspace,voynov --num 8
+    python benchmarks/finders.py --model fashion32 --finders voynov,steerability --save out/dirs
 """
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steerability-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--save", default=None, metavar="DIR",
+                        help="also save every direction found (NAME.json + NAME.safetensors) into DIR")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -95,6 +98,8 @@ def main(argv=None) -> None:
             started = time.perf_counter()
             direction = find_directions(name, model, **settings)
             seconds = time.perf_counter() - started
+            if args.save:
+                direction.save(args.save)
             for index in range(len(direction)):
                 changes = {}
                 pixels = []
@@ -107,11 +112,12 @@ def main(argv=None) -> None:
                 attribute = direction.settings.get("attribute")
                 target = str(attribute).split(":")[0] if attribute else max(changes, key=changes.get)
                 others = [v for h, v in changes.items() if h != target]
-                other = statistics.mean(others) if others else 0.0
+                # A classifier with one head has no other attributes to hold: no selectivity then.
+                other = statistics.mean(others) if others else None
                 rows.append({"finder": name, "direction": direction.name, "component": index,
                              "label": direction.label(index), "target_head": target,
                              "target_change": changes[target], "other_change": other,
-                             "selectivity": changes[target] / max(other, 1e-6),
+                             "selectivity": None if other is None else changes[target] / max(other, 1e-6),
                              "pixel_change": statistics.mean(pixels), "find_seconds": seconds})
             if name == "steerability":
                 for index, kind in enumerate(direction.labels):
@@ -123,12 +129,14 @@ def main(argv=None) -> None:
     for name in dict.fromkeys(r["finder"] for r in rows):
         mine = [r for r in rows if r["finder"] == name]
         entry = {"finder": name, "components": len(mine),
-                 **{key: statistics.median(r[key] for r in mine)
+                 **{key: (None if any(r[key] is None for r in mine) else statistics.median(r[key] for r in mine))
                     for key in ("target_change", "other_change", "selectivity", "pixel_change")},
                  "find_seconds": statistics.median(r["find_seconds"] for r in mine)}
         summary.append(entry)
-        print(f"{name:13} {entry['components']:5d} {entry['target_change']:7.3f} {entry['other_change']:7.3f} "
-              f"{entry['selectivity']:8.2f} {entry['pixel_change']:7.3f} {entry['find_seconds']:7.1f}")
+        other = "n/a" if entry["other_change"] is None else f"{entry['other_change']:.3f}"
+        select = "n/a" if entry["selectivity"] is None else f"{entry['selectivity']:.2f}"
+        print(f"{name:13} {entry['components']:5d} {entry['target_change']:7.3f} {other:>7} "
+              f"{select:>8} {entry['pixel_change']:7.3f} {entry['find_seconds']:7.1f}")
     if walks:
         print("\nsteerability: requested vs achieved transformation (median over samples)")
         for w in walks:

@@ -237,6 +237,28 @@ def test_shipped_sefa_directions_are_used_when_present(model_dir, tmp_path):
     assert DirectionLibrary(bundle, num_std_samples=200).direction("sefa", "all").settings.get("marker") == "shipped"
 
 
+def test_shipped_trained_finders_get_their_own_families(model_dir, tmp_path):
+    """Voynov-Babenko and steerability directions shipped beside a model are offered as families."""
+    import shutil
+    from ganinv.editing import find_directions
+    folder = tmp_path / "with_trained"
+    shutil.copytree(model_dir, folder)
+    bundle = load_model(folder)
+    find_directions("voynov", bundle, num=2, steps=2, batch_size=4, num_std_samples=100).save(folder / "directions")
+    find_directions("steerability", bundle, transformations="zoom,brightness", steps=2, batch_size=4,
+                    num_std_samples=100).save(folder / "directions")
+    library = DirectionLibrary(load_model(folder), num_std_samples=200, ganspace_samples=300)
+    assert {"voynov", "steerability"} <= set(library.families())
+    walks = library.sliders("steerability", count=5)
+    assert [s.label for s in walks] == ["Steerability walks zoom", "Steerability walks brightness"]
+    assert [s.index for s in library.sliders("voynov", count=1)] == [0]
+    assert all(s.direction.method != "voynov" for s in library.sliders("shipped"))
+    bare = DirectionLibrary(load_model(model_dir), num_std_samples=200, ganspace_samples=300)
+    assert "voynov" not in bare.families()
+    with pytest.raises(AppError, match="ships no Voynov-Babenko"):
+        bare.sliders("voynov")
+
+
 # ---------------------------------------------------------------------- sessions, edits, exports
 
 

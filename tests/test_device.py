@@ -166,3 +166,26 @@ def test_encoder_trainer_and_classifier_train_on_the_device(device):
     classifier, losses = train_classifier(images, labels, {"kind": ["a", "b"]}, epochs=2, batch_size=8,
                                           base_width=4, max_width=8, feature_dim=8, device=device)
     assert isinstance(classifier, Classifier) and np.isfinite(losses).all()
+
+
+@pytest.mark.parametrize("stem", ["sg3t_res32", "sg3r_res16"])
+def test_stylegan3_agrees_with_cpu_and_the_official_outputs(device, stem):
+    # The official pickles (random weights) and the official code's outputs recorded on CPU.
+    from pathlib import Path
+
+    from ganinv.models.checkpoints import load_nvidia_pickle
+    fixtures = Path(__file__).parent / "fixtures"
+    G, _, _ = load_nvidia_pickle(fixtures / f"{stem}.pkl")
+    ref = np.load(fixtures / f"{stem}_ref.npz")
+    G = G.to(device).eval()
+    z = torch.from_numpy(ref["z"]).to(device)
+    c = torch.from_numpy(ref["c"]).to(device) if "c" in ref and ref["c"].size else None
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        img = G.synthesis(ws)
+    assert img.device.type == device.type
+    assert _max_difference(ws, torch.from_numpy(ref["ws"])) < 1e-5
+    assert _max_difference(img, torch.from_numpy(ref["img"])) < 1e-4
+    ws.requires_grad_(True)
+    G.synthesis(ws).square().mean().backward()  # the filtered nonlinearity's gradient on the device
+    assert torch.isfinite(ws.grad).all() and ws.grad.abs().sum() > 0

@@ -352,7 +352,7 @@ def test_web_ui_loads_inverts_and_edits(model, tmp_path):
     result = invert(model, _target(model.G), "optimize", num_steps=4)
     workspace = Workspace(tmp_path)
     try:
-        session = SessionStore(workspace).get("s")
+        session = SessionStore(workspace).create()
         session.set_target(result.target, "t.png")
         session.set_sliders(library.sliders("sefa", "all", 2))
         session.set_result(result)

@@ -69,7 +69,11 @@ UI_DEFAULT_FIRST_STAGE_STEPS = 100
 MAX_UI_STEPS = 3000
 FITS = ("crop", "pad")
 FAMILIES = {"sefa": "SeFa (closed form)", "ganspace": "GANSpace (PCA of W)",
-            "shipped": "InterFaceGAN (shipped)"}
+            "shipped": "InterFaceGAN (shipped)", "voynov": "Voynov-Babenko (shipped)",
+            "steerability": "Steerability walks (shipped)"}
+#: Shipped directions of these finders get a family of their own; any other shipped direction (InterFaceGAN,
+#: StyleSpace, an imported file) is offered under 'shipped'.
+OWN_FAMILY_METHODS = ("voynov", "steerability")
 
 
 class AppError(GanInvError):
@@ -174,7 +178,8 @@ class DirectionLibrary:
     """Directions of one model, shared by every session: found on first use and cached.
 
     Families: 'sefa' (closed-form, for a layer range), 'ganspace' (PCA of W, applied to a layer range),
-    and 'shipped' (the model's shipped InterFaceGAN/StyleSpace directions, by name). A layer range is a
+    'voynov' and 'steerability' (the model's shipped directions of those trained finders), and 'shipped'
+    (its other shipped directions, InterFaceGAN's, by name). A layer range is a
     preset ('all', 'coarse', 'middle', 'fine') or any range of ws indices as the CLI takes it ('0-1',
     '2-5', '6-', '0,2,4-5')."""
 
@@ -187,6 +192,7 @@ class DirectionLibrary:
         groups = layer_groups(model.G)
         self.groups: dict[str, list[int]] = {"all": list(range(model.G.num_ws)), **groups}
         self.shipped: list[SliderSpec] = []
+        self.trained: dict[str, list[SliderSpec]] = {}
         for name, path in sorted((model.directions or {}).items()):
             try:
                 direction, _ = load_direction(str(path), model=model)
@@ -194,6 +200,12 @@ class DirectionLibrary:
                 continue  # a broken or mismatched file is left out rather than breaking the app
             if direction.method in ("sefa", "ganspace"):
                 continue  # offered through their own families
+            if direction.method in OWN_FAMILY_METHODS:
+                short = FAMILIES[direction.method].split(" (")[0]
+                self.trained.setdefault(direction.method, []).extend(
+                    SliderSpec(direction, i, f"{short} {direction.labels[i] if direction.labels else f'#{i}'}")
+                    for i in range(len(direction)))
+                continue
             for i in range(len(direction)):
                 label = str(direction.settings.get("attribute") or direction.name)
                 if len(direction) > 1:
@@ -201,9 +213,10 @@ class DirectionLibrary:
                 self.shipped.append(SliderSpec(direction, i, label))
 
     def families(self) -> dict[str, str]:
-        out = {k: v for k, v in FAMILIES.items() if k != "shipped"}
+        out = {k: v for k, v in FAMILIES.items() if k in ("sefa", "ganspace")}
         if self.shipped:
             out["shipped"] = FAMILIES["shipped"]
+        out.update({k: FAMILIES[k] for k in OWN_FAMILY_METHODS if self.trained.get(k)})
         return out
 
     def presets(self) -> list[str]:
@@ -274,6 +287,10 @@ class DirectionLibrary:
         SeFa and GANSpace."""
         if family == "shipped":
             return list(self.shipped[:MAX_SLIDERS])
+        if family in OWN_FAMILY_METHODS:
+            if not self.trained.get(family):
+                raise AppError(f"this model ships no {FAMILIES[family].split(' (')[0]} directions")
+            return list(self.trained[family][:max(1, min(int(count), MAX_SLIDERS))])
         count = max(1, min(int(count), self.max_count()))
         preset, _ = self.layer_choice(layers)
         direction = self.direction(family, preset)
