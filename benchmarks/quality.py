@@ -4,6 +4,9 @@ Every set is compared with the training split (the reference) in the feature spa
 `embedding/` (a SimCLR network trained on that split, `ganinv.models.embedding`):
 
 - `heldout (floor)`: real images the GAN and the embedding never saw: what a perfect generator would get;
+- `train images held back`: random training images left out of the reference: a second floor, lower
+  than the held-out one where the training split holds near-copies of them (emoji64's skin-tone and
+  gender variants of one design), which the held-out split by design does not;
 - `samples psi=P`: the generator's prior samples at truncation psi P (psi=1 is the plain model);
 - `heldout blur:S` / `heldout shuffle:G`: held-out images blurred by S pixels, or cut into a GxG grid of
   patches put back in random order: controlled damage that a feature space that sees shape must notice.
@@ -17,7 +20,8 @@ same sets (`classifier FD ratio`), the space the card's older number used.
     python benchmarks/quality.py --model emoji64 --data /tmp/quality_data/emoji --json docs/data/quality_emoji64.json
     python benchmarks/quality.py --model fashion32 --data /tmp/quality_data/fashion --json docs/data/quality_fashion32.json
 
-`--write-card` also stores the result as the `shape_quality` field of an embedded model's card.json.
+`--write-card` also stores the result as the `shape_quality` field of an embedded model's card.json, with
+a summary of the embedding (`embedding`) and a `files` entry for `embedding/`.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from ganinv.train.quality import generate_samples
 from ganinv.utils import write_json
 
 DEFAULT_PSI = "1.0,0.7,0.5,0.3"
+TRAIN_HELD_BACK = "train images held back from the reference"
 DEFAULT_DEGRADATIONS = "blur:0.5,blur:1,blur:2,shuffle:2,shuffle:4"
 METRIC_NAME = ("Fréchet distance and precision/recall (k=3) in the model's SimCLR shape embedding, "
                "each set against the training split (not FID)")
@@ -59,12 +64,16 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"{args.model}: this model folder has no embedding/ (scripts/train_embedding.py makes one)")
     train_arr, _ = load_dataset(args.data, "train")
     held_arr, _ = load_dataset(args.data, "heldout")
-    rng = np.random.RandomState(args.seed)
-    reference_count = min(args.num_reference, len(train_arr))
-    reference = train_arr[np.sort(rng.permutation(len(train_arr))[:reference_count])]
     count = min(args.num_eval, len(held_arr))
+    if len(train_arr) < 2 * count:
+        raise SystemExit(f"the training split ({len(train_arr)}) is too small to hold back {count} images")
+    # A seeded permutation of the training split: the first `count` images are held back from the
+    # reference as a second floor (random training images), the next ones are the reference.
+    order = np.random.RandomState(args.seed).permutation(len(train_arr))
+    reference_count = min(args.num_reference, len(train_arr) - count)
+    reference = train_arr[np.sort(order[count:count + reference_count])]
     heldout = images_to_tensor(held_arr[:count])
-    evaluated: dict[str, torch.Tensor] = {}
+    evaluated: dict[str, torch.Tensor] = {TRAIN_HELD_BACK: images_to_tensor(train_arr[np.sort(order[:count])])}
     started = time.perf_counter()
     for psi in [float(p) for p in args.psi.split(",") if p]:
         evaluated[f"samples psi={psi:g}"] = generate_samples(model.G, count, seed=args.seed, truncation_psi=psi)
@@ -86,7 +95,8 @@ def run(args: argparse.Namespace) -> dict:
         "metric": METRIC_NAME,
         "model": args.model, "model_sha256": model.sha256,
         "embedding_sha256": embedding_card.get("sha256"),
-        "reference": f"{reference_count} training images (seeded choice, seed {args.seed})",
+        "reference": f"{reference_count} training images (seeded choice, seed {args.seed}), disjoint from the "
+                     f"{count} held back",
         "floor_set": f"the first {count} held-out images",
         "sampling": {"seed": args.seed, "noise_mode": "const", "count": count},
         "seconds": {"sampling": round(sample_seconds, 1), "metrics": round(metric_seconds, 1)},
@@ -101,11 +111,11 @@ def format_table(result: dict) -> str:
     lines = ["| set | FD | FD / floor | precision | recall | classifier FD / floor |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     floor = result["floor"]
-    lines.append(f"| held-out real (floor) | {floor['frechet_distance']:.2f} | 1 | {floor['precision']:.3f} | "
+    lines.append(f"| held-out real (floor) | {floor['frechet_distance']:.4g} | 1 | {floor['precision']:.3f} | "
                  f"{floor['recall']:.3f} | 1 |")
     for name, row in result["sets"].items():
         classifier = row.get("classifier_fd_ratio")
-        lines.append(f"| {name} | {row['frechet_distance']:.2f} | {row['fd_ratio']:.2f} | {row['precision']:.3f} | "
+        lines.append(f"| {name} | {row['frechet_distance']:.4g} | {row['fd_ratio']:.2f} | {row['precision']:.3f} | "
                      f"{row['recall']:.3f} | {'n/a' if classifier is None else f'{classifier:.2f}'} |")
     return "\n".join(lines)
 
@@ -113,16 +123,18 @@ def format_table(result: dict) -> str:
 def card_entry(result: dict) -> dict:
     """The compact `shape_quality` card field: the floor, the plain samples (psi=1) and the damaged sets."""
     def rounded(row: dict) -> dict:
-        return {k: round(v, 4) for k, v in row.items() if isinstance(v, float)}
+        return {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, float)}
     return {
         "metric": result["metric"],
         "meaning": "FD: lower is closer to the training images; precision: share of the evaluated images that "
                    "look like training images; recall: share of training images whose kind the set covers. "
                    "Compare each number with the held-out floor: a perfect generator would match it.",
         "floor_heldout_vs_train": rounded(result["floor"]),
+        "train_held_back_vs_train": rounded(result["sets"].get(TRAIN_HELD_BACK, {})),
         "samples_psi1_vs_train": rounded(result["sets"].get("samples psi=1", {})),
         "fd_ratio_samples_to_floor": round(result["sets"].get("samples psi=1", {}).get("fd_ratio", float("nan")), 2),
-        "other_sets": {name: rounded(row) for name, row in result["sets"].items() if name != "samples psi=1"},
+        "other_sets": {name: rounded(row) for name, row in result["sets"].items()
+                       if name not in ("samples psi=1", TRAIN_HELD_BACK)},
         "counts": result["counts"], "k": result["k"], "reference": result["reference"],
         "floor_set": result["floor_set"], "embedding_sha256": result["embedding_sha256"],
         "date": result["date"], "commit": result["commit"], "command": result["command"],
@@ -135,6 +147,13 @@ def write_card_field(model_name: str, result: dict) -> Path:
         raise SystemExit("--write-card needs a model folder")
     path = Path(model.folder) / "card.json"
     card = json.loads(path.read_text())
+    embedding = model.embedding.card
+    card["embedding"] = {"method": embedding.get("method"), "feature_dim": embedding.get("feature_dim"),
+                         "view_retrieval_accuracy": embedding.get("view_retrieval_accuracy"),
+                         "training": embedding.get("training"), "sha256": embedding.get("sha256"),
+                         "retrain": "python scripts/train_embedding.py --data DATASET --outdir MODEL/embedding"}
+    card.setdefault("files", {})["embedding/"] = ("SimCLR shape embedding (model.safetensors + card.json) "
+                                                  "whose features define shape_quality")
     card["shape_quality"] = card_entry(result)
     write_json(path, card)
     return path
