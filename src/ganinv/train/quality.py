@@ -6,6 +6,8 @@
   (`classifier.py`), so the number is not an FID and is not comparable with published FIDs. It is
   reported for samples vs held-out real images next to the same distance between real training and
   real held-out images (the floor that a perfect generator would reach with these sample sizes).
+  The Fréchet distance itself lives in `ganinv.metrics.quality`, which also measures precision/recall
+  in the self-supervised shape embedding that sees what this classifier misses (`benchmarks/quality.py`).
 * Memorization check: the nearest training image (pixel L2 in [-1, 1]) of each of a grid of samples,
   written as a picture with each row of samples above the row of their nearest training images.
 """
