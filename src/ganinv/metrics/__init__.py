@@ -1,5 +1,8 @@
 """Image metrics for inversion (the protocol of docs/benchmarks.md): MSE, PSNR, SSIM, LPIPS and
 feature (identity) similarity, per image, on images in [-1, 1].
+
+Distribution-level sample quality (Fréchet distance, precision/recall in a feature space) is
+`ganinv.metrics.quality`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Embedded models by name, and `load_model` / `load_generator` / `load_discriminator`.
 
 An embedded model is a native model folder under `ganinv/assets/<name>/` (model.safetensors +
-card.json), optionally with extra parts the toolkit uses: `encoder/`, `classifier/`, `real_images.npz`
+card.json), optionally with extra parts the toolkit uses: `encoder/`, `classifier/`, `embedding/` (the
+shape embedding of the quality metrics), `real_images.npz`
 (training images for Clone's global loss), `heldout.npz` (images the GAN never saw), `directions/`.
 The registry is an explicit table, not a directory scan, so a model is listed only once it ships.
 
@@ -27,6 +28,7 @@ from . import storage
 from .checkpoints import CheckpointError, load_checkpoint, read_card
 from . import official_encoders
 from .classifier import load_classifier
+from .embedding import load_embedding
 from .encoder import load_encoder
 from .stylegan2 import Discriminator, Generator
 from .stylegan3 import Generator as StyleGAN3Generator
@@ -93,6 +95,7 @@ class Model:
     folder: Path | None = None
     encoder: Any = None
     classifier: Any = None
+    embedding: Any = None
     real_images: torch.Tensor | None = None
     heldout: torch.Tensor | None = None
     heldout_labels: list | None = None
@@ -110,7 +113,7 @@ class Model:
         self.G.to(device)
         if self.D is not None:
             self.D.to(device)
-        for part in (self.encoder, self.classifier):
+        for part in (self.encoder, self.classifier, self.embedding):
             if isinstance(part, torch.nn.Module):
                 part.to(device)
         return self
@@ -206,12 +209,15 @@ def load_model(name_or_path: str | os.PathLike | Model | Generator | None = None
 
 
 def _attach_optional_parts(model: Model) -> None:
-    """Encoder, classifier and directions, when the folder has them (each inside the folder)."""
+    """Encoder, classifier, embedding and directions, when the folder has them (each inside the folder)."""
     folder = model.folder
     assert folder is not None
     classifier = storage.file_in_folder(folder, "classifier", "classifier folder")
     if classifier.is_dir():
         model.classifier = load_classifier(classifier)
+    embedding = storage.file_in_folder(folder, "embedding", "embedding folder")
+    if embedding.is_dir():
+        model.embedding = load_embedding(embedding)
     encoder = storage.file_in_folder(folder, "encoder", "encoder folder")
     if encoder.is_dir():
         model.encoder = load_encoder(encoder)

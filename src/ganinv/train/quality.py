@@ -6,6 +6,8 @@
   (`classifier.py`), so the number is not an FID and is not comparable with published FIDs. It is
   reported for samples vs held-out real images next to the same distance between real training and
   real held-out images (the floor that a perfect generator would reach with these sample sizes).
+  The Fréchet distance itself lives in `ganinv.metrics.quality`, which also measures precision/recall
+  in the self-supervised shape embedding that sees what this classifier misses (`benchmarks/quality.py`).
 * Memorization check: the nearest training image (pixel L2 in [-1, 1]) of each of a grid of samples,
   written as a picture with each row of samples above the row of their nearest training images.
 """
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from ..data.io import save_grid
+from ..metrics.quality import frechet_distance
 from ..models.prior import sample_prior
 
 
@@ -51,26 +54,6 @@ def _uint8_to_tensor(images: np.ndarray) -> torch.Tensor:
     if images.ndim == 3:
         images = images[..., None]
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of Gaussians fitted to two feature sets."""
-    if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"feature sets must be [N, F] with the same F, got {features_a.shape} and "
-                         f"{features_b.shape}")
-    if len(features_a) < 2 or len(features_b) < 2:
-        raise ValueError("a Fréchet distance needs at least two samples per set")
-    mu_a, mu_b = features_a.mean(axis=0), features_b.mean(axis=0)
-    cov_a = np.cov(features_a, rowvar=False)
-    cov_b = np.cov(features_b, rowvar=False)
-    # tr((S_a S_b)^(1/2)) = sum of square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2), which is
-    # symmetric positive semi-definite, so eigh is stable where a general matrix square root is not.
-    values, vectors = np.linalg.eigh(cov_a)
-    sqrt_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    middle = sqrt_a @ cov_b @ sqrt_a
-    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
 
 
 def nearest_training_images(samples: torch.Tensor, train_images: np.ndarray, chunk_size: int = 4096
