@@ -165,7 +165,9 @@ def test_video_frames_start_from_the_previous_latent(model_dir, tmp_path):
 
 # ---------------------------------------------------------------------- PTI: one tuned generator per target
 
-PTI_FAST = {"pivot_steps": 4, "num_steps": 5, "seed": 3}
+# locality_alpha below the distance from the pivots to prior samples: each target's locality latents then
+# depend on its own pivot (with the default, the tiny model's prior samples themselves are used).
+PTI_FAST = {"pivot_steps": 4, "num_steps": 5, "seed": 3, "locality_alpha": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +186,7 @@ def pti_batch(model_dir, pti_targets):
 
 def test_pti_batch_gives_each_target_what_it_gets_alone(model_dir, pti_targets, pti_batch):
     from ganinv.inversion import invert
+    from ganinv.models.prior import sample_prior
     assert isinstance(pti_batch.G_tuned, list) and len(pti_batch.G_tuned) == 3
     renders = pti_batch.render()
     for i in range(3):
@@ -193,6 +196,10 @@ def test_pti_batch_gives_each_target_what_it_gets_alone(model_dir, pti_targets, 
         # Each target's own tuned generator renders what the lone run's does, here and far from the pivot.
         torch.testing.assert_close(pti_batch[i].render(), alone.render(), atol=1e-4, rtol=0)
         torch.testing.assert_close(renders[i:i + 1], alone.render(), atol=1e-4, rtol=0)
+        far = sample_prior(pti_batch.G_base, 4, seed=9)
+        with torch.no_grad():  # the tuned weights themselves, away from the pivot and without the gate
+            torch.testing.assert_close(pti_batch.G_tuned[i].tuned_generator.synthesis(far),
+                                       alone.G_tuned.tuned_generator.synthesis(far), atol=1e-4, rtol=0)
         assert pti_batch.extras["locality"][i]["locality_ratio"] == pytest.approx(
             alone.extras["locality"]["locality_ratio"], rel=1e-3, abs=1e-6)
     # The generators differ between targets (each was tuned on its own pivot).
