@@ -780,9 +780,9 @@ def _read_latent(path: Path, G) -> dict[str, torch.Tensor]:
     try:
         if path.stat().st_size > MAX_LATENT_BYTES:
             raise ResultError(f"{path}: {path.stat().st_size:,} bytes is too large for a latent file")
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        data = np.load(path, allow_pickle=False) if magic == b"PK\x03\x04" else None
+        raw = path.read_bytes()
+        # From memory: np.load of a path leaves the file open when the archive turns out to be broken.
+        data = np.load(io.BytesIO(raw), allow_pickle=False) if raw[:4] == b"PK\x03\x04" else None
     except OSError as e:
         raise ResultError(f"{path}: cannot read ({e.strerror or e})") from None
     except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, struct.error) as e:
