@@ -8,6 +8,10 @@ the pivot toward prior samples (their Eq. 4-5). The caller's generator is never 
 holds a tuned copy. The regularizer leaves prior samples changed by a third to two thirds of the
 pivot's change here (benchmarks/inversion.py); with `gate` on (the default) the tuned copy is wrapped
 by ganinv.models.local so that it acts only within `gate_inner`/`gate_outer` of the pivot.
+
+With N targets, each gets its own tuned copy, and each copy's result equals what the target alone gives:
+the copies' weights are stacked and tuned together, one batched forward and backward per step
+(`_tune_per_image`). `shared_generator=True` tunes one copy for all targets instead.
 """
 from __future__ import annotations
 
