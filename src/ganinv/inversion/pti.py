@@ -220,7 +220,6 @@ def _tune_shared(G: Generator, pivot_ws: torch.Tensor, target: torch.Tensor, s: 
                  callback: Callback | None, history: list, loss_fn, observe):
     """Tune one generator for all targets (the multi-target variant, `shared_generator=True`): the loss is
     the sum over targets and the locality term is taken about the mean pivot."""
-    device = pivot_ws.device
     G_orig = G
     G_tuned = copy.deepcopy(G).train()
     G_tuned.requires_grad_(True)
