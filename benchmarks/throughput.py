@@ -9,6 +9,10 @@ and the overhead per image that the engine and Ray add over the plain loop. Each
 
     python benchmarks/throughput.py --model emoji64 --method optimize --num-steps 50 --images 8 --threads 2
     python benchmarks/throughput.py --method encoder --images 32 --batches 1,4,16,32   # images/s vs batch size
+    python benchmarks/throughput.py --method pti --num-steps 20 --images 8 --batches 1,4,8 --engines loop
+
+`--batches` also reports how far each batch size's per-image ws and renderings (each target with its own
+tuned generator, for PTI) lie from those of the first size: a batch should change the speed, not the results.
 """
 from __future__ import annotations
 
@@ -93,14 +97,24 @@ def main(argv=None) -> None:
             row["overhead_ms_per_image"] = 1000 * (1 / row["img_per_s"] - 1 / loop)
     batch_rows = []
     if args.batches:
+        reference = None  # the first batch size's per-image ws and reconstructions
         for size in [int(b) for b in args.batches.split(",")]:
             times = []
             for _ in range(args.repeats):
                 started = time.perf_counter()
-                for first in range(0, len(images), size):
-                    invert(model, images[first:first + size], args.method, **settings)
+                results = [invert(model, images[first:first + size], args.method, **settings)
+                           for first in range(0, len(images), size)]
                 times.append(len(images) / (time.perf_counter() - started))
-            batch_rows.append({"batch": size, "img_per_s": statistics.median(times)})
+            ws = torch.cat([r.ws for r in results])
+            # Each target's own rendering (PTI results of a batch hold one tuned generator per target).
+            renders = torch.cat([r.render() for r in results])
+            row = {"batch": size, "img_per_s": statistics.median(times)}
+            if reference is None:
+                reference = (ws, renders)
+            else:
+                row["max_abs_diff_ws"] = float((ws - reference[0]).abs().max())
+                row["max_abs_diff_render"] = float((renders - reference[1]).abs().max())
+            batch_rows.append(row)
             print(json.dumps(batch_rows[-1]), flush=True)
     print(f"\n{args.method} on {len(images)} {args.model} held-out images, {args.threads} threads, "
           f"median of {args.repeats}")
@@ -109,7 +123,9 @@ def main(argv=None) -> None:
                  if "ratio_vs_loop" in row else "")
         print(f"  {row['engine']:6} {row['img_per_s']:8.3f} img/s{extra}")
     for row in batch_rows:
-        print(f"  batch {row['batch']:3d} {row['img_per_s']:8.3f} img/s")
+        same = (f"  max |diff| vs batch {batch_rows[0]['batch']}: ws {row['max_abs_diff_ws']:.1e}, "
+                f"render {row['max_abs_diff_render']:.1e}" if "max_abs_diff_ws" in row else "")
+        print(f"  batch {row['batch']:3d} {row['img_per_s']:8.3f} img/s{same}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model": args.model, "method": args.method, "settings": settings, "images": len(images),

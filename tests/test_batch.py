@@ -161,3 +161,93 @@ def test_video_frames_start_from_the_previous_latent(model_dir, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"nothing")
     with pytest.raises(GanInvError, match="empty.mp4"):
         invert_video(tmp_path / "empty.mp4", model_dir, tmp_path / "out", "optimize", progress=False)
+
+
+# ---------------------------------------------------------------------- PTI: one tuned generator per target
+
+# locality_alpha below the distance from the pivots to prior samples: each target's locality latents then
+# depend on its own pivot (with the default, the tiny model's prior samples themselves are used).
+PTI_FAST = {"pivot_steps": 4, "num_steps": 5, "seed": 3, "locality_alpha": 1.0}
+
+
+@pytest.fixture(scope="module")
+def pti_targets(model_dir) -> torch.Tensor:
+    from ganinv.models.prior import sample_prior
+    G = tiny_generator(resolution=16)
+    with torch.no_grad():
+        return G.synthesis(sample_prior(G, 3, seed=5) + 0.3).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def pti_batch(model_dir, pti_targets):
+    from ganinv.inversion import invert
+    return invert(model_dir, pti_targets, "pti", **PTI_FAST)
+
+
+def test_pti_batch_gives_each_target_what_it_gets_alone(model_dir, pti_targets, pti_batch):
+    from ganinv.inversion import invert
+    from ganinv.models.prior import sample_prior
+    assert isinstance(pti_batch.G_tuned, list) and len(pti_batch.G_tuned) == 3
+    renders = pti_batch.render()
+    for i in range(3):
+        alone = invert(model_dir, pti_targets[i:i + 1], "pti", **PTI_FAST)
+        torch.testing.assert_close(pti_batch.ws[i:i + 1], alone.ws, atol=1e-4, rtol=0)
+        torch.testing.assert_close(pti_batch.reconstruction[i:i + 1], alone.reconstruction, atol=1e-4, rtol=0)
+        # Each target's own tuned generator renders what the lone run's does, here and far from the pivot.
+        torch.testing.assert_close(pti_batch[i].render(), alone.render(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(renders[i:i + 1], alone.render(), atol=1e-4, rtol=0)
+        far = sample_prior(pti_batch.G_base, 4, seed=9)
+        with torch.no_grad():  # the tuned weights themselves, away from the pivot and without the gate
+            torch.testing.assert_close(pti_batch.G_tuned[i].tuned_generator.synthesis(far),
+                                       alone.G_tuned.tuned_generator.synthesis(far), atol=1e-4, rtol=0)
+        assert pti_batch.extras["locality"][i]["locality_ratio"] == pytest.approx(
+            alone.extras["locality"]["locality_ratio"], rel=1e-3, abs=1e-6)
+    # The generators differ between targets (each was tuned on its own pivot).
+    far = pti_batch.ws[:1] + 0.0
+    with torch.no_grad():
+        first = pti_batch.G_tuned[0].tuned_generator.synthesis(far)
+        second = pti_batch.G_tuned[1].tuned_generator.synthesis(far)
+    assert (first - second).abs().max() > 1e-3
+
+
+def test_pti_target_psnr_stops_each_target_on_its_own(model_dir, pti_targets):
+    from ganinv.inversion import invert
+    from ganinv.inversion.base import psnr_of
+    settings = {**PTI_FAST, "num_steps": 8}
+    alone = [invert(model_dir, pti_targets[i:i + 1], "pti", **settings) for i in range(3)]
+    # A threshold between the targets' first-step PSNRs: some stop at once, the others go on.
+    final = sorted(float(psnr_of(r.reconstruction, t)) for r, t in zip(alone, pti_targets.split(1)))
+    baseline = [invert(model_dir, pti_targets[i:i + 1], "pti", **{**settings, "num_steps": 1}) for i in range(3)]
+    starts = sorted(float(b.metrics["psnr"][0]) for b in baseline)
+    threshold = (starts[0] + starts[-1]) / 2
+    assert starts[0] < threshold < final[-1]
+    stopped = [invert(model_dir, pti_targets[i:i + 1], "pti", **settings, target_psnr=threshold) for i in range(3)]
+    batch = invert(model_dir, pti_targets, "pti", **settings, target_psnr=threshold)
+    reasons = [r.stop_reason for r in stopped]
+    assert len(set(reasons)) > 1, reasons  # the targets stopped at different steps
+    assert batch.stop_reason == "; ".join(f"target {i}: {r}" for i, r in enumerate(reasons))
+    for i in range(3):
+        torch.testing.assert_close(batch.reconstruction[i:i + 1], stopped[i].reconstruction, atol=1e-4, rtol=0)
+        torch.testing.assert_close(batch[i].render(), stopped[i].render(), atol=1e-4, rtol=0)
+
+
+def test_pti_batch_result_saves_one_folder_per_target_and_loads_back(model_dir, pti_batch, tmp_path):
+    folders = pti_batch.save(tmp_path / "pti")
+    assert [f.name for f in folders] == ["0000", "0001", "0002"]
+    assert all((f / "generator").is_dir() for f in folders)
+    one = json.loads((folders[1] / "report.json").read_text())
+    assert one["extras"]["locality"] == pti_batch.extras["locality"][1]
+    loaded = InversionResult.load(tmp_path / "pti", model=model_dir)
+    assert len(loaded) == 3 and isinstance(loaded.G_tuned, list)
+    torch.testing.assert_close(loaded.ws, pti_batch.ws)
+    torch.testing.assert_close(loaded.render(), pti_batch.render(), atol=1e-6, rtol=0)
+    single = InversionResult.load(folders[2], model=model_dir)
+    torch.testing.assert_close(single.render(), pti_batch[2].render(), atol=1e-6, rtol=0)
+    assert loaded.extras["locality"] == [json.loads((f / "report.json").read_text())["extras"]["locality"]
+                                         for f in folders]
+
+
+def test_pti_shared_generator_tunes_one_copy_for_all_targets(model_dir, pti_targets):
+    from ganinv.inversion import invert
+    shared = invert(model_dir, pti_targets, "pti", **PTI_FAST, shared_generator=True)
+    assert not isinstance(shared.G_tuned, list) and len(shared) == 3

@@ -58,7 +58,12 @@ class Latent:
         if not isinstance(self.ws, torch.Tensor):
             raise TypeError(f"ws must be a tensor [N, num_ws, w_dim], got {type(self.ws).__name__}")
         G = self.G_tuned if self.G_tuned is not None else self.G_base
-        if G is not None and not isinstance(G, (list, tuple)):
+        if isinstance(G, (list, tuple)):
+            if len(G) != self.ws.shape[0] or not G:
+                raise ValueError(f"one tuned generator per target: got {len(G)} generators for "
+                                 f"{self.ws.shape[0]} targets")
+            G = G[0]
+        if G is not None:
             if self.ws.ndim != 3 or tuple(self.ws.shape[1:]) != (G.num_ws, G.w_dim):
                 raise ValueError(f"ws must have shape [N, {G.num_ws}, {G.w_dim}], got {tuple(self.ws.shape)}")
 
@@ -66,7 +71,8 @@ class Latent:
 
     @property
     def generator(self) -> torch.nn.Module:
-        """The generator that renders this subject: the tuned copy if any, else the base G."""
+        """The generator that renders this subject: the tuned copy if any, else the base G (a list, one
+        per target, for results that tuned one generator per target; `subject[i].generator` is one)."""
         G = self.G_tuned if self.G_tuned is not None else self.G_base
         if G is None:
             raise ValueError("this subject has no generator attached; load it with a model")
@@ -78,8 +84,14 @@ class Latent:
         return self.generator
 
     @property
+    def per_target_generators(self) -> bool:
+        """True when each target has its own tuned generator (batched PTI): `result[i]` picks one."""
+        return isinstance(self.G_tuned, (list, tuple))
+
+    @property
     def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
+        G = self.G_tuned[0] if self.per_target_generators else self.generator
+        return next(G.parameters()).device
 
     def __len__(self) -> int:
         return int(self.ws.shape[0])
@@ -98,6 +110,16 @@ class Latent:
                noise: bool = True) -> torch.Tensor:
         """Images [N, C, H, W] in [-1, 1] on the CPU, with this subject's generator and noise maps
         (`noise=False`: the model's constant noise), optionally for edited ws or style offsets."""
+        if self.per_target_generators:
+            # Each target renders with its own tuned generator (and its own noise maps).
+            ws = self.ws if ws is None else ws
+            if ws.shape[0] != len(self):
+                raise ValueError(f"this subject holds one tuned generator per target; give ws for all {len(self)} "
+                                 f"targets or index it first (subject[i]), got {ws.shape[0]}")
+            return torch.cat([self[i].render(ws[i:i + 1], None if not style_offsets else
+                                             {k: (v[i:i + 1] if v.ndim == 2 and v.shape[0] == len(self) else v)
+                                              for k, v in style_offsets.items()}, noise=noise)
+                              for i in range(len(self))])
         device = self.device
         ws = (self.ws if ws is None else ws).to(device)
         offsets = None if not style_offsets else {k: v.to(device) for k, v in style_offsets.items()}

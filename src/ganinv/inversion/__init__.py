@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..metrics import METRICS, face_identity, load_lpips, lpips_distance
-from ..models.local import locally_tuned
+from ..models.local import locally_tuned, prior_scale
 from ..models.multicode import MultiCodeGenerator
 from ..models.prior import sample_prior
 from ..models.registry import Model, load_model, resolve_device
@@ -72,16 +72,21 @@ def _metrics(reconstruction: torch.Tensor, target: torch.Tensor, names: tuple[st
     return out
 
 
-def _locality(G_base, tuned: list, ws: torch.Tensor, num_samples: int = 64, seed: int = 0) -> list[dict]:
+def _locality(G_base, tuned: list, ws: torch.Tensor | list, num_samples: int = 64, seed: int = 0) -> list[dict]:
     """For each tuned generator: mean |G+(w) - G(w)| over seeded prior samples, relative to the same
-    change at the pivot (G's own images are rendered once for all of them)."""
+    change at its pivots (`ws`, or one pivot tensor per tuned generator). G's own images of the prior
+    samples are rendered once for all of them."""
+    pivots = list(ws) if isinstance(ws, (list, tuple)) else [ws] * len(tuned)
     reports = []
     with torch.no_grad():
         w = sample_prior(G_base, num_samples, seed=seed)
-        base_prior, base_pivot = G_base.synthesis(w), G_base.synthesis(ws)
-        for G_tuned in tuned:
+        base_prior = G_base.synthesis(w)
+        base_pivots: dict[int, torch.Tensor] = {}
+        for G_tuned, pivot in zip(tuned, pivots):
+            if id(pivot) not in base_pivots:
+                base_pivots[id(pivot)] = G_base.synthesis(pivot)
             prior_change = (G_tuned.synthesis(w) - base_prior).abs().mean().item()
-            pivot_change = (G_tuned.synthesis(ws) - base_pivot).abs().mean().item()
+            pivot_change = (G_tuned.synthesis(pivot) - base_pivots[id(pivot)]).abs().mean().item()
             out = {"prior_mean_abs_change": prior_change, "pivot_mean_abs_change": pivot_change,
                    "locality_ratio": prior_change / max(pivot_change, 1e-12)}
             if hasattr(G_tuned.synthesis, "gate"):
@@ -89,6 +94,17 @@ def _locality(G_base, tuned: list, ws: torch.Tensor, num_samples: int = 64, seed
                 out["prior_share_in_gate"] = float((G_tuned.synthesis.gate(w) > 0).float().mean())
             reports.append(out)
     return reports
+
+
+def _render(result_G, G, ws: torch.Tensor, noise: dict | None) -> torch.Tensor:
+    """The const-noise images of ws with the result's generator (one per target when it is a list)."""
+    with torch.no_grad():
+        if isinstance(result_G, list):
+            return torch.cat([gen.synthesis(ws[i:i + 1], noise_mode="const",
+                                            noise=None if noise is None else {k: v[i:i + 1] for k, v in noise.items()})
+                              for i, gen in enumerate(result_G)])
+        gen = result_G if result_G is not None else G
+        return gen.synthesis(ws, noise_mode="const", noise=noise)
 
 
 def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, method: str = "optimize", *,
@@ -169,12 +185,13 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
     seconds = time.perf_counter() - started
 
     result_G = output.G
+    if isinstance(result_G, (list, tuple)):
+        # One tuned generator per target (PTI); a single target keeps a plain generator.
+        result_G = result_G[0] if len(result_G) == 1 else list(result_G)
     ws = output.ws.to(dev)
     reconstruction = output.reconstruction
     if reconstruction is None:
-        with torch.no_grad():
-            gen = result_G if result_G is not None else G
-            reconstruction = gen.synthesis(ws, noise_mode="const", noise=output.noise)
+        reconstruction = _render(result_G, G, ws, output.noise)
     reconstruction = reconstruction.detach().clamp(-1, 1)
     if output.noise is not None and metrics is None:
         wanted = (*wanted, "psnr_const_noise")
@@ -184,16 +201,27 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         if output.noise is None:
             values["psnr_const_noise"] = values["psnr"]  # no noise maps: the same image
         else:
-            with torch.no_grad():
-                gen = result_G if result_G is not None else G
-                const_rec = gen.synthesis(ws, noise_mode="const").clamp(-1, 1)
+            const_rec = _render(result_G, G, ws, None).clamp(-1, 1)
             values["psnr_const_noise"] = METRICS["psnr"](observe(const_rec), target).tolist()
     extras = dict(output.extras)
     G_base = bundle.G
     # A method whose presets change its defaults (clone's "paper") reports the settings it really used.
     effective = extras.pop("settings", {})
     gate = extras.pop("gate", None)
-    if result_G is not None and gate is not None:
+    if isinstance(result_G, list):
+        pivots = [ws[i:i + 1] for i in range(len(result_G))]
+        if gate is not None:
+            # Each target's tuning acts only near its own pivot.
+            scale = prior_scale(G)
+            gated = [locally_tuned(G, tuned, pivot, inner=gate["inner"], outer=gate["outer"], scale=scale)
+                     for tuned, pivot in zip(result_G, pivots)]
+            extras["locality"] = _locality(G, gated, pivots)
+            extras["locality_ungated"] = _locality(G, result_G, pivots)
+            extras["gate"] = {**gate, **gated[0].gate_settings}
+            result_G = gated
+        else:
+            extras["locality"] = _locality(G, result_G, pivots)
+    elif result_G is not None and gate is not None:
         # The tuning acts only near the pivots (ganinv.models.local); what G+ alone would do to prior
         # samples is kept beside the gated figure.
         gated = locally_tuned(G, result_G, ws, inner=gate["inner"], outer=gate["outer"])
@@ -215,7 +243,8 @@ def invert(model: Model | torch.nn.Module | str | None, target: torch.Tensor, me
         method=method, space=output.space, target=target.detach().cpu(), ws=output.ws.detach().cpu(),
         reconstruction=reconstruction.cpu(),
         noise=None if output.noise is None else {k: v.detach().cpu() for k, v in output.noise.items()},
-        G_tuned=result_G.cpu() if result_G is not None else None, G_base=G_base, model_name=bundle.name,
+        G_tuned=(None if result_G is None else [g.cpu() for g in result_G] if isinstance(result_G, list)
+                 else result_G.cpu()), G_base=G_base, model_name=bundle.name,
         model_sha256=bundle.sha256, z=None if output.z is None else output.z.detach().cpu(), metrics=values,
         history=output.history, seconds=seconds, settings={**spec.defaults, **settings, **effective, "seed": seed},
         stop_reason=output.stop_reason, device=str(dev), threads=torch.get_num_threads(), extras=extras)

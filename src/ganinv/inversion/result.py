@@ -22,7 +22,9 @@ one is in place. So a folder under its real name is always complete, an overwrit
 the new result (no file of the old one survives), and an interrupted save leaves the old result intact
 (or, between the two renames, no result at all), never a mixture.
 
-`InversionResult.load(dir_or_zip, model=None)` restores it. A result folder (or zip) is untrusted input:
+`InversionResult.load(dir_or_zip, model=None)` restores it; given the folder `save` wrote for several
+targets (outdir/0000, ...), it restores the whole batch (`concatenate`), with one tuned generator per
+target where the method tuned one per target (PTI). A result folder (or zip) is untrusted input:
 every file is checked (JSON types, array headers, shapes, dtypes and finiteness, noise layer names, image
 sizes, zip sizes and member paths), every file must lie inside the folder, and a problem raises one
 `ResultError` line naming the file. Without `model`, only an embedded model named in report.json, or a
@@ -69,6 +71,8 @@ REPORT_FILE = "report.json"
 REQUIRED_FILES = ("latent.npz", "target.png", "reconstruction.png", REPORT_FILE)
 #: Names a result folder may hold; an existing folder with anything else is not replaced by `save`.
 RESULT_ENTRIES = frozenset(REQUIRED_FILES + ("noise.safetensors", "generator", MULTICODE_FILE, "alignment.json"))
+#: extras that hold one entry per target when each target has its own tuned generator.
+PER_TARGET_EXTRAS = ("locality", "locality_ungated")
 #: JSON files a caller may add to a single result with `save(..., attachments=...)`.
 ATTACHMENTS = ("alignment.json",)
 #: Limits on a result zip (the tuned generator of a 1024 px model is a few hundred MB): total bytes
@@ -146,9 +150,58 @@ class InversionResult(Latent):
         selected = super()._selected(i)
         if isinstance(self.G_base, MultiCodeGenerator) and len(self.G_base) == n > 1:
             selected["G_base"] = self.G_base.select(i)  # each target has its own codes
+        extras = dict(self.extras)
+        if isinstance(self.G_tuned, (list, tuple)):
+            # One tuned generator per target: its locality figures are per target too.
+            for key in PER_TARGET_EXTRAS:
+                if isinstance(extras.get(key), list) and len(extras[key]) == n:
+                    extras[key] = extras[key][i]
         return {**selected, "target": self.target[i:i + 1],
                 "reconstruction": self.reconstruction[i:i + 1], "metrics": metrics,
-                "seconds": self.seconds / max(n, 1)}
+                "seconds": self.seconds / max(n, 1), "extras": extras}
+
+    @classmethod
+    def concatenate(cls, results: list["InversionResult"]) -> "InversionResult":
+        """One result of several single-target results of the same model and method (what `load` makes
+        of a folder that `save` wrote for a batch): a tuned result keeps one tuned generator per target."""
+        if not results:
+            raise ValueError("nothing to concatenate")
+        first = results[0]
+        if len(results) == 1:
+            return first
+        if any(len(r) != 1 for r in results):
+            raise ValueError("concatenate takes single-target results")
+
+        def joined(values):
+            if all(v is None for v in values):
+                return None
+            if any(v is None for v in values):
+                raise ValueError("cannot concatenate results where only some have this field")
+            return torch.cat(values)
+
+        tuned = [r.G_tuned for r in results]
+        if any(t is None for t in tuned) and not all(t is None for t in tuned):
+            raise ValueError("cannot concatenate tuned and untuned results")
+        noise = None
+        if any(r.noise is not None for r in results):
+            if any(r.noise is None for r in results):
+                raise ValueError("cannot concatenate results where only some have noise maps")
+            noise = {k: torch.cat([r.noise[k] for r in results]) for k in first.noise}
+        metrics = {k: [x for r in results for x in r.metrics.get(k, [None])]
+                   for k, v in first.metrics.items() if isinstance(v, list)}
+        extras = dict(first.extras)
+        for key in PER_TARGET_EXTRAS:
+            if all(key in r.extras for r in results):
+                extras[key] = [r.extras[key] for r in results]
+        return cls(ws=torch.cat([r.ws for r in results]), G_base=first.G_base,
+                   G_tuned=None if tuned[0] is None else tuned, noise=noise,
+                   z=joined([r.z for r in results]), c=joined([r.c for r in results]),
+                   truncation_psi=first.truncation_psi, method=first.method, space=first.space,
+                   target=torch.cat([r.target for r in results]),
+                   reconstruction=torch.cat([r.reconstruction for r in results]), model_name=first.model_name,
+                   model_sha256=first.model_sha256, metrics=metrics, history=first.history,
+                   seconds=sum(r.seconds for r in results), settings=first.settings, stop_reason=first.stop_reason,
+                   device=first.device, threads=first.threads, extras=extras)
 
     @classmethod
     def from_subject(cls, subject: Latent, *, method: str, space: str = "w+", target: torch.Tensor | None = None,
@@ -273,6 +326,13 @@ class InversionResult(Latent):
                 except ValueError as e:  # name the file inside the zip, not the temporary copy
                     raise ResultError(str(e).replace(f"{root}{os.sep}", f"{path}:").replace(str(root), str(path))
                                       ) from None
+        targets = _target_folders(path)
+        if targets:
+            # A batch saved as one folder per target (outdir/0000, outdir/0001, ...): the base model is
+            # loaded once for all of them.
+            bundle = (_load_base_model(resolve_result_model(targets[0]), targets[0]) if model is None
+                      else load_model(model))
+            return cls.concatenate([cls.load(folder, model=bundle) for folder in targets])
         report = read_result_report(path)
 
         recorded = report.get("model") or {}
@@ -310,6 +370,20 @@ class InversionResult(Latent):
             raise ResultError(f"{path}: cannot render the result ({str(e).splitlines()[0] if str(e) else e!r})"
                               ) from None
         return result
+
+
+def _target_folders(path: Path) -> list[Path]:
+    """The per-target folders (0000, 0001, ...) of a batch that `save` wrote, in order; [] for anything else
+    (a single result folder, a zip)."""
+    if not path.is_dir() or (path / REPORT_FILE).exists():
+        return []
+    folders = []
+    for i in range(sum(1 for _ in path.iterdir())):
+        folder = path / f"{i:04d}"
+        if not folder.is_dir() or folder.is_symlink():
+            break
+        folders.append(folder)
+    return folders
 
 
 # ---------------------------------------------------------------------- writing folders atomically
@@ -706,9 +780,9 @@ def _read_latent(path: Path, G) -> dict[str, torch.Tensor]:
     try:
         if path.stat().st_size > MAX_LATENT_BYTES:
             raise ResultError(f"{path}: {path.stat().st_size:,} bytes is too large for a latent file")
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        data = np.load(path, allow_pickle=False) if magic == b"PK\x03\x04" else None
+        raw = path.read_bytes()
+        # From memory: np.load of a path leaves the file open when the archive turns out to be broken.
+        data = np.load(io.BytesIO(raw), allow_pickle=False) if raw[:4] == b"PK\x03\x04" else None
     except OSError as e:
         raise ResultError(f"{path}: cannot read ({e.strerror or e})") from None
     except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, struct.error) as e:
