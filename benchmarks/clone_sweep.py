@@ -42,6 +42,13 @@ from ganinv.metrics import psnr  # noqa: E402
 from ganinv.models.local import ungated  # noqa: E402
 
 
+def _median_reached(values):
+    """Median of a mark over runs, a run that never reached it counting as later than any (None if the
+    median run did not reach it)."""
+    value = statistics.median(float("inf") if v is None else v for v in values)
+    return None if value == float("inf") else value
+
+
 def _as_saved(images: torch.Tensor) -> torch.Tensor:
     """Images as an 8-bit PNG stores them, read back into [-1, 1]."""
     return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -112,6 +119,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every config this many times per image, interleaved (for fair ms_per_step)")
     parser.add_argument("--marks", default="10,20,30,45,60", help="comma list of seconds for psnr_at")
+    parser.add_argument("--psnr-marks", default="35,40,45,50",
+                        help="comma list of dB for step_at and seconds_at: the first tuning step (counted from 0) "
+                             "and the time at which the reconstruction reached each (load-independent: steps)")
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                         help="seconds of the traces: wall clock, or the process's CPU time (with --threads 1 "
                              "it counts only this run's work on a machine shared with other jobs; "
@@ -148,6 +158,7 @@ def main(argv=None) -> list[dict]:
         sys.exit(f"held-out indices {bad} out of range (the model has {len(model.heldout)})")
     targets.update({i: model.heldout[i:i + 1] for i in held})
     marks = sorted(float(m) for m in args.marks.split(","))
+    psnr_marks = sorted(float(m) for m in args.psnr_marks.split(","))
     fd_of = None
     if args.fd_samples:
         if model.classifier is None or model.real_images is None:
@@ -177,10 +188,16 @@ def main(argv=None) -> list[dict]:
             if result.stop_reason.startswith("PSNR"):
                 samples.append((seconds, final))  # the step that reached the target ends before its callback
             psnr_at = {f"{m:g}s": _max_or_none(psnr for t, psnr in samples if t <= m) for m in marks}
+            clone_steps = [h for h in result.history if h.get("stage") == "clone"]
+            step_at, seconds_at = {}, {}
+            for m in psnr_marks:
+                hit = next((h["step"] for h in clone_steps if h.get("psnr", float("-inf")) >= m), None)
+                step_at[f"{m:g}dB"] = hit
+                seconds_at[f"{m:g}dB"] = next((round(t, 2) for t, p in samples if p >= m), None)
             locality = result.extras["locality"]
             locality_ungated = result.extras.get("locality_ungated", locality)
             row = {"image": index, "config": config, "psnr": round(final, 2), "psnr_8bit": round(final_8bit, 2),
-                   "psnr_at": psnr_at,
+                   "psnr_at": psnr_at, "step_at": step_at, "seconds_at": seconds_at,
                    "steps": len(result.history), "seconds": round(seconds, 1), "clock": args.clock,
                    "ms_per_step": round(1000 * seconds / max(1, len(result.history)), 1),
                    "prior_change": round(locality["prior_mean_abs_change"], 4),
@@ -207,6 +224,9 @@ def main(argv=None) -> list[dict]:
                        "seconds": statistics.median(r["seconds"] for r in mine),
                        "psnr_at": {key: _median_or_none(r["psnr_at"][key] for r in mine)
                                    for key in mine[0]["psnr_at"]},
+                       "step_at": {key: _median_reached(r["step_at"][key] for r in mine) for key in mine[0]["step_at"]},
+                       "seconds_at": {key: _median_reached(r["seconds_at"][key] for r in mine)
+                                      for key in mine[0]["seconds_at"]},
                        "steps": statistics.median(r["steps"] for r in mine),
                        "ms_per_step": statistics.median(r["ms_per_step"] for r in mine),
                        "prior_change": statistics.median(r["prior_change"] for r in mine),
