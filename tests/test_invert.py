@@ -358,11 +358,13 @@ def test_clone_learning_rate_falls_with_the_psnr_reached(model):
 def test_clone_gan_terms_stop_at_gan_until_psnr(model):
     target = _foreign_target()
     common = dict(h_steps=5, num_steps=20, p=1.0, seed=0, adv_every=1, global_every=1)
-    always = invert(model, target, "clone", **common)
+    always = invert(model, target, "clone", gan_until_psnr=None, **common)
     assert all("global_g" in h and "adv_local" in h for h in always.history if h.get("stage") == "clone")
     clone_steps = [h for h in always.history if h.get("stage") == "clone"]
     # A threshold the run passes part-way: the GAN terms run up to the step that reaches it, none after.
     threshold = sorted(h["psnr"] for h in clone_steps)[len(clone_steps) // 2]
+    assert invert(model, target, "clone", h_steps=5, num_steps=1).settings["gan_until_psnr"] == 35.0
+    assert invert(model, target, "clone", h_steps=5, num_steps=1, preset="paper").settings["gan_until_psnr"] is None
     until = invert(model, target, "clone", gan_until_psnr=threshold, **common)
     steps = [h for h in until.history if h.get("stage") == "clone"]
     first = next(i for i, h in enumerate(steps) if h["psnr"] >= threshold)
