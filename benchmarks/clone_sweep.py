@@ -37,7 +37,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules (inversion, plots)
 
 import ganinv  # noqa: E402
+from ganinv.data.io import to_uint8  # noqa: E402
+from ganinv.metrics import psnr  # noqa: E402
 from ganinv.models.local import ungated  # noqa: E402
+
+
+def _median_reached(values):
+    """Median of a mark over runs, a run that never reached it counting as later than any (None if the
+    median run did not reach it)."""
+    value = statistics.median(float("inf") if v is None else v for v in values)
+    return None if value == float("inf") else value
+
+
+def _as_saved(images: torch.Tensor) -> torch.Tensor:
+    """Images as an 8-bit PNG stores them, read back into [-1, 1]."""
+    return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def _max_or_none(values):
@@ -105,6 +119,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every config this many times per image, interleaved (for fair ms_per_step)")
     parser.add_argument("--marks", default="10,20,30,45,60", help="comma list of seconds for psnr_at")
+    parser.add_argument("--psnr-marks", default="35,40,45,50",
+                        help="comma list of dB for step_at and seconds_at: the first tuning step (counted from 0) "
+                             "and the time at which the reconstruction reached each (load-independent: steps)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="seconds of the traces: wall clock, or the process's CPU time (with --threads 1 "
+                             "it counts only this run's work on a machine shared with other jobs; "
+                             "--max-seconds stays wall clock)")
     parser.add_argument("--json", default=None, help="write the runs (with their time, PSNR samples) here")
     parser.add_argument("--plot", default=None, help="draw time vs PSNR into this PNG (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -137,6 +158,7 @@ def main(argv=None) -> list[dict]:
         sys.exit(f"held-out indices {bad} out of range (the model has {len(model.heldout)})")
     targets.update({i: model.heldout[i:i + 1] for i in held})
     marks = sorted(float(m) for m in args.marks.split(","))
+    psnr_marks = sorted(float(m) for m in args.psnr_marks.split(","))
     fd_of = None
     if args.fd_samples:
         if model.classifier is None or model.real_images is None:
@@ -150,23 +172,34 @@ def main(argv=None) -> list[dict]:
         for config in [c for _ in range(max(1, args.repeat)) for c in configs]:
             settings = {"target_psnr": args.target_psnr, "max_seconds": args.max_seconds, **config}
             samples = []  # (seconds since the call, PSNR) of each tuning step
-            started = time.perf_counter()
+            clock = time.perf_counter if args.clock == "wall" else time.process_time
+            started = clock()
 
             def track(info, samples=samples, started=started):
                 if info.stage == "clone" and info.psnr is not None:
-                    samples.append((time.perf_counter() - started, info.psnr))
+                    samples.append((clock() - started, info.psnr))
                 return None
 
             result = ganinv.invert(model, target, "clone", seed=args.seed, callback=track, **settings)
+            seconds = result.seconds if args.clock == "wall" else clock() - started
             final = float(result.metrics["psnr"][0])
+            # What a user gets: reconstruction.png against target.png (both as saved, 8-bit), read back.
+            final_8bit = float(psnr(_as_saved(result.reconstruction), _as_saved(target)).mean())
             if result.stop_reason.startswith("PSNR"):
-                samples.append((result.seconds, final))  # the step that reached the target ends before its callback
+                samples.append((seconds, final))  # the step that reached the target ends before its callback
             psnr_at = {f"{m:g}s": _max_or_none(psnr for t, psnr in samples if t <= m) for m in marks}
+            clone_steps = [h for h in result.history if h.get("stage") == "clone"]
+            step_at, seconds_at = {}, {}
+            for m in psnr_marks:
+                hit = next((h["step"] for h in clone_steps if h.get("psnr", float("-inf")) >= m), None)
+                step_at[f"{m:g}dB"] = hit
+                seconds_at[f"{m:g}dB"] = next((round(t, 2) for t, p in samples if p >= m), None)
             locality = result.extras["locality"]
             locality_ungated = result.extras.get("locality_ungated", locality)
-            row = {"image": index, "config": config, "psnr": round(final, 2), "psnr_at": psnr_at,
-                   "steps": len(result.history), "seconds": round(result.seconds, 1),
-                   "ms_per_step": round(1000 * result.seconds / max(1, len(result.history)), 1),
+            row = {"image": index, "config": config, "psnr": round(final, 2), "psnr_8bit": round(final_8bit, 2),
+                   "psnr_at": psnr_at, "step_at": step_at, "seconds_at": seconds_at,
+                   "steps": len(result.history), "seconds": round(seconds, 1), "clock": args.clock,
+                   "ms_per_step": round(1000 * seconds / max(1, len(result.history)), 1),
                    "prior_change": round(locality["prior_mean_abs_change"], 4),
                    "locality_ratio": round(locality["locality_ratio"], 3),
                    "locality_ratio_ungated": round(locality_ungated["locality_ratio"], 3),
@@ -187,8 +220,13 @@ def main(argv=None) -> list[dict]:
             mine = [r for r in rows if r["config"] == config]
             summary = {"median_of": len(mine), "config": config,
                        "psnr": statistics.median(r["psnr"] for r in mine),
+                       "psnr_8bit": statistics.median(r["psnr_8bit"] for r in mine),
+                       "seconds": statistics.median(r["seconds"] for r in mine),
                        "psnr_at": {key: _median_or_none(r["psnr_at"][key] for r in mine)
                                    for key in mine[0]["psnr_at"]},
+                       "step_at": {key: _median_reached(r["step_at"][key] for r in mine) for key in mine[0]["step_at"]},
+                       "seconds_at": {key: _median_reached(r["seconds_at"][key] for r in mine)
+                                      for key in mine[0]["seconds_at"]},
                        "steps": statistics.median(r["steps"] for r in mine),
                        "ms_per_step": statistics.median(r["ms_per_step"] for r in mine),
                        "prior_change": statistics.median(r["prior_change"] for r in mine),
@@ -201,7 +239,7 @@ def main(argv=None) -> list[dict]:
             summaries.append(summary)
     if args.json or args.plot:
         data = {"benchmark": "clone_sweep", "model": model.name, "images": indices, "target_psnr": args.target_psnr,
-                "max_seconds": args.max_seconds, "marks": marks, "threads": torch.get_num_threads(),
+                "max_seconds": args.max_seconds, "marks": marks, "threads": torch.get_num_threads(), "clock": args.clock,
                 "machine": platform.machine(), "torch": torch.__version__,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows, "summary": summaries}
         if args.json:

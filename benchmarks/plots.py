@@ -87,7 +87,8 @@ def plot_time_psnr(data: dict, path: str | Path, title: str | None = None) -> Pa
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("best PSNR so far (dB)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title or f"{data.get('model', '')}: time vs PSNR (wall clock from the call, initialization "
+    clock = "CPU time" if data.get("clock") == "cpu" else "wall clock"
+    fig.suptitle(title or f"{data.get('model', '')}: time vs PSNR ({clock} from the call, initialization "
                           f"included), {data.get('threads', '?')} threads", fontsize=10)
     return _save(fig, path)
 

@@ -339,6 +339,40 @@ def test_clone_adv_every_spaces_the_local_adversarial_pair(model):
         invert(model, target, "clone", laplacian_weight=0.0, mse_weight=0.0, band_weights=(), **common)
 
 
+def test_clone_learning_rate_falls_with_the_psnr_reached(model):
+    target = _foreign_target()
+    common = dict(h_steps=5, num_steps=30, p=1.0, seed=0, gate=False)
+    constant = invert(model, target, "clone", **common)
+    decayed = invert(model, target, "clone", lr_decay_from=0.0, lr_halving_db=3.0, **common)
+    assert not any("learning_rate_scale" in h for h in constant.history)
+    clone_steps = [h for h in decayed.history if h.get("stage") == "clone"]
+    scales = [h["learning_rate_scale"] for h in clone_steps if "learning_rate_scale" in h]
+    best = [max(h["psnr"] for h in clone_steps[:i + 1]) for i in range(len(clone_steps))]
+    assert scales and scales == sorted(scales, reverse=True)
+    # Halving per 3 dB reached above lr_decay_from (0 dB): the scale follows the best PSNR so far.
+    last = [h for h in clone_steps if "learning_rate_scale" in h][-1]
+    assert abs(last["learning_rate_scale"] - 0.5 ** (best[clone_steps.index(last)] / 3.0)) < 1e-9
+    assert not torch.equal(decayed.reconstruction, constant.reconstruction)
+
+
+def test_clone_gan_terms_stop_at_gan_until_psnr(model):
+    target = _foreign_target()
+    common = dict(h_steps=5, num_steps=20, p=1.0, seed=0, adv_every=1, global_every=1)
+    always = invert(model, target, "clone", gan_until_psnr=None, **common)
+    assert all("global_g" in h and "adv_local" in h for h in always.history if h.get("stage") == "clone")
+    clone_steps = [h for h in always.history if h.get("stage") == "clone"]
+    # A threshold the run passes part-way: the GAN terms run up to the step that reaches it, none after.
+    threshold = sorted(h["psnr"] for h in clone_steps)[len(clone_steps) // 2]
+    assert invert(model, target, "clone", h_steps=5, num_steps=1).settings["gan_until_psnr"] == 35.0
+    assert invert(model, target, "clone", h_steps=5, num_steps=1, preset="paper").settings["gan_until_psnr"] is None
+    until = invert(model, target, "clone", gan_until_psnr=threshold, **common)
+    steps = [h for h in until.history if h.get("stage") == "clone"]
+    first = next(i for i, h in enumerate(steps) if h["psnr"] >= threshold)
+    assert all("global_g" in h for h in steps[:first + 1])
+    assert not any("global_g" in h or "adv_local" in h or "d_loss" in h for h in steps[first + 1:])
+    assert first + 1 < len(steps)
+
+
 def _nan_after(fn, calls):
     """Wrap a loss so that it returns NaN from the given call on (a diverging optimization)."""
     count = {"n": 0}

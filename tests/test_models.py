@@ -59,6 +59,31 @@ def test_fused_and_unfused_modulated_conv_agree(up):
     assert (c - a[1:2]).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_modulated_conv_bias_and_noise_in_the_epilogue(up, channels_last):
+    """bias and noise given to modulated_conv2d (the convolution's own bias, an in-place noise add) equal
+    adding them to its output afterwards, in both forms, both layouts, with gradients."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 8, 8, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(5, 8, 3, 3, requires_grad=True)
+    bias = torch.randn(5, requires_grad=True)
+    styles = torch.randn(1, 8)
+    noise = torch.randn(1, 1, 8 * up, 8 * up)
+    f = setup_filter([1, 3, 3, 1])
+    kw = dict(up=up, padding=1, resample_filter=f, flip_weight=(up == 1), out_gain=1.5)
+    reference = modulated_conv2d(x, weight, styles, fused_modconv=False, **kw) + bias.reshape(1, -1, 1, 1) + noise
+    ref_grads = torch.autograd.grad(reference.square().sum(), [weight, bias])
+    for fused in (True, False):
+        out = modulated_conv2d(x, weight, styles, noise=noise, bias=bias, fused_modconv=fused, **kw)
+        assert (out - reference).abs().max() < 1e-4, fused
+        grads = torch.autograd.grad(out.square().sum(), [weight, bias])
+        for g, r in zip(grads, ref_grads):
+            assert (g - r).abs().max() <= 1e-4 * r.abs().max(), fused
+
+
 @pytest.mark.parametrize("arch", ["skip", "resnet"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_generator_and_discriminator_configurations(arch, channels):

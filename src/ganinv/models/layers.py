@@ -275,8 +275,23 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2, gain: float = 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1,
                     down: int = 1, padding: int = 0, groups: int = 1,
-                    flip_weight: bool = True) -> torch.Tensor:
-    """2-D convolution with optional FIR up/down-sampling, as the official conv2d_resample."""
+                    flip_weight: bool = True, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """2-D convolution with optional FIR up/down-sampling, as the official conv2d_resample.
+
+    `bias` [out_channels], when given, is added to the result: by the convolution itself where the
+    convolution is the last step (oneDNN adds it in its epilogue, no extra pass), else in place after."""
+    if bias is not None:
+        if up == 1 and down == 1 and not (FAST_PATHS and w.shape[2] == w.shape[3] == 1):
+            px0, px1, py0, py1 = _parse_padding(padding)
+            if px0 == px1 >= 0 and py0 == py1 >= 0:
+                if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
+                    w = w.flip([2, 3])
+                if FAST_PATHS and is_channels_last(x):
+                    w = derived_weight(w, "channels_last", lambda v: v.contiguous(memory_format=torch.channels_last))
+                return F.conv2d(x, w, bias.to(x.dtype), padding=(py0, px0), groups=groups)
+        x = conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups, flip_weight=flip_weight)
+        # The result is a new tensor (an addition's backward needs neither operand: safe under autograd).
+        return x.add_(bias.to(x.dtype).reshape(1, -1, 1, 1))
     out_channels, in_per_group, kh, kw = w.shape
     fh, fw = (1, 1) if f is None else f.shape
     px0, px1, py0, py1 = _parse_padding(padding)
@@ -361,7 +376,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                      noise: torch.Tensor | None = None, up: int = 1, down: int = 1, padding: int = 0,
                      resample_filter: torch.Tensor | None = None, demodulate: bool = True,
                      flip_weight: bool = True, fused_modconv: bool | None = None,
-                     out_gain: float = 1.0) -> torch.Tensor:
+                     out_gain: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Modulated convolution (StyleGAN2 eq. 1-3): scale input channels by `styles`, convolve, and
     (if demodulate) rescale each output channel to unit expected norm.
 
@@ -371,7 +386,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     `noise` is added after demodulation (any tensor that broadcasts to the output, e.g. noise plus the
     layer's bias); `out_gain` scales the convolution's output before that (folded into the
-    demodulation coefficients, so it costs no extra pass over the activations).
+    demodulation coefficients, so it costs no extra pass over the activations). `bias` [out_channels] is
+    added with the noise; the grouped form hands it to the convolution (no pass of its own) and adds the
+    noise in place, the other form adds both in its one demodulating pass.
     """
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
@@ -413,6 +430,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         x = x * styles.reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding,
                             flip_weight=flip_weight)
+        if bias is not None:
+            noise = _offset(bias.to(x.dtype), None if noise is None else noise.to(x.dtype), channels_last=is_channels_last(x))
         if dcoefs is not None and noise is not None:
             return torch.addcmul(noise.to(x.dtype), x, dcoefs.reshape(batch, -1, 1, 1))  # one pass
         if dcoefs is not None:
@@ -425,13 +444,30 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if batch > 1:  # at batch 1 the reshape is a no-op that can leave a channels-last tensor odd strides
         x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
+    if bias is not None:
+        bias = bias.to(x.dtype).repeat(batch) if batch > 1 else bias.to(x.dtype)
     x = conv2d_resample(x, w, f=resample_filter, up=up, down=down, padding=padding, groups=batch,
-                        flip_weight=flip_weight)
+                        flip_weight=flip_weight, bias=bias)
     if batch > 1:
         x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise.to(x.dtype)
+        noise = noise.to(x.dtype)
+        # x is the convolution's own new tensor: add in place (no activation-sized temporary) where the
+        # noise broadcasts to it; an addition's backward needs neither operand, so autograd allows it.
+        x = x.add_(noise) if torch.broadcast_shapes(noise.shape, x.shape) == x.shape else x + noise
     return x
+
+
+def _offset(bias: torch.Tensor, noise: torch.Tensor | None, channels_last: bool) -> torch.Tensor:
+    """bias [C] + noise (broadcasting to [N, C, H, W]) as one tensor, laid out like the activations it
+    will meet (an NCHW operand next to NHWC activations would make the add a slow transposing pass)."""
+    offset = bias.reshape(1, -1, 1, 1)
+    if noise is None:
+        return offset
+    noise = noise.reshape((1,) * (4 - noise.dim()) + tuple(noise.shape))
+    if channels_last:
+        return (offset.permute(0, 2, 3, 1) + noise.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return offset + noise
 
 
 # ---------------------------------------------------------------------------------------------

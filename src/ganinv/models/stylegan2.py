@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .layers import (HOMOGENEOUS_ACTIVATIONS, Conv2dLayer, FullyConnectedLayer, activation_gain, bias_act,
-                     channels_from_base, downsample2d, is_channels_last, modulated_conv2d, normalize_2nd_moment,
-                     setup_filter, upsample2d, upsamples_channels_last)
+                     channels_from_base, downsample2d, modulated_conv2d, normalize_2nd_moment,
+                     setup_filter, upsample2d)
 
 NOISE_MODES = ("const", "random", "none")
 # Synthesis layers fold bias, noise and activation gain into the modulated convolution's epilogue (same
@@ -159,18 +159,9 @@ class SynthesisLayer(nn.Module):
             return bias_act(x, self.bias, act=self.activation, gain=total_gain, clamp=act_clamp)
         # act(conv + noise + b) * g == act(g * conv + g * (noise + b)): bias, noise and gain land in the
         # convolution's epilogue (one pass), the activation and clamp then work in place when allowed.
-        offset = (self.bias.to(x.dtype) * total_gain).reshape(1, -1, 1, 1)
-        if noise_input is not None:
-            noise_term = noise_input.to(x.dtype) * total_gain  # [N or 1, 1, H, W]: one broadcast add
-            if is_channels_last(x) or (self.up > 1 and upsamples_channels_last(x)):
-                # The convolution's output will be NHWC: build the offset in that layout too (an NCHW
-                # operand would turn the epilogue into a slow transposing pass).
-                noise_term = noise_term.reshape((1,) * (4 - noise_term.dim()) + tuple(noise_term.shape))
-                offset = (offset.permute(0, 2, 3, 1) + noise_term.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            else:
-                offset = offset + noise_term
-        x = modulated_conv2d(x, self.weight, styles, noise=offset, up=self.up,
-                             padding=self.padding, resample_filter=self.resample_filter,
+        noise_term = None if noise_input is None else noise_input.to(x.dtype) * total_gain  # [N or 1, 1, H, W]
+        x = modulated_conv2d(x, self.weight, styles, noise=noise_term, bias=self.bias.to(x.dtype) * total_gain,
+                             up=self.up, padding=self.padding, resample_filter=self.resample_filter,
                              flip_weight=(self.up == 1), fused_modconv=fused_modconv, out_gain=total_gain)
         return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp, owned=True)
 
