@@ -41,7 +41,7 @@ def test_embedded_model_parts_fit_its_generator(name):
     from ganinv.editing import load_direction
     model = load_model(name)
     G = model.G
-    assert model.encoder is not None, "every embedded model ships an encoder (issue: encoder inversion)"
+    assert model.encoder is not None, "every embedded model ships an encoder"
     model.encoder.check_generator(G)
     assert model.classifier is not None
     with torch.no_grad():
@@ -49,6 +49,9 @@ def test_embedded_model_parts_fit_its_generator(name):
     assert outputs is not None
     assert any(n.startswith("interfacegan_") for n in model.directions)
     assert any(n.startswith("sefa_") for n in model.directions)
+    # The trained finders ship too, so their web-UI families are not empty on the embedded models.
+    methods = {load_direction(n, model=model)[0].method for n in model.directions}
+    assert {"voynov", "steerability"} <= methods
     for direction_name in model.directions:
         direction = load_direction(direction_name, model=model)[0]
         assert direction.num_ws == G.num_ws and direction.w_dim == G.w_dim

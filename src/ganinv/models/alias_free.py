@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .layers import is_vmapped
+
 
 def _kaiser_beta(attenuation: float) -> float:
     # Kaiser's empirical formula for the window shape that reaches a stopband attenuation (dB).
@@ -136,7 +138,8 @@ def filtered_lrelu(x: torch.Tensor, up_filter: torch.Tensor | None, down_filter:
     x = _upsample_axis(x, up_filter, up, py0, py1, 2, float(up))
     # In place only on a tensor made here (the bias add or a resampling), never on the caller's.
     owned = bias is not None or up_filter is not None or up > 1
-    inplace = owned and not (torch.is_grad_enabled() and x.requires_grad)
+    # Under torch.func.vmap (batched PTI) requires_grad does not show the outer graph: never in place.
+    inplace = owned and not (torch.is_grad_enabled() and x.requires_grad) and not is_vmapped(x)
     if slope != 1:
         x = F.leaky_relu_(x, slope) if inplace else F.leaky_relu(x, slope)
     if gain != 1:

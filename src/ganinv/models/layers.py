@@ -128,12 +128,12 @@ CHANNELS_LAST_UPSAMPLING = True
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """True for a 4-D tensor laid out NHWC (and not also NCHW-contiguous, as 1x1 maps are)."""
-    if x.dim() != 4 or _is_vmapped(x) or x.is_contiguous():
+    if x.dim() != 4 or is_vmapped(x) or x.is_contiguous():
         return False
     return x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _is_vmapped(x: torch.Tensor) -> bool:
+def is_vmapped(x: torch.Tensor) -> bool:
     """True for a tensor batched by torch.func.vmap (per-target weights of batched PTI): its memory
     layout cannot be asked or chosen, so the channels-last fast paths stay off."""
     return torch._C._functorch.is_batchedtensor(x)
@@ -164,7 +164,7 @@ def upsamples_channels_last(x: torch.Tensor) -> bool:
     inference. With autograd recording, the channels-last backward passes are slower (measured 10-20% per
     training step at 64 px), so training and optimization stay NCHW."""
     return (FAST_PATHS and CHANNELS_LAST_UPSAMPLING and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and not _is_vmapped(x))
+            and not is_vmapped(x))
 
 
 def _fir_pass(x: torch.Tensor, taps: Sequence[float], pad0: int, pad1: int, dim: int) -> torch.Tensor:

@@ -92,17 +92,17 @@ class SynthesisInput(nn.Module):
         self.register_buffer("phases", torch.rand([channels]) - 0.5)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        batch = w.shape[0]
         t = self.affine(w)  # (cos, sin, tx, ty), up to scale
         t = t / t[:, :2].norm(dim=1, keepdim=True)
-        rotation = torch.eye(3, device=w.device, dtype=t.dtype).repeat(batch, 1, 1)
-        rotation[:, 0, 0] = t[:, 0]
-        rotation[:, 0, 1] = -t[:, 1]
-        rotation[:, 1, 0] = t[:, 1]
-        rotation[:, 1, 1] = t[:, 0]
-        translation = torch.eye(3, device=w.device, dtype=t.dtype).repeat(batch, 1, 1)
-        translation[:, 0, 2] = -t[:, 2]
-        translation[:, 1, 2] = -t[:, 3]
+        # Built out of place so that per-target weights under torch.func.vmap (batched PTI) work.
+        cos, sin, tx, ty = t.unbind(1)
+        zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+
+        def matrix(*rows):
+            return torch.stack([torch.stack(row, dim=1) for row in rows], dim=1)
+
+        rotation = matrix((cos, -sin, zero), (sin, cos, zero), (zero, zero, one))
+        translation = matrix((one, zero, -tx), (zero, one, -ty), (zero, zero, one))
         transforms = rotation @ translation @ self.transform.to(t.dtype).unsqueeze(0)
         phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ transforms[:, :2, 2:]).squeeze(2)
         freqs = self.freqs.unsqueeze(0) @ transforms[:, :2, :2]  # [N, C, 2]
