@@ -163,6 +163,20 @@ def test_video_frames_start_from_the_previous_latent(model_dir, tmp_path):
         invert_video(tmp_path / "empty.mp4", model_dir, tmp_path / "out", "optimize", progress=False)
 
 
+# ---------------------------------------------------------------------- one batch tensor, several methods
+
+@pytest.mark.parametrize("space", ["w", "w+", "z"])
+def test_an_optimize_batch_gives_each_image_what_it_gets_alone(model_dir, pti_targets, space):
+    """Each image of a batch sees the random draws and the loss it sees alone (few steps: rounding only)."""
+    from ganinv.inversion import invert
+    settings = {"num_steps": 4, "space": space, "noise_init": "random"}
+    batch = invert(model_dir, pti_targets, "optimize", **settings)
+    for i in range(len(pti_targets)):
+        alone = invert(model_dir, pti_targets[i:i + 1], "optimize", **settings)
+        torch.testing.assert_close(batch.ws[i:i + 1], alone.ws, atol=1e-4, rtol=0)
+        torch.testing.assert_close(batch[i].render(), alone.render(), atol=1e-4, rtol=0)
+
+
 # ---------------------------------------------------------------------- PTI: one tuned generator per target
 
 # locality_alpha below the distance from the pivots to prior samples: each target's locality latents then
