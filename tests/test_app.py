@@ -251,7 +251,10 @@ def test_shipped_trained_finders_get_their_own_families(model_dir, tmp_path):
     assert {"voynov", "steerability"} <= set(library.families())
     walks = library.sliders("steerability", count=5)
     assert [s.label for s in walks] == ["Steerability walks zoom", "Steerability walks brightness"]
-    assert [s.index for s in library.sliders("voynov", count=1)] == [0]
+    voynov = library.sliders("voynov", count=1)
+    assert [s.index for s in voynov] == [0]
+    assert voynov[0].label == f"Voynov-Babenko {voynov[0].direction.labels[0].removeprefix('voynov ')}"
+    assert "voynov" not in voynov[0].label
     assert all(s.direction.method != "voynov" for s in library.sliders("shipped"))
     bare = DirectionLibrary(load_model(model_dir), num_std_samples=200, ganspace_samples=300)
     assert "voynov" not in bare.families()

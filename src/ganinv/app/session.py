@@ -76,6 +76,15 @@ FAMILIES = {"sefa": "SeFa (closed form)", "ganspace": "GANSpace (PCA of W)",
 OWN_FAMILY_METHODS = ("voynov", "steerability")
 
 
+def _component_label(direction, i: int) -> str:
+    """A component's label without the method's name, which the family name already says
+    ('voynov all #0' -> 'all #0'; 'zoom' stays)."""
+    label = direction.labels[i] if direction.labels else f"#{i}"
+    if label.lower().startswith(direction.method + " "):
+        label = label[len(direction.method) + 1:]
+    return label
+
+
 class AppError(GanInvError):
     """A user-facing problem (bad upload, nothing to invert yet): the message is shown as is."""
 
@@ -203,7 +212,7 @@ class DirectionLibrary:
             if direction.method in OWN_FAMILY_METHODS:
                 short = FAMILIES[direction.method].split(" (")[0]
                 self.trained.setdefault(direction.method, []).extend(
-                    SliderSpec(direction, i, f"{short} {direction.labels[i] if direction.labels else f'#{i}'}")
+                    SliderSpec(direction, i, f"{short} {_component_label(direction, i)}")
                     for i in range(len(direction)))
                 continue
             for i in range(len(direction)):
