@@ -314,6 +314,44 @@ def test_cli_directions_import_and_edit(tmp_path):
         assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["find", "import"])
+def test_cli_direction_commands_share_preview_and_output_options(command, tmp_path):
+    """`directions METHOD` and `directions import` take the same --strengths, --preview-seed, --upscale,
+    --outdir/--out and --overwrite, meaning the same."""
+    from PIL import Image
+
+    G = tiny_generator(seed=3)
+    save_native(tmp_path / "model", G, card={"name": "tiny"})
+    np.save(tmp_path / "smile_w_boundary.npy", _unit(np.random.RandomState(7), 1, G.w_dim))
+    head = (["directions", "sefa", "--num", "2"] if command == "find"
+            else ["directions", "import", str(tmp_path / "smile_w_boundary.npy")])
+    rows = 2 if command == "find" else 1
+    runner = CliRunner()
+
+    def run(out, *extra):
+        return runner.invoke(main, [*head, "--model", str(tmp_path / "model"), "--name", "d", "--out", str(out),
+                                    "--strengths", "-2:2:3", "--upscale", "2", "--quiet", *extra])
+
+    res = run(tmp_path / "a", "--preview-seed", "1")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "d.json").is_file() and (tmp_path / "a" / "d.safetensors").is_file()
+    with Image.open(tmp_path / "a" / "d_preview.png") as im:  # 3 columns of 16 px + 2 px padding, upscaled 2x
+        assert im.size == (2 * (3 * 18 + 2), 2 * (rows * 18 + 2))
+        first = np.asarray(im)
+    res = run(tmp_path / "a", "--preview-seed", "2")
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    res = run(tmp_path / "a", "--preview-seed", "2", "--overwrite")
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "a" / "d_preview.png") as im:
+        assert not np.array_equal(np.asarray(im), first)  # another preview subject
+    res = run(tmp_path / "b", "--preview-seed", "1")
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "b" / "d_preview.png") as im:
+        assert np.array_equal(np.asarray(im), first)
+    res = runner.invoke(main, [*head, "--model", str(tmp_path / "model")])
+    assert res.exit_code != 0 and "--outdir" in res.output
+
+
 # ---------------------------------------------------------------------------------------------- export
 
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganinv.cli import main
+from ganinv.errors import GanInvError
 from ganinv.inversion import METHODS, InversionResult, MethodOutput, MethodSpec, Setting, StepInfo, invert
 from ganinv.models.encoder import Encoder
 from ganinv.models.checkpoints import save_native
@@ -534,6 +535,45 @@ def test_cli_invert_skips_bad_files(model, tmp_path):
     assert not (tmp_path / "out" / "bad").exists()
     res = runner.invoke(main, ["invert", "--help"])
     assert all(f"{name}: {spec.summary}" in " ".join(res.output.split()) for name, spec in METHODS.items())
+
+
+@pytest.mark.parametrize("stage, error, said", [
+    ("read", "missing", "{input}: skipped: {input}: no such file"),
+    ("read", PermissionError(13, "Permission denied"), "{input}: skipped: cannot read (Permission denied)"),
+    ("save", GanInvError("a result refuses to be written"), "{input}: not saved: a result refuses to be written"),
+    ("save", PermissionError(13, "Permission denied"), "{input}: not saved: {out}: Permission denied"),
+])
+def test_cli_invert_says_each_failure_in_one_line_and_goes_on(model, tmp_path, monkeypatch, stage, error, said):
+    """An input that cannot be read is skipped, a result that cannot be written is not saved: either way one
+    stderr line naming the input, the other inputs go on, and the exit code is 1."""
+    import ganinv.cli.invert as cli_invert
+
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    arr = ((_foreign_target()[0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    for path in (first, second):
+        Image.fromarray(arr).save(path)
+    failing = first
+    if error == "missing":
+        failing = tmp_path / "missing.png"
+    elif stage == "read":
+        real_sha256 = cli_invert.file_sha256
+        monkeypatch.setattr(cli_invert, "file_sha256",
+                            lambda path: (_ for _ in ()).throw(error) if path == first else real_sha256(path))
+    else:
+        real_save = InversionResult.save
+
+        def save(result, folder, *args, **kwargs):
+            if result.input["path"] == str(first):
+                raise error
+            return real_save(result, folder, *args, **kwargs)
+        monkeypatch.setattr(InversionResult, "save", save)
+    outdir = tmp_path / "out"
+    res = CliRunner().invoke(main, ["invert", str(failing), str(second), "--model", str(model.folder),
+                                    "--method", "optimize", "--steps", "2", "--outdir", str(outdir), "--quiet"])
+    assert res.exit_code == 1, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines == [said.format(input=failing, out=outdir / failing.stem)]
+    assert (outdir / "second" / "latent.npz").is_file()
 
 
 def test_cli_demo_writes_picture_and_report(model, tmp_path):

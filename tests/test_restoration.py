@@ -76,6 +76,24 @@ def test_colorization_compares_luminance_only(G, truth):
         degradation(truth[:, :1])
 
 
+@pytest.mark.parametrize("degradation", [None, Colorize(), Inpaint(torch.ones(16, 16)), SuperResolution(2)],
+                         ids=["plain", "colorize", "inpaint", "super_resolution"])
+def test_targets_are_checked_alike_with_and_without_a_degradation(G, truth, degradation):
+    # One check serves a plain inversion and every degradation; a degradation names itself first.
+    prefix = "" if degradation is None else f"{degradation.name}"
+
+    def check(target):
+        return invert(G, target, "optimize", num_steps=1, degradation=degradation)
+
+    with pytest.raises(GanInvError, match=f"^{prefix}.*target must have shape \\[N, 3, 16, 16\\]"):
+        check(torch.zeros(1, 3, 12, 12))
+    with pytest.raises(GanInvError, match=f"^{prefix}.*target contains NaN or inf"):
+        check(torch.full_like(truth, float("nan")))
+    with pytest.raises(TypeError, match="float tensor"):
+        check(truth.numpy())
+    assert check(truth[0]).ws.shape[0] == 1  # a single [C, H, W] image is a batch of one
+
+
 def test_super_resolution_compares_after_downsampling(G, truth):
     degradation = SuperResolution(4)
     low = degradation.observe(truth, G)

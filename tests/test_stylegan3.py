@@ -238,6 +238,32 @@ def _target(G, seed=3):
         return G(z, None, truncation_psi=0.7).clamp(-1, 1)
 
 
+@pytest.mark.parametrize("architecture", ["stylegan2", "stylegan3"])
+def test_both_synthesis_networks_take_and_check_ws_alike(architecture):
+    """One w [N, w_dim] stands for every layer; ws of another dtype is read as float32; a wrong shape or
+    noise_mode is refused, by name, in every entry point (forward, styles) of either generator."""
+    from conftest import tiny_generator
+
+    G = tiny_generator() if architecture == "stylegan2" else tiny_stylegan3()
+    ws = G.mapping(torch.randn(2, 32, generator=torch.Generator().manual_seed(4)), None).detach()
+    w = ws[:, :1].expand_as(ws)
+    with torch.no_grad():
+        image = G.synthesis(w)
+        assert image.dtype == torch.float32 and image.shape == (2, 3, 16, 16)
+        assert torch.equal(G.synthesis(ws[:, 0]), image)
+        assert torch.equal(G.synthesis(ws.double()), G.synthesis(ws))
+    expected = rf"ws must have shape \[N, {G.num_ws}, 32\], got \(2, 3, 32\)"
+    with pytest.raises(ValueError, match=expected):
+        G.synthesis(ws[:, :3])
+    with pytest.raises(ValueError, match=expected):
+        G.synthesis.styles(ws[:, :3])
+    with pytest.raises(ValueError, match=r"noise_mode must be one of \('const', 'random', 'none'\), got 'loud'"):
+        G.synthesis(ws, noise_mode="loud")
+    styles = G.synthesis.styles(ws)
+    assert list(styles) == [name for name, _, _ in G.synthesis.style_layers()]
+    assert all(style.shape[0] == 2 for style in styles.values())
+
+
 def test_tiny_stylegan3_has_the_generator_interface(model):
     G = model.G
     assert isinstance(G, stylegan3.Generator) and G.synthesis.noise_buffers() == {}

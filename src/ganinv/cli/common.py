@@ -82,6 +82,20 @@ def output_options(required: bool = True, *, default: Path | None = None, help: 
 outdir_option = output_options  # the earlier name
 
 
+def direction_output_options(f):
+    """What a command that writes a direction shows and where: --strengths, --preview-seed and --upscale of
+    its preview grid, --outdir/--out for NAME.json, NAME.safetensors and NAME_preview.png, and --overwrite."""
+    return options(
+        click.option("--strengths", default="-3:3:7", show_default=True, help="Preview columns: START:STOP:COUNT."),
+        click.option("--preview-seed", default=0, show_default=True, type=click.IntRange(0),
+                     help="Seed of the preview subject."),
+        click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16),
+                     help="Nearest upscale of PNGs."),
+        click.option("--outdir", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Folder for NAME.json, NAME.safetensors and NAME_preview.png."),
+        click.option("--overwrite", is_flag=True, help="Replace existing files."))(f)
+
+
 def threads_option(f):
     return click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")(f)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import torch
 
-from .common import (UserError, device_option, load_model_or_fail, model_option, outdir_option, prepare_outdir,
-                     quiet_option, seed_option, set_threads)
+from .common import (UserError, device_option, direction_output_options, load_model_or_fail, model_option,
+                     outdir_option, prepare_outdir, quiet_option, seed_option, set_threads)
 from ..editing import (
     DirectionError, FINDERS, find_directions, interpolate as run_interpolate, interpolation_weights,
     latent_from_seed, mix_latents, parse_strengths, preview_images, safe_file_stem, save_gif,
@@ -142,13 +142,7 @@ def _resolve_direction(spec: str, bundle):
 @click.option("--condition", "conditions", multiple=True, metavar="NAME_OR_FILE[:INDEX]",
               help="InterFaceGAN: make the direction orthogonal to these directions (repeatable).")
 @click.option("--name", default=None, help="Direction name (file stem); default from method and layers.")
-@click.option("--strengths", default="-3:3:7", show_default=True, help="Preview columns: START:STOP:COUNT.")
-@click.option("--preview-seed", default=0, show_default=True, type=click.IntRange(0),
-              help="Seed of the preview subject.")
-@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of PNGs.")
-@click.option("--outdir", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for NAME.json, NAME.safetensors and NAME_preview.png.")
-@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@direction_output_options
 @device_option
 @seed_option
 @quiet_option

@@ -19,8 +19,8 @@ from ..models.registry import resolve_path
 from ..models.storage import load_tensors
 from ..utils import atomic_path
 from ..version import __version__
-from .common import (UserError, device_option, load_model_or_fail, model_option, prepare_outdir, quiet_option,
-                     seed_option, set_threads)
+from .common import (UserError, device_option, direction_output_options, load_model_or_fail, model_option,
+                     prepare_outdir, quiet_option, seed_option, set_threads)
 
 #: The decoder pSp, e4e, ReStyle and PTI's e4e path build: Generator(size, 512, 8, channel_multiplier=2).
 ENCODER_DECODER_ARGS = {"latent": 512, "n_mlp": 8, "channel_multiplier": 2}
@@ -40,13 +40,7 @@ MAX_PREVIEW_ROWS = 10
                    "one (GANSpace's saved edits), else all, as InterFaceGAN and e4e apply theirs.")
 @click.option("--source-space", type=click.Choice(["auto", "w"]), default="auto", show_default=True,
               help="auto refuses InterFaceGAN's Z-space boundaries by their file names; w reads any file as W.")
-@click.option("--strengths", default="-3:3:7", show_default=True, help="Preview columns: START:STOP:COUNT.")
-@click.option("--preview-seed", default=0, show_default=True, type=click.IntRange(0),
-              help="Seed of the preview subject.")
-@click.option("--upscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Nearest upscale of PNGs.")
-@click.option("--outdir", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for NAME.json, NAME.safetensors and NAME_preview.png.")
-@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@direction_output_options
 @device_option
 @seed_option
 @quiet_option

@@ -107,6 +107,18 @@ class _MethodsCommand(click.Command):
             formatter.write_text(_methods_help())
 
 
+def _say_failure(path: Path, error: GanInvError | OSError, saving_to: Path | None = None) -> None:
+    """One stderr line for an input the command fails on and goes past: "skipped" when the input cannot be
+    read, "not saved" when its result cannot be written to `saving_to`. A GanInvError says its own line; an
+    OSError gives the OS's reason."""
+    if saving_to is None:
+        reason = error if isinstance(error, GanInvError) else f"cannot read ({error.strerror or error})"
+        click.echo(f"{path}: skipped: {reason}", err=True)
+    else:
+        reason = error if isinstance(error, GanInvError) else f"{saving_to}: {error.strerror or error}"
+        click.echo(f"{path}: not saved: {reason}", err=True)
+
+
 @click.command(cls=_MethodsCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_option
@@ -245,12 +257,8 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             if not path.is_file():  # (never hash a pipe or a device: reading it may not end)
                 raise ImageLoadError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
             input_sha256 = file_sha256(path)
-        except ImageLoadError as e:
-            click.echo(f"{path}: skipped: {e}", err=True)
-            failures += 1
-            continue
-        except OSError as e:
-            click.echo(f"{path}: skipped: cannot read ({e.strerror or e})", err=True)
+        except (ImageLoadError, OSError) as e:
+            _say_failure(path, e)
             failures += 1
             continue
         # A photo is one item; with --align each of its faces is one, named <name>_face_KK.
@@ -318,12 +326,8 @@ def invert(images, model, method, num_steps, space, preset, target_psnr, init_fr
             result.input = {"path": str(path), "sha256": input_sha256}
             try:
                 result.save(out, attachments=alignment_attachment(item))
-            except GanInvError as e:
-                click.echo(f"{path}: not saved: {e}", err=True)
-                failures += 1
-                continue
-            except OSError as e:
-                click.echo(f"{path}: not saved: {out}: {e.strerror or e}", err=True)
+            except (GanInvError, OSError) as e:
+                _say_failure(path, e, saving_to=out)
                 failures += 1
                 continue
             if not quiet:

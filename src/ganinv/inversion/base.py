@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import GanInvError
 from ..models.local import GATE_DEFAULTS
 from ..models.stylegan2 import Generator
 from .result import FORMAT_VERSION, InversionResult  # noqa: F401 - re-exported: the older import path
@@ -272,17 +273,23 @@ def frozen_view(net: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(net, memo)
 
 
-def check_target(G: Generator, target: torch.Tensor) -> torch.Tensor:
+def check_target(G: Generator, target: torch.Tensor, what: str | None = None) -> torch.Tensor:
+    """The target as float [N, C, H, W] with G's channels and resolution (a single [C, H, W] image gains N = 1).
+
+    Raises TypeError for a non-tensor, GanInvError (a ValueError) for a wrong shape or a non-finite
+    value; `what` (e.g. a degradation's name) prefixes those messages as "what: ...".
+    """
     if not isinstance(target, torch.Tensor):
         raise TypeError("target must be a float tensor [N, C, H, W] in [-1, 1]; load files with ganinv.data.io.load_image")
     if target.ndim == 3:
         target = target.unsqueeze(0)
+    prefix = f"{what}: " if what else ""
     expected = (G.img_channels, G.img_resolution, G.img_resolution)
     if target.ndim != 4 or tuple(target.shape[1:]) != expected:
-        raise ValueError(f"target must have shape [N, {expected[0]}, {expected[1]}, {expected[2]}], "
-                         f"got {tuple(target.shape)}")
+        raise GanInvError(f"{prefix}target must have shape [N, {expected[0]}, {expected[1]}, {expected[2]}], "
+                          f"got {tuple(target.shape)}")
     if not torch.isfinite(target).all():
-        raise ValueError("target contains NaN or inf")
+        raise GanInvError(f"{prefix}target contains NaN or inf")
     return target.float()
 
 

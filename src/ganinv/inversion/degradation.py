@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GanInvError
+from .base import check_target
 
 #: ITU-R BT.601 luma weights (R, G, B).
 LUMA = (0.299, 0.587, 0.114)
@@ -44,7 +45,7 @@ class Degradation:
 
     def observe(self, target: torch.Tensor, G) -> torch.Tensor:
         """The observation the loss compares with, from a target [N, C, H, W] (checked against G)."""
-        return self(_check_full(target, G, self.name))
+        return self(check_target(G, target, self.name))
 
     def display(self, observation: torch.Tensor, resolution: int) -> torch.Tensor:
         """The observation as an image of the generator's size (stored as the result's target)."""
@@ -52,20 +53,6 @@ class Degradation:
 
     def describe(self) -> dict:
         return {"kind": self.name}
-
-
-def _check_full(target: torch.Tensor, G, what: str) -> torch.Tensor:
-    if not isinstance(target, torch.Tensor):
-        raise TypeError("target must be a float tensor [N, C, H, W] in [-1, 1]; load files with ganinv.data.io.load_image")
-    if target.ndim == 3:
-        target = target.unsqueeze(0)
-    expected = (G.img_channels, G.img_resolution, G.img_resolution)
-    if target.ndim != 4 or tuple(target.shape[1:]) != expected:
-        raise GanInvError(f"{what}: target must have shape [N, {expected[0]}, {expected[1]}, {expected[2]}], "
-                          f"got {tuple(target.shape)}")
-    if not torch.isfinite(target).all():
-        raise GanInvError(f"{what}: target contains NaN or inf")
-    return target.float()
 
 
 class Inpaint(Degradation):
@@ -144,7 +131,7 @@ class SuperResolution(Degradation):
             if not torch.isfinite(target).all():
                 raise GanInvError("super_resolution: target contains NaN or inf")
             return target.float()
-        return self(_check_full(target, G, f"{self.name} (or [N, {G.img_channels}, {low}, {low}])"))
+        return self(check_target(G, target, f"{self.name} (or [N, {G.img_channels}, {low}, {low}])"))
 
     def display(self, observation: torch.Tensor, resolution: int) -> torch.Tensor:
         return F.interpolate(observation, size=(resolution, resolution), mode="nearest")

@@ -107,10 +107,7 @@ class MultiCodeSynthesis(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: dict | None = None,
                 style_offsets: dict | None = None, **kwargs) -> torch.Tensor:
-        if ws.ndim == 2:
-            ws = ws.unsqueeze(1).repeat([1, self.base.num_ws, 1])
-        self.base._check_ws(ws)
-        ws = ws.float()
+        ws = self.base._full_ws(ws)
         skip = None if self.skip_importance is None else self.skip_importance.to(ws.device)
         return self.compose(ws, self.codes(ws), self.importance.to(ws.device), skip, noise_mode=noise_mode,
                             noise=noise, style_offsets=style_offsets, **kwargs)

@@ -267,7 +267,41 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
-class SynthesisNetwork(nn.Module):
+class StyleSynthesis(nn.Module):
+    """What the synthesis networks of this package share (this module's and `ganinv.models.stylegan3`'s):
+    ws [N, num_ws, w_dim], or one w [N, w_dim] repeated for every layer, checked the same way, and the
+    StyleSpace styles of the layers `style_layers()` lists. A subclass sets `w_dim` and `num_ws`."""
+
+    w_dim: int
+    num_ws: int
+
+    def style_layers(self) -> list[tuple[str, nn.Module, int]]:
+        """(layer name, layer, ws index it reads) for every modulated layer, in order."""
+        raise NotImplementedError
+
+    def styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+        """StyleSpace: each modulated layer's style vector [N, C] (the affine output)."""
+        self._check_ws(ws)
+        return {name: layer.styles(ws[:, idx]) for name, layer, idx in self.style_layers()}
+
+    def _check_ws(self, ws: torch.Tensor) -> None:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
+
+    def _full_ws(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws as float32 [N, num_ws, w_dim] (one w [N, w_dim] is repeated for every layer), shape checked."""
+        if ws.ndim == 2:
+            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
+        self._check_ws(ws)
+        return ws.to(torch.float32)
+
+    @staticmethod
+    def _check_noise_mode(noise_mode: str) -> None:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+
+class SynthesisNetwork(StyleSynthesis):
     """ws [N, num_ws, w_dim] -> image [N, img_channels, R, R]."""
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
@@ -311,24 +345,11 @@ class SynthesisNetwork(nn.Module):
         return {name: layer.noise_const for name, layer, _ in self.style_layers()
                 if isinstance(layer, SynthesisLayer) and layer.use_noise}
 
-    def styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
-        """StyleSpace: each modulated layer's style vector [N, C] (the affine output)."""
-        self._check_ws(ws)
-        return {name: layer.styles(ws[:, idx]) for name, layer, idx in self.style_layers()}
-
-    def _check_ws(self, ws: torch.Tensor) -> None:
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: dict | None = None,
                 style_offsets: dict | None = None, force_fp32: bool = False,
                 fused_modconv: bool | None = None) -> torch.Tensor:
-        if ws.ndim == 2:
-            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
-        self._check_ws(ws)
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        ws = ws.to(torch.float32)
+        ws = self._full_ws(ws)
+        self._check_noise_mode(noise_mode)
         noise = noise or {}
         style_offsets = style_offsets or {}
         for key in list(noise) + list(style_offsets):
@@ -367,11 +388,9 @@ class SynthesisNetwork(nn.Module):
         """Run blocks 0..`block` (indices into `block_resolutions`): (features [N, C, R, R] after that block,
         the partial RGB image of the skip architecture at R px, or None for the others). ws as in forward;
         only the indices those blocks read matter. `forward_from(x, img, ws, block + 1)` finishes the image."""
-        if ws.ndim == 2:
-            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
-        self._check_ws(ws)
+        ws = self._full_ws(ws)
         block = self._check_block(block, len(self.block_resolutions) - 1)
-        return self._run_blocks(None, None, ws.to(torch.float32), 0, block + 1, noise_mode, noise or {},
+        return self._run_blocks(None, None, ws, 0, block + 1, noise_mode, noise or {},
                                 style_offsets or {}, force_fp32, fused_modconv)
 
     def forward_from(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor, block: int,
@@ -379,13 +398,11 @@ class SynthesisNetwork(nn.Module):
                      force_fp32: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
         """Run blocks `block`.. on features x (and the partial skip image img) from `forward_until(..., block - 1)`:
         the image [N, img_channels, R, R]. ws [N, num_ws, w_dim]; only the indices those blocks read matter."""
-        if ws.ndim == 2:
-            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
-        self._check_ws(ws)
+        ws = self._full_ws(ws)
         block = self._check_block(block, len(self.block_resolutions) - 1)
         if block == 0:
             raise ValueError("forward_from starts after the first block (block >= 1); use forward for a whole image")
-        _, img = self._run_blocks(x, img, ws.to(torch.float32), block, len(self.block_resolutions), noise_mode,
+        _, img = self._run_blocks(x, img, ws, block, len(self.block_resolutions), noise_mode,
                                   noise or {}, style_offsets or {}, force_fp32, fused_modconv)
         return img.contiguous()
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from .alias_free import design_lowpass_filter, filtered_lrelu
 from .layers import FullyConnectedLayer, modulated_conv2d
-from .stylegan2 import NOISE_MODES, MappingNetwork
+from .stylegan2 import MappingNetwork, StyleSynthesis
 
 ARCHITECTURE = "stylegan3"
 
@@ -214,7 +214,7 @@ class SynthesisLayer(nn.Module):
                 f"down={self.down_factor}, radial={self.down_radial}")
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(StyleSynthesis):
     """ws [N, num_ws, w_dim] -> image [N, img_channels, R, R]; ws[:, 0] drives the input's transform,
     ws[:, i + 1] the layer L{i}."""
 
@@ -294,32 +294,19 @@ class SynthesisNetwork(nn.Module):
         """StyleGAN3 has no noise inputs."""
         return {}
 
-    def styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
-        """StyleSpace: each modulated layer's style vector [N, C] (the affine output)."""
-        self._check_ws(ws)
-        return {name: layer.styles(ws[:, idx]) for name, layer, idx in self.style_layers()}
-
-    def _check_ws(self, ws: torch.Tensor) -> None:
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: dict | None = None,
                 style_offsets: dict | None = None, force_fp32: bool = False, update_emas: bool = False,
                 **unused) -> torch.Tensor:
         """`noise_mode` is accepted for interface compatibility (nothing is random here); `noise` must be
         empty. `style_offsets` {layer name: [C] or [N, C]} are added to the layers' styles."""
-        if ws.ndim == 2:
-            ws = ws.unsqueeze(1).repeat([1, self.num_ws, 1])
-        self._check_ws(ws)
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        ws = self._full_ws(ws)
+        self._check_noise_mode(noise_mode)
         if noise:
             raise KeyError(f"StyleGAN3 has no noise inputs; got noise for {sorted(noise)}")
         style_offsets = style_offsets or {}
         for key in style_offsets:
             if key not in self.layer_names:
                 raise KeyError(f"unknown synthesis layer {key!r}; expected one of {self.layer_names}")
-        ws = ws.to(torch.float32)
         x = self.input(ws[:, 0])
         for idx, name in enumerate(self.layer_names):
             x = getattr(self, name)(x, ws[:, idx + 1], style_offset=style_offsets.get(name),
