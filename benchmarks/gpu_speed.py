@@ -54,9 +54,38 @@ def images_per_second(G, batch: int, device: torch.device, min_seconds: float) -
     return batch * count / (time.perf_counter() - start)
 
 
+def _register_built_extensions() -> None:
+    """Newer PyTorch builds an extension with `cpp_extension.load` without adding it to `sys.modules`, where
+    the official `custom_ops.get_plugin` imports it from: register what `load` returns under its name."""
+    import torch.utils.cpp_extension as cpp_extension
+    if getattr(cpp_extension.load, "_ganinv_registers", False):
+        return
+    load = cpp_extension.load
+
+    def load_and_register(*args, **kwargs):
+        module = load(*args, **kwargs)
+        sys.modules.setdefault(kwargs.get("name") or args[0], module)
+        return module
+    load_and_register._ganinv_registers = True
+    cpp_extension.load = load_and_register
+
+
+OFFICIAL_PATH = {"path": "cuda plugins"}
+
+
+def _use_official_reference_path(reason: str) -> None:
+    """The official ops' own fallback (their `impl='ref'` code) when their CUDA plugins do not build here."""
+    for name in ("bias_act", "upfirdn2d", "filtered_lrelu"):
+        module = importlib.import_module(f"torch_utils.ops.{name}")
+        module._init = lambda: False
+    OFFICIAL_PATH["path"] = f"reference (plugins failed: {reason})"
+    print(json.dumps({"official_path": OFFICIAL_PATH["path"]}), flush=True)
+
+
 def official_generator(repo: str, half: bool):
     """The official implementation's Generator of the same configuration (random weights)."""
     sys.path.insert(0, str(Path(repo).resolve()))
+    _register_built_extensions()
     networks = importlib.import_module("training.networks_stylegan2")
     synthesis = dict(CONFIG_256["synthesis_kwargs"], **(HALF if half else {}))
     return networks.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
@@ -75,9 +104,15 @@ def generator_rows(device: torch.device, batches: list[int], precisions: list[st
         for batch in batches:
             timed = {"ours": [], "official": []}
             nets = {"ours": ours, "official": official}
-            for name, net in nets.items():
-                if net is not None:
-                    images_per_second(net, batch, device, 0.0)  # warm-up (plugin build, cuDNN autotune)
+            images_per_second(ours, batch, device, 0.0)  # warm-up (cuDNN autotune)
+            if official is not None:
+                try:
+                    images_per_second(official, batch, device, 0.0)  # warm-up (plugin build, autotune)
+                except Exception as error:  # the plugins' build: compiler, headers, torch version
+                    if OFFICIAL_PATH["path"] != "cuda plugins":
+                        raise
+                    _use_official_reference_path(f"{type(error).__name__}: {error}"[:200])
+                    images_per_second(official, batch, device, 0.0)
             for _ in range(repeats):
                 for name, net in nets.items():
                     if net is not None:
@@ -87,6 +122,7 @@ def generator_rows(device: torch.device, batches: list[int], precisions: list[st
             if official is not None:
                 row["official_img_per_s"] = statistics.median(timed["official"])
                 row["ratio_vs_official"] = statistics.median(o / r for o, r in zip(timed["ours"], timed["official"]))
+                row["official_path"] = OFFICIAL_PATH["path"] if device.type == "cuda" else "reference (cpu)"
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -134,9 +170,10 @@ def main(argv=None) -> None:
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
     print(json.dumps(info), flush=True)
+    # Inversion first: the official plugins' build (minutes on some machines) comes after.
+    inversion = inversion_rows(device, args.model, [m for m in args.methods.split(",") if m], args.num_images)
     generator = generator_rows(device, [int(b) for b in args.batches.split(",")], args.precisions.split(","),
                                args.repeats, args.min_seconds, args.official_repo)
-    inversion = inversion_rows(device, args.model, [m for m in args.methods.split(",") if m], args.num_images)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"info": info, "generator": generator, "inversion": inversion}, indent=1))

@@ -55,11 +55,13 @@ else
   bench=(--batches 1,16,64 --repeats 5 --min-seconds 0.5 --methods encoder,pti,clone --num-images 5)
 fi
 [ -n "$official" ] && bench+=(--official-repo "$official")
-timeout $(( $(left) > 200 ? 170 : $(left) / 2 )) "$PY" benchmarks/gpu_speed.py --device "$device" "${bench[@]}" \
+timeout $(( $(left) > 420 ? 170 : $(left) - 25 )) "$PY" benchmarks/gpu_speed.py --device "$device" "${bench[@]}" \
   --json "$out/gpu_speed.json" > "$out/step.log" 2>&1
 echo "speed exit=$?" >> "$out/step.log"; cat "$out/step.log" >> "$out/log.txt"; tail -n 2 "$out/step.log"
 
-# 3. Training with what is left (SIGTERM makes the trainer save its checkpoint and stop).
+# 3. Training with what is left (SIGTERM makes the trainer save its checkpoint and stop). With a short budget
+# the speed step above takes it all and there is no training. channel_max 192 keeps the packed checkpoint
+# under the transfer limit (at 256 it was 77 MB even reduced).
 run="${TMPDIR:-/tmp}/ganinv_gpu_run"
 if [ -n "$resume_from" ]; then
   log "unpacking $resume_from"
@@ -68,7 +70,7 @@ fi
 if [ "$dry" = 1 ]; then
   widths=(--batch 8 --z-dim 16 --w-dim 16 --mapping-layers 2 --channel-base 128 --channel-max 16 --max-steps 3)
 else
-  widths=(--batch 64 --z-dim 256 --w-dim 256 --mapping-layers 4 --channel-base 8192 --channel-max 256 --snapshot-kimg 50)
+  widths=(--batch 64 --z-dim 256 --w-dim 256 --mapping-layers 4 --channel-base 8192 --channel-max 192 --snapshot-kimg 50)
 fi
 train_seconds=$(( $(left) - 45 ))
 if [ "$train_seconds" -gt 20 ]; then

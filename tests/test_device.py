@@ -121,7 +121,10 @@ def test_each_method_runs_on_the_device_and_agrees_with_cpu(device, method):
     assert torch.isfinite(dev.ws).all() and torch.isfinite(dev.reconstruction).all()
     # Three steps of the same seeded optimization: the paths stay together to float32 rounding.
     assert _max_difference(dev.ws, cpu.ws) < 1e-3
-    assert _max_difference(dev.reconstruction, cpu.reconstruction) < 1e-2
+    # Methods that tune the generator (PTI, Clone) carry that rounding into the weights: on an H200 Clone's
+    # reconstruction differed from the CPU's by 0.0118 at most (pixel range [-1, 1]), every other method by
+    # less than 0.01; a wrong tensor, seed or dtype moves it by tenths.
+    assert _max_difference(dev.reconstruction, cpu.reconstruction) < 2e-2
     assert abs(dev.metrics["psnr"][0] - cpu.metrics["psnr"][0]) < 0.1
 
 
@@ -185,7 +188,12 @@ def test_stylegan3_agrees_with_cpu_and_the_official_outputs(device, stem):
         img = G.synthesis(ws)
     assert img.device.type == device.type
     assert _max_difference(ws, torch.from_numpy(ref["ws"])) < 1e-5
-    assert _max_difference(img, torch.from_numpy(ref["img"])) < 1e-4
+    # On the CPU our float32 output matches the official one to 1e-4. On CUDA the convolutions and the
+    # Fourier-feature input sum in another order through every layer, at magnitudes up to the conv clamp:
+    # an H200 gave 8.6e-4 (sg3t_res32) and 1.3e-3 (sg3r_res16) at most; a wrong filter or transform moves
+    # pixels by tenths.
+    tolerance = 1e-4 if device.type == "cpu" else 5e-3
+    assert _max_difference(img, torch.from_numpy(ref["img"])) < tolerance
     ws.requires_grad_(True)
     G.synthesis(ws).square().mean().backward()  # the filtered nonlinearity's gradient on the device
     assert torch.isfinite(ws.grad).all() and ws.grad.abs().sum() > 0
