@@ -43,7 +43,7 @@ def main(out: str) -> None:
                        "losses": [[float(v) for v in step.values()] for step in losses + enc_losses],
                        "kimg": trainer.kimg, "local_batch": trainer.local_batch,
                        "first_image_means": [float(v) for v in firsts]}, f)
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
     trainer = run_training(trainer, outdir, resume=resume, progress=not quiet, max_steps=max_steps,
                            max_seconds=None if max_minutes is None else max_minutes * 60, handle_signals=True,
                            card_extra=card_extra, log=log)
+    distributed.shutdown()
     if log:
         log(f"stopped at step {trainer.step_index}; checkpoint {checkpoint}; encoder {outdir / 'encoder'}")
 

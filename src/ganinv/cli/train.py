@@ -79,6 +79,7 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
             f"device {device}, {torch.get_num_threads()} threads")
     trainer = train(config, data, outdir, device=device, resume=resume, progress=not quiet,
                     max_steps=max_steps, handle_signals=True, log=log)
+    distributed.shutdown()
     if log:
         log(f"stopped at {trainer.kimg:.1f} kimg (step {trainer.step_index}); checkpoint {checkpoint}")
 

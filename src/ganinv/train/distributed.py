@@ -48,6 +48,15 @@ def init_from_environment(device: torch.device) -> torch.device:
     return device
 
 
+def shutdown() -> None:
+    """Leave the process group once every process is done with it. Tearing it down while another process
+    still talks to it can abort this one (gloo's threads: "terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_share(total: int, what: str = "batch") -> int:
     """This process's share of a global batch of `total` (which must divide evenly)."""
     size = world_size()
