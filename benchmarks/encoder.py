@@ -9,6 +9,8 @@ On held-out images (never training images), CPU, batch 1, the thread count named
   3. `hybrid` (In-domain inversion): steps and seconds (encoder start included) until each image reaches
      the PSNR optimize-W-100 reached on it, against optimize's 100 steps and its seconds; plus the
      `hybrid` defaults' own PSNR and time.
+`--optimize-variants optimize-defaults --skip-hybrid` measures only the encoder against `optimize` with
+its defaults (W+, 300 steps), the reference an encoder is ultimately compared with.
 Tables give the median (and mean) over images with the count.
 
     python benchmarks/encoder.py --model MODEL_FOLDER --data /work/datasets/fashion32 --num-images 100 \
@@ -92,6 +94,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-optimize", type=int, default=20, help="images for optimize and hybrid (slow)")
     parser.add_argument("--passes", default="1,2,3", help="ReStyle pass counts to measure")
     parser.add_argument("--hybrid-max-steps", type=int, default=200)
+    parser.add_argument("--optimize-variants", default="optimize-w100,optimize-w100-no-noise,optimize-defaults",
+                        help="optimize rows measured (optimize-defaults is W+ at 300 steps)")
+    parser.add_argument("--skip-hybrid", action="store_true", help="leave out the hybrid measurements")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
@@ -145,6 +150,11 @@ def main(argv=None) -> dict:
     variants = {"optimize-w100": dict(space="w", num_steps=100),
                 "optimize-w100-no-noise": dict(space="w", num_steps=100, optimize_noise=False),
                 "optimize-defaults": dict()}
+    chosen = [name for name in args.optimize_variants.split(",") if name]
+    unknown = sorted(set(chosen) - set(variants))
+    if unknown:
+        sys.exit(f"unknown --optimize-variants {', '.join(unknown)}; available: {', '.join(variants)}")
+    variants = {name: variants[name] for name in chosen}
     per_image_psnr = {}
     for name, settings in variants.items():
         psnr, psnr_const, ssim, seconds = [], [], [], []
@@ -172,47 +182,48 @@ def main(argv=None) -> dict:
             extra = f" | PSNR const noise {fmt(row['psnr_const_noise'])} | seconds {fmt(row['seconds'])}"
         print(f"  {name:24s} PSNR {fmt(row['psnr'])}  SSIM {fmt(row['ssim'], 4)}{extra}")
 
-    # 3. Hybrid: steps and seconds to reach optimize's PSNR, per image.
-    hybrid = {}
-    for reference, psnrs in per_image_psnr.items():
-        steps_needed, seconds_needed = [], []
+    if not args.skip_hybrid:
+        # 3. Hybrid: steps and seconds to reach optimize's PSNR, per image.
+        hybrid = {}
+        for reference, psnrs in per_image_psnr.items():
+            steps_needed, seconds_needed = [], []
+            for i in range(len(subset)):
+                x = subset[i:i + 1]
+                started = time.perf_counter()
+                out = METHODS["hybrid"].run(G, x, D=D, encoder=encoder, seed=args.seed,
+                                            num_steps=args.hybrid_max_steps, target_psnr=psnrs[i])
+                elapsed = time.perf_counter() - started
+                # The check runs before each update, so "at step k" means k updates were needed.
+                if out.stop_reason.startswith("reached target_psnr"):
+                    steps_needed.append(int(out.stop_reason.rsplit(" ", 1)[1]))
+                    seconds_needed.append(elapsed)
+                else:
+                    steps_needed.append(float("inf"))
+                    seconds_needed.append(float("inf"))
+            hybrid[reference] = {"steps": summary(steps_needed, keep_inf=True),
+                                 "seconds": summary(seconds_needed, keep_inf=True),
+                                 "reached": int(sum(np.isfinite(steps_needed))), "count": len(subset),
+                                 "max_steps": args.hybrid_max_steps,
+                                 "optimize_seconds": quality[reference]["seconds"]}
+            print(f"\nhybrid to reach {reference} PSNR: {hybrid[reference]['reached']}/{len(subset)} reached within "
+                  f"{args.hybrid_max_steps} steps; steps {fmt(hybrid[reference]['steps'], 1)}, seconds "
+                  f"{fmt(hybrid[reference]['seconds'])} (optimize: {variants[reference].get('num_steps', METHODS['optimize'].defaults['num_steps'])} "
+                  f"steps, {fmt(quality[reference]['seconds'])} s)")
+        defaults = {"psnr": [], "ssim": [], "seconds": []}
         for i in range(len(subset)):
             x = subset[i:i + 1]
             started = time.perf_counter()
-            out = METHODS["hybrid"].run(G, x, D=D, encoder=encoder, seed=args.seed,
-                                        num_steps=args.hybrid_max_steps, target_psnr=psnrs[i])
-            elapsed = time.perf_counter() - started
-            # The check runs before each update, so "at step k" means k updates were needed.
-            if out.stop_reason.startswith("reached target_psnr"):
-                steps_needed.append(int(out.stop_reason.rsplit(" ", 1)[1]))
-                seconds_needed.append(elapsed)
-            else:
-                steps_needed.append(float("inf"))
-                seconds_needed.append(float("inf"))
-        hybrid[reference] = {"steps": summary(steps_needed, keep_inf=True),
-                             "seconds": summary(seconds_needed, keep_inf=True),
-                             "reached": int(sum(np.isfinite(steps_needed))), "count": len(subset),
-                             "max_steps": args.hybrid_max_steps,
-                             "optimize_seconds": quality[reference]["seconds"]}
-        print(f"\nhybrid to reach {reference} PSNR: {hybrid[reference]['reached']}/{len(subset)} reached within "
-              f"{args.hybrid_max_steps} steps; steps {fmt(hybrid[reference]['steps'], 1)}, seconds "
-              f"{fmt(hybrid[reference]['seconds'])} (optimize: {variants[reference].get('num_steps', METHODS['optimize'].defaults['num_steps'])} "
-              f"steps, {fmt(quality[reference]['seconds'])} s)")
-    defaults = {"psnr": [], "ssim": [], "seconds": []}
-    for i in range(len(subset)):
-        x = subset[i:i + 1]
-        started = time.perf_counter()
-        out = METHODS["hybrid"].run(G, x, D=D, encoder=encoder, seed=args.seed)
-        defaults["seconds"].append(time.perf_counter() - started)
-        with torch.no_grad():
-            m = compute_metrics(G.synthesis(out.ws, noise_mode="const"), x)
-        defaults["psnr"].append(m["psnr"][0])
-        defaults["ssim"].append(m["ssim"][0])
-    hybrid["defaults"] = {k: summary(v) for k, v in defaults.items()}
-    hybrid["defaults"]["settings"] = dict(METHODS["hybrid"].defaults)
-    print(f"hybrid defaults ({METHODS['hybrid'].defaults['num_steps']} steps): PSNR {fmt(hybrid['defaults']['psnr'])}, "
-          f"SSIM {fmt(hybrid['defaults']['ssim'], 4)}, seconds {fmt(hybrid['defaults']['seconds'])}")
-    report["hybrid"] = hybrid
+            out = METHODS["hybrid"].run(G, x, D=D, encoder=encoder, seed=args.seed)
+            defaults["seconds"].append(time.perf_counter() - started)
+            with torch.no_grad():
+                m = compute_metrics(G.synthesis(out.ws, noise_mode="const"), x)
+            defaults["psnr"].append(m["psnr"][0])
+            defaults["ssim"].append(m["ssim"][0])
+        hybrid["defaults"] = {k: summary(v) for k, v in defaults.items()}
+        hybrid["defaults"]["settings"] = dict(METHODS["hybrid"].defaults)
+        print(f"hybrid defaults ({METHODS['hybrid'].defaults['num_steps']} steps): PSNR {fmt(hybrid['defaults']['psnr'])}, "
+              f"SSIM {fmt(hybrid['defaults']['ssim'], 4)}, seconds {fmt(hybrid['defaults']['seconds'])}")
+        report["hybrid"] = hybrid
     report["load_average_end"] = os.getloadavg()
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
