@@ -234,6 +234,11 @@ class Trainer:
         # phase name -> context manager; set by benchmarks/train_step.py to time each phase of a step.
         self.phase_timer: Callable[[str], ContextManager] | None = None
         self.input_memory_format = torch.contiguous_format
+        if self.device.type == "cpu":
+            # D and its inputs channels-last: with the FIR filters as convolutions, steps run 1.09x faster
+            # on one CPU thread at 64 px (benchmarks/train_step.py, arm channels_last_D); G gains nothing.
+            self.D.to(memory_format=torch.channels_last)
+            self.input_memory_format = torch.channels_last
         # FIR filters as depthwise convolutions in the steps (1.27x faster steps, see models.layers).
         self.fir_convolution = True
 
