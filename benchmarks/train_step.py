@@ -9,17 +9,19 @@ share of the mean step (R1 runs every `r1_interval` steps, so its mean cost is a
 median step time and mean step time with their ratios to the first arm.
 
     python benchmarks/train_step.py --threads 1 --steps 32
-    python benchmarks/train_step.py --threads 1 --steps 48 --arms baseline,channels_last_D,adam_foreach,ema_loop
+    python benchmarks/train_step.py --threads 1 --steps 16 --r1-interval 4 \
+        --arms baseline,previous,fir_slices,contiguous_D,channels_last_G,adam_foreach,adam_loop,ema_foreach,sanitize_checked
 
 Arms (each changes one thing against the trainer as it is):
-  baseline         the trainer as shipped
-  channels_last_D  D's weights and inputs in channels-last memory format
-  channels_last    G and D in channels-last
+  baseline         the trainer as it is (on the CPU: D and its inputs channels-last, FIR filters as convolutions)
+  contiguous_D     D's weights and inputs in the default (NCHW-contiguous) memory format
+  channels_last_G  G's weights channels-last too
   adam_foreach     torch.optim.Adam(foreach=True) instead of the fused kernel (same rule)
   adam_loop        the per-parameter Python loop Adam (same rule)
   ema_foreach      the EMA update as fused multi-tensor (torch._foreach) calls, same arithmetic
   sanitize_checked nan_to_num on the gradients only when a fused norm finds a non-finite one
   fir_slices       FIR filters as shifted slices (Trainer.fir_convolution off: the inference form)
+  previous         fir_slices and contiguous_D together: the trainer before these two changes
 """
 from __future__ import annotations
 
@@ -83,23 +85,24 @@ def _replace_adam(trainer: Trainer, **kwargs) -> None:
                                                 eps=group["eps"], **kwargs))
 
 
-def _channels_last(trainer: Trainer, G: bool) -> None:
-    trainer.D.to(memory_format=torch.channels_last)
-    trainer.input_memory_format = torch.channels_last
-    if G:
-        trainer.G.to(memory_format=torch.channels_last)
+def _memory_format(trainer: Trainer, D: torch.memory_format, G: torch.memory_format | None = None) -> None:
+    trainer.D.to(memory_format=D)
+    trainer.input_memory_format = D
+    if G is not None:
+        trainer.G.to(memory_format=G)
 
 
 # arm name -> (changes to a fresh trainer, context around each step)
 ARMS = {
     "baseline": (lambda t: None, None),
-    "channels_last_D": (lambda t: _channels_last(t, G=False), None),
-    "channels_last": (lambda t: _channels_last(t, G=True), None),
+    "contiguous_D": (lambda t: _memory_format(t, torch.contiguous_format), None),
+    "channels_last_G": (lambda t: _memory_format(t, torch.channels_last, torch.channels_last), None),
     "adam_foreach": (lambda t: _replace_adam(t, foreach=True), None),
     "adam_loop": (lambda t: _replace_adam(t, foreach=False), None),
     "ema_foreach": (lambda t: setattr(t, "_update_ema", _ema_foreach(t)), None),
     "sanitize_checked": (lambda t: setattr(t, "_sanitize", _sanitize_checked), None),
     "fir_slices": (lambda t: setattr(t, "fir_convolution", False), None),
+    "previous": (lambda t: (setattr(t, "fir_convolution", False), _memory_format(t, torch.contiguous_format)), None),
 }
 
 
