@@ -235,8 +235,8 @@ class Trainer:
         self.phase_timer: Callable[[str], ContextManager] | None = None
         self.input_memory_format = torch.contiguous_format
         if self.device.type == "cpu":
-            # D and its inputs channels-last: with the FIR filters as convolutions, steps run 1.09x faster
-            # on one CPU thread at 64 px (benchmarks/train_step.py, arm channels_last_D); G gains nothing.
+            # D and its inputs channels-last: with the FIR filters as convolutions, steps ran 1.01-1.09x
+            # faster on one CPU thread at 64 px (benchmarks/train_step.py, arm contiguous_D); G gained nothing.
             self.D.to(memory_format=torch.channels_last)
             self.input_memory_format = torch.channels_last
         # FIR filters as depthwise convolutions in the steps (1.27x faster steps, see models.layers).
