@@ -443,7 +443,6 @@ class Trainer:
         self.step_index = int(card.get("training_steps", 0))
         self.training_seconds = float(card.get("training_hours", 0)) * 3600
 
-
     def state_dict(self) -> dict:
         state = {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
