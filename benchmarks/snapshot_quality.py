@@ -6,10 +6,10 @@ FD / floor and precision/recall (k=3), with the held-out split as the floor, exa
 `benchmarks/quality.py` measures one model (same reference set, same seed, as many samples per set as the
 floor set). All sets are embedded in one call, so the numbers of the snapshots and of the shipped model
 are directly comparable. A snapshot is better when its FD is lower and its precision and recall are
-higher; precision/recall of 415 images move by about +-0.02 from sample noise alone.
+higher, by more than the spread over `--sample-seeds` (different prior samples of the same generator).
 
     python benchmarks/snapshot_quality.py --data /work/runs/emoji-data --models emoji64 \
-        --run /work/runs/emoji64 --threads 1 --json /work/runs/emoji64/quality.json
+        --run /work/runs/emoji64 --sample-seeds 0,1,2 --threads 1 --json /work/runs/emoji64/quality.json
 
 `--run RUN` adds every `RUN/snapshots/kimgNNNNNN/` (written by `ganinv train --snapshot-networks`), or
 every n-th with `--every n` (the newest always).
@@ -39,8 +39,10 @@ def snapshot_folders(run_dir: str | Path, every: int = 1) -> list[Path]:
 
 
 def score(models: list[str], data: str | Path, *, embedding_model: str = "emoji64", num_eval: int = 2000,
-          num_reference: int = 10000, seed: int = 0, k: int = DEFAULT_K) -> dict:
-    """{"floor": ..., "sets": {model: {frechet_distance, fd_ratio, precision, recall}}, ...}."""
+          num_reference: int = 10000, seed: int = 0, sample_seeds: tuple[int, ...] = (0,),
+          k: int = DEFAULT_K) -> dict:
+    """{"floor": ..., "sets": {model: {frechet_distance, fd_ratio, precision, recall, ...}}, ...}: each
+    number is the mean over the sample seeds, with its standard deviation (`*_sd`) when there are several."""
     embedding = load_model(embedding_model).embedding
     if embedding is None:
         raise SystemExit(f"{embedding_model}: no embedding/ in this model folder")
@@ -53,12 +55,21 @@ def score(models: list[str], data: str | Path, *, embedding_model: str = "emoji6
     evaluated = {}
     for name in models:
         G = load_generator(name)
-        evaluated[name] = generate_samples(G, count, seed=seed, truncation_psi=1.0)
+        for sample_seed in sample_seeds:
+            evaluated[(name, sample_seed)] = generate_samples(G, count, seed=sample_seed, truncation_psi=1.0)
     result = measure_quality(embedding, reference, images_to_tensor(held_arr[:count]), evaluated, k=k)
+    per_seed = result.pop("sets")
+    result["sets"] = {}
     for name in models:
+        rows = [per_seed[(name, sample_seed)] for sample_seed in sample_seeds]
+        row = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+        if len(rows) > 1:
+            row.update({f"{key}_sd": float(np.std([r[key] for r in rows], ddof=1)) for key in rows[0]})
         card_path = Path(name) / "card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else load_model(name).card
-        result["sets"][name]["kimg"] = card.get("images_seen_kimg")
+        row["kimg"] = card.get("images_seen_kimg")
+        result["sets"][name] = row
+    result["sample_seeds"] = list(sample_seeds)
     return result
 
 
@@ -70,7 +81,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--every", type=int, default=1, help="with --run: every n-th snapshot (and the newest)")
     parser.add_argument("--embedding-model", default="emoji64")
     parser.add_argument("--num-eval", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the reference set's seed (as benchmarks/quality.py)")
+    parser.add_argument("--sample-seeds", default="0", help="comma list: each model's samples per seed, "
+                        "numbers averaged (with their standard deviation)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -78,16 +91,22 @@ def main(argv=None) -> dict:
     models = [m for m in args.models.split(",") if m]
     if args.run:
         models += [str(p) for p in snapshot_folders(args.run, args.every)]
-    result = score(models, args.data, embedding_model=args.embedding_model, num_eval=args.num_eval, seed=args.seed)
+    sample_seeds = tuple(int(v) for v in args.sample_seeds.split(",") if v)
+    result = score(models, args.data, embedding_model=args.embedding_model, num_eval=args.num_eval, seed=args.seed,
+                   sample_seeds=sample_seeds)
     floor = result["floor"]
     print(f"shape embedding of {args.embedding_model}; {result['counts']['evaluated']} images per set, reference "
           f"{result['counts']['reference']} training images")
     print("| model | kimg | FD | FD / floor | precision | recall |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     print(f"| held-out real (floor) | | {floor['frechet_distance']:.4g} | 1 | {floor['precision']:.3f} | "
           f"{floor['recall']:.3f} |")
+    def cell(row: dict, key: str, digits: int) -> str:
+        sd = row.get(f"{key}_sd")
+        return f"{row[key]:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
     for name, row in result["sets"].items():
-        print(f"| {name} | {row['kimg']} | {row['frechet_distance']:.4g} | {row['fd_ratio']:.3f} | "
-              f"{row['precision']:.3f} | {row['recall']:.3f} |")
+        print(f"| {name} | {row['kimg']} | {cell(row, 'frechet_distance', 3)} | {cell(row, 'fd_ratio', 3)} | "
+              f"{cell(row, 'precision', 3)} | {cell(row, 'recall', 3)} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result
