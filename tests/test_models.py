@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+import ganinv.models.layers as layers_module
 from ganinv.models.layers import modulated_conv2d, setup_filter, upfirdn2d
 from ganinv.models.stylegan2 import Discriminator, Generator
 from conftest import tiny_discriminator, tiny_generator
@@ -39,6 +40,17 @@ def test_upfirdn2d_matches_naive_reference(up, down, pad, separable):
     ref = naive_upfirdn2d(x, f, up, down, pad)
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() < 1e-5
+    # In the GAN trainer's form, the filter under autograd is a (strided) depthwise convolution: same values,
+    # and the gradient matches the shifted-slice form's.
+    gradients = []
+    for conv in (True, False):
+        with layers_module.fir_as_convolution(conv):
+            xt = torch.from_numpy(x).requires_grad_(True)
+            out = upfirdn2d(xt, torch.from_numpy(f), up=up, down=down, padding=list(pad))
+            assert np.abs(out.detach().numpy() - ref).max() < 1e-5
+            (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+            gradients.append(xt.grad)
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-5)
 
 
 @pytest.mark.parametrize("up", [1, 2])
@@ -168,7 +180,6 @@ def test_bad_constructor_arguments():
 def test_fast_paths_match_the_official_order_of_operations(batch, monkeypatch):
     """Slice FIR, 1x1 matmuls and the folded in-place epilogue give the official arithmetic's images, with
     and without autograd (in-place steps only run when no gradient is recorded)."""
-    import ganinv.models.layers as layers_module
     import ganinv.models.stylegan2 as sg2_module
     torch.manual_seed(3)
     G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
@@ -219,7 +230,6 @@ def test_fast_paths_match_the_official_order_of_operations(batch, monkeypatch):
 def test_cached_weight_quantities_follow_weight_updates(monkeypatch):
     """Inference keeps per-weight quantities (demodulation norms, channels-last and transposed copies) on
     the weight; any in-place change (an optimizer step, load_state_dict) must invalidate them."""
-    import ganinv.models.layers as layers_module
     import ganinv.models.stylegan2 as sg2_module
     torch.manual_seed(4)
     G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),

@@ -86,6 +86,24 @@ def test_training_steps_have_finite_losses_and_update_networks():
     assert grid.shape == (4, 3, 16, 16) and torch.isfinite(grid).all()
 
 
+def test_fir_convolution_steps_match_the_slice_form():
+    import ganinv.models.layers as layers_module
+
+    config = TrainConfig(**TINY, r1_interval=2)
+    data = TrainingData(_images(16))
+    trainers = []
+    for conv in (True, False):
+        trainer = Trainer(config, data)
+        trainer.fir_convolution = conv
+        trainers.append((trainer, [trainer.step() for _ in range(2)]))
+    (a, stats_a), (b, stats_b) = trainers
+    for x, y in zip(stats_a, stats_b):
+        assert x.keys() == y.keys() and all(abs(x[k] - y[k]) < 1e-4 for k in x)
+    for name, value in a.G.state_dict().items():
+        torch.testing.assert_close(value, b.G.state_dict()[name], atol=1e-4, rtol=1e-4)
+    assert layers_module.FIR_CONV_UNDER_AUTOGRAD is False  # only inside the trainer's steps
+
+
 def test_trains_at_64_pixels_rgb_with_diffaugment():
     config = TrainConfig(**{**TINY, "channel_base": 256, "channel_max": 16}, augment="color,translation,cutout")
     trainer = Trainer(config, TrainingData(_images(16, 64, 3)))
@@ -299,3 +317,75 @@ def test_sigterm_stops_after_the_step_and_the_run_resumes_bit_exactly(tmp_path, 
     assert resumed.step_index == 4
     for name, value in resumed.G_ema.state_dict().items():
         assert torch.equal(value, straight.G_ema.state_dict()[name]), name
+
+
+# -- starting from an exported snapshot ----------------------------------------------------------------
+
+
+def _export_tiny_run(tmp_path, data, config, steps: int = 2):
+    """A tiny run's G_ema and D saved as a model folder with their card (`Trainer.save_snapshot`)."""
+    trainer = train(config, data, tmp_path / "first", progress=False, max_steps=steps)
+    trainer.save_snapshot(tmp_path / "snapshot")
+    return trainer
+
+
+def test_init_starts_every_network_from_the_snapshot_and_trains(tmp_path):
+    config = TrainConfig(**TINY, r1_interval=2)
+    data = TrainingData(_images(16))
+    first = _export_tiny_run(tmp_path, data, config)
+    for source in (tmp_path / "snapshot", tmp_path / "snapshot" / "model.safetensors"):
+        trainer = Trainer(TrainConfig(**TINY, r1_interval=2, seed=7), data)
+        trainer.start_from_snapshot(source)
+        for name, reference in (("G", first.G_ema), ("G_ema", first.G_ema), ("D", first.D)):
+            ours, theirs = getattr(trainer, name).state_dict(), reference.state_dict()
+            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (source, name)
+        assert trainer.step_index == 2 and trainer.kimg == first.kimg
+        assert not trainer.opt_G.state and not trainer.opt_D.state  # fresh optimizer state
+    before = trainer.G.mapping.fc0.weight.clone()
+    stats = trainer.step()
+    assert np.isfinite(stats["loss_G"]) and np.isfinite(stats["loss_D"]) and "r1_penalty" in stats
+    assert not torch.equal(before, trainer.G.mapping.fc0.weight)
+
+
+def test_init_run_resumes_its_own_checkpoint_and_refuses_other_networks(tmp_path):
+    config = TrainConfig(**TINY)
+    data = TrainingData(_images(16))
+    first = _export_tiny_run(tmp_path, data, config)
+    init = TrainConfig(**TINY, init=str(tmp_path / "snapshot"))
+    started = train(init, data, tmp_path / "second", progress=False, max_steps=1)
+    assert started.step_index == first.step_index + 1
+    # The same call again resumes the run folder (the snapshot is read only for a new run).
+    resumed = train(init, data, tmp_path / "second", progress=False, max_steps=1)
+    assert resumed.step_index == first.step_index + 2
+    for name, value in (("channel_max", 8), ("w_dim", 8), ("mapping_layers", 3)):
+        other = TrainConfig(**{**TINY, name: value}, init=str(tmp_path / "snapshot"))
+        with pytest.raises(ValueError, match=f"{name}={getattr(config, name)!r}, this run asks for {value!r}"):
+            train(other, data, tmp_path / f"other_{name}", progress=False, max_steps=1)
+        assert not (tmp_path / f"other_{name}").exists()
+    with pytest.raises(ValueError, match="img_resolution"):  # the data decide the resolution
+        train(init, TrainingData(_images(16, resolution=32)), tmp_path / "other_size", progress=False, max_steps=1)
+
+
+def test_cli_train_init_errors_in_one_line(tmp_path):
+    from ganinv.cli import main
+
+    data = _tiny_dataset(tmp_path / "data")
+    runner = CliRunner()
+    common = ["--data", str(data), "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-base", "128",
+              "--quiet"]
+    result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "run"), "--max-steps", "1",
+                                  "--channel-max", "16", "--snapshot-networks"])
+    assert result.exit_code == 0, result.output
+    snapshot = tmp_path / "run" / "snapshots" / "kimg000000"
+    assert (snapshot / "model.safetensors").is_file() and (snapshot / "card.json").is_file()
+    (tmp_path / "run" / "snapshots" / "kimg000000").rename(tmp_path / "snapshot")
+    result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "next"), "--max-steps", "1",
+                                  "--channel-max", "16", "--init", str(tmp_path / "snapshot")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "bad"), "--max-steps", "1",
+                                  "--channel-max", "8", "--init", str(tmp_path / "snapshot")])
+    assert result.exit_code != 0 and "channel_max=16, this run asks for 8" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
+    result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "none"), "--max-steps", "1",
+                                  "--channel-max", "16", "--init", str(tmp_path / "missing")])
+    assert result.exit_code != 0 and "missing: no such model" in result.output

@@ -27,6 +27,26 @@ def test_adam_helper_applies_gradients_laid_out_unlike_their_parameter():
     assert torch.allclose(p_helper, p_loop, atol=1e-5)
 
 
+def test_adam_helper_reads_a_loaded_state_in_its_parameters_layout():
+    # A contiguous run's optimizer state loaded for a channels-last parameter (a resumed run whose
+    # network changed memory format) must go on as the contiguous run does.
+    torch.manual_seed(0)
+    grads = [torch.randn(4, 6, 3, 3) for _ in range(3)]
+    p_plain = torch.nn.Parameter(torch.randn(4, 6, 3, 3))
+    opt_plain = adam([p_plain], lr=0.1)
+    p_plain.grad = grads[0]
+    opt_plain.step()
+    p_last = torch.nn.Parameter(p_plain.detach().clone().contiguous(memory_format=torch.channels_last))
+    opt_last = adam([p_last], lr=0.1)
+    opt_last.load_state_dict(copy.deepcopy(opt_plain.state_dict()))  # as read back from a file
+    assert opt_last.state[p_last]["exp_avg"].stride() != p_last.stride()
+    for grad in grads[1:]:
+        p_plain.grad, p_last.grad = grad, grad.contiguous(memory_format=torch.channels_last)
+        opt_plain.step()
+        opt_last.step()
+    assert torch.allclose(p_plain, p_last, atol=1e-6)
+
+
 def test_adam_helper_matches_looped_adam_on_synthesis_gradients_from_autograd_grad():
     # The way Clone steps G: torch.autograd.grad, then param.grad = grad. The upsampling layers' weight
     # gradients come back non-contiguous; the helper's fused step must match the looped one.

@@ -220,7 +220,8 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     gradient with other strides is applied to the wrong elements. `backward()` lays gradients out like
     their parameters, but `torch.autograd.grad` need not: the transposed convolution of an upsampling
     layer returns its weight gradient with the in/out channels swapped in memory. A step pre-hook copies
-    any such gradient into the parameter's layout first (tests/test_utils.py)."""
+    any such gradient, and any moment estimate loaded in another layout, into the parameter's layout
+    first (tests/test_utils.py)."""
     params = list(params)
     tensors = [t for group in params for t in (group["params"] if isinstance(group, dict) else [group])]
     fused = bool(tensors) and all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
@@ -231,8 +232,15 @@ def adam(params, **kwargs) -> torch.optim.Adam:
 
 
 def _grads_in_parameter_layout(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    # The moment estimates too: a state loaded from a checkpoint written with another memory format
+    # (a channels-last network resumed from a contiguous one) would otherwise be read in the wrong order.
     for group in optimizer.param_groups:
         for param in group["params"]:
             grad = param.grad
             if grad is not None and grad.stride() != param.stride():
                 param.grad = torch.empty_like(param).copy_(grad)
+            state = optimizer.state.get(param)
+            for key, value in (state or {}).items():
+                if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                        and value.stride() != param.stride()):
+                    state[key] = torch.empty_like(param).copy_(value)

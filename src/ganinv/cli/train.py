@@ -7,8 +7,9 @@ import click
 import torch
 
 from .common import (UserError, apply_threads, common_options, config_for_run_or_fail, dataset_option,
-                     learning_rate_option, output_options, quiet_option, seed_option, threads_option,
+                     learning_rate_option, one_line, output_options, quiet_option, seed_option, threads_option,
                      training_options)
+from ..errors import GanInvError
 from ..models.registry import resolve_device
 from ..train import distributed
 from ..train.augment import parse_policy
@@ -26,6 +27,9 @@ from ..train.export import export_model
               help="Stop after this many thousand training images shown.")
 @click.option("--snapshot-kimg", default=10.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Write checkpoint, sample grid and stats every this many kimg.")
+@click.option("--snapshot-networks", is_flag=True,
+              help="Also keep G_ema and D of every snapshot in OUTDIR/snapshots/kimgNNNNNN/ (model folders that "
+                   "--init and --model read).")
 @click.option("--batch", "batch_size", default=32, show_default=True, type=click.IntRange(min=2))
 @click.option("--z-dim", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--w-dim", default=128, show_default=True, type=click.IntRange(min=1))
@@ -47,11 +51,16 @@ from ..train.export import export_model
 @click.option("--cond", "label_key", default=None, help="Condition G and D on this label field (e.g. class).")
 @click.option("--mixed-precision/--no-mixed-precision", default=True, show_default=True,
               help="fp16 in the highest-resolution blocks (CUDA only; ignored on CPU).")
+@click.option("--init", "init", default=None,
+              help="Start G, G_ema and D from an exported snapshot (model folder, its model.safetensors, or an "
+                   "embedded model name such as emoji64) with fresh optimizer state; network settings must "
+                   "match its card. Ignored when OUTDIR has a checkpoint to resume.")
 @common_options
-def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snapshot_kimg, batch_size, z_dim, w_dim,
+def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snapshot_kimg, snapshot_networks,
+                  batch_size, z_dim, w_dim,
                   mapping_layers, channel_base, channel_max, d_channel_base, d_channel_max, learning_rate,
                   r1_gamma, pl_weight, style_mixing_prob, ema_kimg, augment, mirror, label_key,
-                  mixed_precision, device, seed, quiet):
+                  mixed_precision, init, device, seed, quiet):
     """Train a StyleGAN2 generator on a dataset folder (resumable; Ctrl-C or SIGTERM saves and stops)."""
 
     apply_threads(threads)
@@ -66,8 +75,8 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
                          r1_gamma=r1_gamma, pl_weight=pl_weight, style_mixing_prob=style_mixing_prob,
                          ema_kimg=ema_kimg, augment=augment, mirror=mirror, label_key=label_key,
                          mixed_precision=mixed_precision, total_kimg=total_kimg, snapshot_kimg=snapshot_kimg,
-                         seed=seed)
-    config = config_for_run_or_fail(config, outdir, resume, ("total_kimg", "snapshot_kimg"))
+                         snapshot_networks=snapshot_networks, seed=seed, init=init)
+    config = config_for_run_or_fail(config, outdir, resume, ("total_kimg", "snapshot_kimg", "snapshot_networks"))
     checkpoint = outdir / CHECKPOINT_FILE
     try:
         data = load_training_data(data_dir, config.label_key)
@@ -77,8 +86,11 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
     if log:
         log(f"training on {len(data.images)} images {data.images.shape[1:]} from {data_dir}; run folder {outdir}; "
             f"device {device}, {torch.get_num_threads()} threads")
-    trainer = train(config, data, outdir, device=device, resume=resume, progress=not quiet,
-                    max_steps=max_steps, handle_signals=True, log=log)
+    try:
+        trainer = train(config, data, outdir, device=device, resume=resume, progress=not quiet,
+                        max_steps=max_steps, handle_signals=True, log=log)
+    except GanInvError as e:  # an --init snapshot that cannot be read or does not match
+        raise UserError(one_line(e)) from None
     distributed.shutdown()
     if log:
         log(f"stopped at {trainer.kimg:.1f} kimg (step {trainer.step_index}); checkpoint {checkpoint}")

@@ -22,15 +22,20 @@ from __future__ import annotations
 import copy
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.io import save_grid
+from ..errors import GanInvError
+from ..models.checkpoints import load_native, save_native
+from ..models.layers import fir_as_convolution
+from ..models.registry import resolve_path
 from ..models.stylegan2 import Discriminator, Generator
 from ..utils import adam
 from . import distributed
@@ -71,12 +76,63 @@ class TrainConfig(RunConfig):
     augment: str = "color,translation,cutout"
     mirror: bool = False
     label_key: str | None = None  # conditional training on this record field
+    init: str | None = None  # exported snapshot that G, G_ema and D start from (None: random weights)
     mixed_precision: bool = True  # fp16 in the 4 highest-resolution blocks, CUDA only
     # schedule
     total_kimg: float = 100_000.0
     snapshot_kimg: float = 10.0
+    snapshot_networks: bool = False  # also keep G_ema and D of every snapshot in RUN/snapshots/kimgNNNNNN/
     seed: int = 0
     grid_size: int = 64
+
+
+# The settings that fix the networks' shapes: a snapshot given to `init` must have been trained with them.
+NETWORK_SETTINGS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "d_channel_base",
+                    "d_channel_max", "mbstd_group_size", "label_key")
+# Network arguments that change how a network runs, not its weights (fp16 blocks on CUDA only).
+_PRECISION_KWARGS = ("num_fp16_res", "conv_clamp")
+
+
+def read_snapshot(path: str | Path) -> tuple[Generator, Discriminator, dict]:
+    """(G, D, card) of an exported model: its folder, its model.safetensors, or an embedded model's name."""
+    text = str(path)
+    if Path(text).is_file() and Path(text).suffix == ".safetensors":
+        text = str(Path(text).parent)  # the card lies beside the weights
+    folder = resolve_path(text)
+    G, D, card, _ = load_native(folder)
+    if D is None:
+        raise GanInvError(f"{text}: this model has no discriminator; starting a training run needs G and D")
+    return G, D, card
+
+
+def _architecture(kwargs: dict, prefix: str = "") -> dict:
+    """Flattened network arguments ('synthesis_kwargs.channels' ...), without the precision ones."""
+    flat = {}
+    for key, value in kwargs.items():
+        if key in _PRECISION_KWARGS:
+            continue
+        if isinstance(value, dict) and key != "channels":
+            flat.update(_architecture(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_snapshot_matches(config: "TrainConfig", card: dict, networks: dict, snapshot_networks: dict,
+                           source: str) -> None:
+    """Raise a one-line GanInvError naming the first network setting in which a snapshot differs from
+    the run: the card's training settings first, then each network's architecture arguments."""
+    settings = card.get("training_settings") or {}
+    for name in NETWORK_SETTINGS:
+        if name in settings and settings[name] != getattr(config, name):
+            raise GanInvError(f"{source}: the snapshot was trained with {name}={settings[name]!r}, this run asks "
+                              f"for {getattr(config, name)!r}")
+    for net, mine in networks.items():
+        mine, theirs = _architecture(mine), _architecture(snapshot_networks[net])
+        for key in sorted(set(mine) | set(theirs)):
+            if mine.get(key) != theirs.get(key):
+                raise GanInvError(f"{source}: the snapshot's {net} has {key}={theirs.get(key)!r}, this run's "
+                                  f"{net} would have {mine.get(key)!r}")
 
 
 @dataclass
@@ -175,6 +231,16 @@ class Trainer:
         self.pl_mean = torch.zeros([], device=self.device)
         self.order = torch.randperm(self.num_images, generator=self.generator)
         self.position = 0
+        # phase name -> context manager; set by benchmarks/train_step.py to time each phase of a step.
+        self.phase_timer: Callable[[str], ContextManager] | None = None
+        self.input_memory_format = torch.contiguous_format
+        if self.device.type == "cpu":
+            # D and its inputs channels-last: with the FIR filters as convolutions, steps ran 1.01-1.09x
+            # faster on one CPU thread at 64 px (benchmarks/train_step.py, arm contiguous_D); G gained nothing.
+            self.D.to(memory_format=torch.channels_last)
+            self.input_memory_format = torch.channels_last
+        # FIR filters as depthwise convolutions in the steps (1.27x faster steps, see models.layers).
+        self.fir_convolution = True
 
     def _optimizer(self, net: torch.nn.Module, learning_rate: float, interval: int | None):
         ratio = interval / (interval + 1) if interval else 1.0
@@ -232,59 +298,84 @@ class Trainer:
                 ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
         return ws
 
-    def _augment(self, img: torch.Tensor) -> torch.Tensor:
-        return diff_augment(img, self.augment_policy, self.generator) if self.augment_policy else img
+    def _d_input(self, img: torch.Tensor) -> torch.Tensor:
+        """D's input: the augmented images, in D's memory format."""
+        img = diff_augment(img, self.augment_policy, self.generator) if self.augment_policy else img
+        return img.contiguous(memory_format=self.input_memory_format)
 
     # -- one step -------------------------------------------------------------------------------
 
+    def _phase(self, name: str):
+        """Times one phase of a step when `phase_timer` is set (benchmarks/train_step.py); else nothing."""
+        return self.phase_timer(name) if self.phase_timer is not None else nullcontext()
+
     def step(self) -> dict[str, float]:
         """Train one batch: a D step (with lazy R1), a G step (with lazy path-length reg), EMA."""
+        with fir_as_convolution(self.fir_convolution):
+            return self._step()
+
+    def _step(self) -> dict[str, float]:
         cfg = self.config
         batch = self.local_batch
         stats: dict[str, float] = {}
-        real, real_c = self._real_batch()
-        gen_c = self._fake_labels(batch)
-        z = self._latents(batch)
+        with self._phase("data"):
+            real, real_c = self._real_batch()
+            gen_c = self._fake_labels(batch)
+            z = self._latents(batch)
 
-        self.G.requires_grad_(True)
-        ws = self._mapping(z, gen_c)
-        fake = self.G.synthesis(ws, noise_mode="random")
+        with self._phase("G forward"):
+            self.G.requires_grad_(True)
+            ws = self._mapping(z, gen_c)
+            fake = self.G.synthesis(ws, noise_mode="random")
 
         # Discriminator: softplus(D(fake)) + softplus(-D(real)), plus gamma/2 |grad D(real)|^2 lazily.
-        self.D.requires_grad_(True)
-        self.opt_D.zero_grad(set_to_none=True)
-        fake_logits = self.D(self._augment(fake.detach()), gen_c)
         do_r1 = self.r1_gamma > 0 and self.step_index % cfg.r1_interval == 0
-        real_input = self._augment(real).detach().requires_grad_(do_r1)
-        real_logits = self.D(real_input, real_c)
-        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        stats["loss_D"] = float(loss_D.detach())
-        stats["D_real"] = float(real_logits.detach().mean())
-        stats["D_fake"] = float(fake_logits.detach().mean())
+        with self._phase("augment"):
+            # D draws no random numbers, so augmenting both batches first keeps the random sequence.
+            fake_input = self._d_input(fake.detach())
+            real_input = self._d_input(real).detach().requires_grad_(do_r1)
+        with self._phase("D forward"):
+            self.D.requires_grad_(True)
+            self.opt_D.zero_grad(set_to_none=True)
+            fake_logits = self.D(fake_input, gen_c)
+            real_logits = self.D(real_input, real_c)
+            loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+            stats["loss_D"] = float(loss_D.detach())
+            stats["D_real"] = float(real_logits.detach().mean())
+            stats["D_fake"] = float(fake_logits.detach().mean())
         if do_r1:
-            (grad,) = torch.autograd.grad(real_logits.sum(), real_input, create_graph=True)
-            penalty = grad.square().sum(dim=[1, 2, 3])
-            loss_D = loss_D + penalty.mean() * (self.r1_gamma / 2) * cfg.r1_interval
-            stats["r1_penalty"] = float(penalty.detach().mean())
-        loss_D.backward()
-        self._sanitize(self.D)
-        distributed.average_gradients(self.D)
-        self.opt_D.step()
+            with self._phase("R1"):
+                (grad,) = torch.autograd.grad(real_logits.sum(), real_input, create_graph=True)
+                penalty = grad.square().sum(dim=[1, 2, 3])
+                loss_D = loss_D + penalty.mean() * (self.r1_gamma / 2) * cfg.r1_interval
+                stats["r1_penalty"] = float(penalty.detach().mean())
+        with self._phase("D backward"):
+            loss_D.backward()
+        with self._phase("D optimizer"):
+            self._sanitize(self.D)
+            distributed.average_gradients(self.D)
+            self.opt_D.step()
 
         # Generator: softplus(-D(G(z))) through the updated D, on the fakes generated above.
-        self.D.requires_grad_(False)
-        self.opt_G.zero_grad(set_to_none=True)
-        gen_logits = self.D(self._augment(fake), gen_c)
-        loss_G = F.softplus(-gen_logits).mean()
-        stats["loss_G"] = float(loss_G.detach())
-        loss_G.backward()
-        self._sanitize(self.G)
-        distributed.average_gradients(self.G)
-        self.opt_G.step()
-        del fake, ws
+        with self._phase("augment"):
+            gen_input = self._d_input(fake)
+        with self._phase("G: D forward"):
+            self.D.requires_grad_(False)
+            self.opt_G.zero_grad(set_to_none=True)
+            gen_logits = self.D(gen_input, gen_c)
+            loss_G = F.softplus(-gen_logits).mean()
+            stats["loss_G"] = float(loss_G.detach())
+        with self._phase("G backward"):
+            loss_G.backward()
+        with self._phase("G optimizer"):
+            self._sanitize(self.G)
+            distributed.average_gradients(self.G)
+            self.opt_G.step()
+        del fake, ws, gen_input
 
         if cfg.pl_weight > 0 and self.step_index % cfg.pl_interval == 0:
-            stats["pl_penalty"] = self._path_length_step()
+            with self._phase("path length"):
+                stats["pl_penalty"] = self._path_length_step()
 
         for key in ("loss_D", "loss_G"):
             if not math.isfinite(stats[key]):
@@ -292,8 +383,9 @@ class Trainer:
                                          f"({self.kimg:.1f} kimg); the last checkpoint is kept")
         self.num_images_seen += cfg.batch_size
         self.step_index += 1
-        distributed.average_buffers(self.G.mapping)  # w_avg tracks every process's latents
-        self._update_ema()
+        with self._phase("EMA"):
+            distributed.average_buffers(self.G.mapping)  # w_avg tracks every process's latents
+            self._update_ema()
         return stats
 
     def _path_length_step(self) -> float:
@@ -333,6 +425,23 @@ class Trainer:
             b_ema.copy_(b)
 
     # -- state ----------------------------------------------------------------------------------
+
+    def start_from_snapshot(self, path: str | Path) -> None:
+        """Start from an exported model (`ganinv export-model`, an embedded model): its G (the exported
+        G_ema) becomes G and G_ema, its D becomes D; the optimizers keep their fresh state. The image,
+        step and time counters go on from the snapshot's card, so kimg, the R1 schedule and the EMA
+        ramp-up continue where the snapshot's run was. Raises GanInvError when a network setting differs."""
+        G, D, card = read_snapshot(path)
+        check_snapshot_matches(self.config, card, {"G": self.G.kwargs_with_channels(),
+                                                   "D": self.D.kwargs_with_channels()},
+                               {"G": G.kwargs_with_channels(), "D": D.kwargs_with_channels()}, str(path))
+        with torch.no_grad():
+            self.G.load_state_dict(G.state_dict())
+            self.G_ema.load_state_dict(G.state_dict())
+            self.D.load_state_dict(D.state_dict())
+        self.num_images_seen = int(round(float(card.get("images_seen_kimg", 0)) * 1000))
+        self.step_index = int(card.get("training_steps", 0))
+        self.training_seconds = float(card.get("training_hours", 0)) * 3600
 
     def state_dict(self) -> dict:
         state = {
@@ -383,6 +492,14 @@ class Trainer:
             self.generator.manual_seed(seed)
             torch.manual_seed(seed)
 
+    def save_snapshot(self, folder: str | Path) -> Path:
+        """G_ema and D as a model folder (model.safetensors + card.json with the training settings and
+        counters): what `start_from_snapshot` (`ganinv train --init`) and `ganinv.load_model` read."""
+        card = {"training_settings": self.config.to_dict(), "images_seen_kimg": round(self.kimg, 3),
+                "training_steps": self.step_index, "training_hours": round(self.training_seconds / 3600, 4),
+                "label_names": self.label_names}
+        return save_native(folder, self.G_ema, self.D, card=card)
+
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the one rolling resume checkpoint atomically."""
         return save_state(self.state_dict(), path)
@@ -426,10 +543,14 @@ def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, devic
     """Train (or resume) a run in `run_dir` until `config.total_kimg`, `max_steps` or a signal.
 
     Writes `checkpoint.pt` (rolling, atomic), `samples/kimgNNNNNN.png` and a line of `stats.jsonl` at
-    every snapshot, and once more at the end (see `ganinv.train.loop`).
+    every snapshot, and once more at the end (see `ganinv.train.loop`). A new run with `config.init`
+    starts from that exported snapshot (`Trainer.start_from_snapshot`); a run folder with a checkpoint
+    resumes from it instead, so the same call continues the run.
     """
     run_dir = Path(run_dir)
     trainer = Trainer(config, data, device=device)
+    if config.init is not None and not (resume and (run_dir / CHECKPOINT_FILE).is_file()):
+        trainer.start_from_snapshot(config.init)  # before the run folder exists: a mismatch leaves nothing
 
     def postfix(stats: dict, images_per_second: float) -> dict:
         return dict(kimg=f"{trainer.kimg:.1f}", G=f"{stats['loss_G']:.3f}", D=f"{stats['loss_D']:.3f}",
@@ -444,13 +565,18 @@ def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, devic
         grid = trainer.sample_grid()
         save_grid(grid, run_dir / "samples" / f"kimg{int(trainer.kimg):06d}.png", upscale=2)
         save_grid(grid, run_dir / "samples_latest.png", upscale=2)
+        if trainer.config.snapshot_networks:
+            trainer.save_snapshot(run_dir / "snapshots" / f"kimg{int(trainer.kimg):06d}")
 
     loop = TrainingLoop(trainer, run_dir, count=lambda: trainer.num_images_seen,
                         total=int(config.total_kimg * 1000), snapshot_every=max(int(config.snapshot_kimg * 1000), 1),
                         unit="img", unit_scale=True, progress=progress, handle_signals=handle_signals,
                         postfix=postfix, stats_head=stats_head, artifacts=sample_grids)
-    if resume and loop.resume() and log:
-        log(f"resumed from {loop.checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
+    if resume and loop.resume():
+        if log:
+            log(f"resumed from {loop.checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
+    elif config.init is not None and log:
+        log(f"started from the snapshot {config.init} at {trainer.kimg:.1f} kimg (fresh optimizer state)")
     loop.write_config(config.to_dict())
     loop.run(max_steps=max_steps)
     return trainer
