@@ -190,24 +190,32 @@ def main(argv=None) -> list[Path]:
     parser.add_argument("inputs", nargs="+", help="benchmark JSON files, or folders of them")
     parser.add_argument("--outdir", default="docs/img", help="where the PNGs go (named after the JSON files)")
     args = parser.parse_args(argv)
-    files = []
+    files = []  # (path, found in a folder): a folder also holds the data of tables that have no figure
     for item in map(Path, args.inputs):
         if item.is_dir():
-            files += sorted(item.glob("*.json"))
+            files += [(path, True) for path in sorted(item.glob("*.json"))]
         elif item.is_file():
-            files.append(item)
+            files.append((item, False))
         else:
             sys.exit(f"{item}: no such file or folder")
     if not files:
         sys.exit("no JSON files found")
     written = []
-    for file in files:
+    for file, in_folder in files:
         try:
+            if in_folder and not _has_figure(file):
+                print(f"skipped {file} (no figure for its benchmark)")
+                continue
             written.append(plot_file(file, args.outdir))
         except (ValueError, KeyError, json.JSONDecodeError) as e:
             sys.exit(f"{file}: {e}")
         print(f"wrote {written[-1]}")
     return written
+
+
+def _has_figure(json_path: Path) -> bool:
+    data = json.loads(json_path.read_text())
+    return isinstance(data, list) or (isinstance(data, dict) and data.get("benchmark") in PLOTTERS)
 
 
 if __name__ == "__main__":

@@ -74,11 +74,14 @@ def test_each_benchmark_json_becomes_a_png(plots, tmp_path, name, data):
 def test_main_redraws_every_file_of_a_folder(plots, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    for name, data in [("a", INVERSION), ("b", EDITABILITY), ("c", SPEED)]:
+    for name, data in [("a", INVERSION), ("b", EDITABILITY), ("c", SPEED), ("d", {"benchmark": "faces", "rows": []})]:
         (data_dir / f"{name}.json").write_text(json.dumps(data))
     written = plots.main([str(data_dir), "--outdir", str(tmp_path / "out")])
+    # A folder's table data without a figure (d) is passed over; named on its own it is an error.
     assert sorted(p.name for p in written) == ["a.png", "b.png", "c.png"]
     assert all(_is_png(p) for p in written)
+    with pytest.raises(SystemExit, match="unknown benchmark 'faces'"):
+        plots.main([str(data_dir / "d.json"), "--outdir", str(tmp_path / "out")])
 
 
 def test_older_generator_speed_files_are_a_bare_list(plots, tmp_path):
