@@ -150,11 +150,51 @@ def plot_generator_speed(data: dict | list, path: str | Path, title: str | None 
     return _save(fig, path)
 
 
+def plot_encoder_training(data: dict, path: str | Path, title: str | None = None) -> Path:
+    """Encoder PSNR against training steps (log scale) beside the optimization reference it aims at, with
+    the log-linear extrapolation of each measured series."""
+    import math
+    plt = _pyplot()
+    rows = sorted(data["rows"], key=lambda r: r["steps"])
+    if not rows:
+        raise ValueError("no rows in the encoder training JSON")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    last_x = max(r["steps"] for r in rows)
+    reach = max(data.get("extrapolate_to", last_x), last_x)
+    series = {}
+    for key, label, marker in (("check_psnr", "trainer's check, other held-out images (2 passes)", "o"),
+                               ("benchmark_psnr", "benchmark images (2 passes)", "s")):
+        points = [(r["steps"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            series[key] = (points, ax.plot(*zip(*points), marker=marker, label=label)[0].get_color())
+    for line in data.get("extrapolations", []):  # {"from": series key, "slope": dB per doubling, "label"}
+        if line["from"] not in series:
+            raise ValueError(f"extrapolation from {line['from']!r}, which has no points")
+        points, color = series[line["from"]]
+        x0, y0 = points[-1]
+        xs = [x0 * 2 ** (k / 4) for k in range(int(4 * math.log2(reach / x0)) + 1)]
+        ax.plot(xs, [y0 + line["slope"] * math.log2(x / x0) for x in xs], color=color, alpha=0.6,
+                linestyle="--" if line["slope"] == max(e["slope"] for e in data["extrapolations"]) else ":",
+                label=line.get("label", f"{line['slope']:.2f} dB per doubling"))
+    for key, label, style in (("reference_psnr", "optimize W+ 300 steps (benchmark images)", "-"),
+                              ("target_psnr", "target: within 1 dB of it", ":")):
+        if data.get(key) is not None:
+            ax.axhline(data[key], color="black", linestyle=style, linewidth=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("encoder training steps (log scale)")
+    ax.set_ylabel("PSNR dB (median)")
+    ax.set_title(title or f"{data.get('model', '')} encoder toward optimization quality")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 PLOTTERS = {
     "inversion": plot_time_psnr,
     "clone_sweep": plot_time_psnr,
     "editability": plot_editability,
     "generator_speed": plot_generator_speed,
+    "encoder_training": plot_encoder_training,
 }
 
 

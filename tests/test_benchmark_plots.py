@@ -60,9 +60,17 @@ SPEED = {
               "ratio_vs_official_path": 2.62, "device": "cpu", "threads": 2}],
 }
 
+ENCODER_TRAINING = {
+    "benchmark": "encoder_training", "model": "tiny", "reference_psnr": 19.0, "target_psnr": 18.0,
+    "extrapolate_to": 4000, "extrapolations": [{"from": "benchmark_psnr", "slope": 0.5}],
+    "rows": [{"steps": 500, "check_psnr": 15.0, "benchmark_psnr": 14.0},
+             {"steps": 1000, "check_psnr": 15.6, "benchmark_psnr": None}],
+}
+
 
 @pytest.mark.parametrize("name, data", [("inversion", INVERSION), ("clone_sweep", CLONE_SWEEP),
-                                        ("editability", EDITABILITY), ("generator_speed", SPEED)])
+                                        ("editability", EDITABILITY), ("generator_speed", SPEED),
+                                        ("encoder_training", ENCODER_TRAINING)])
 def test_each_benchmark_json_becomes_a_png(plots, tmp_path, name, data):
     source = tmp_path / f"{name}_tiny.json"
     source.write_text(json.dumps(data))
