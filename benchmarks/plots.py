@@ -161,20 +161,22 @@ def plot_encoder_training(data: dict, path: str | Path, title: str | None = None
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     last_x = max(r["steps"] for r in rows)
     reach = max(data.get("extrapolate_to", last_x), last_x)
+    extrapolations = data.get("extrapolations", [])  # {"from": series key, "slope": dB per doubling, "label"}
+    steepest = max((line["slope"] for line in extrapolations), default=None)
     series = {}
     for key, label, marker in (("check_psnr", "trainer's check, other held-out images (2 passes)", "o"),
                                ("benchmark_psnr", "benchmark images (2 passes)", "s")):
         points = [(r["steps"], r[key]) for r in rows if r.get(key) is not None]
         if points:
             series[key] = (points, ax.plot(*zip(*points), marker=marker, label=label)[0].get_color())
-    for line in data.get("extrapolations", []):  # {"from": series key, "slope": dB per doubling, "label"}
+    for line in extrapolations:
         if line["from"] not in series:
             raise ValueError(f"extrapolation from {line['from']!r}, which has no points")
         points, color = series[line["from"]]
         x0, y0 = points[-1]
         xs = [x0 * 2 ** (k / 4) for k in range(int(4 * math.log2(reach / x0)) + 1)]
         ax.plot(xs, [y0 + line["slope"] * math.log2(x / x0) for x in xs], color=color, alpha=0.6,
-                linestyle="--" if line["slope"] == max(e["slope"] for e in data["extrapolations"]) else ":",
+                linestyle="--" if line["slope"] == steepest else ":",
                 label=line.get("label", f"{line['slope']:.2f} dB per doubling"))
     for key, label, style in (("reference_psnr", "optimize W+ 300 steps (benchmark images)", "-"),
                               ("target_psnr", "target: within 1 dB of it", ":")):
@@ -208,11 +210,18 @@ def benchmark_of(data) -> str:
     return name
 
 
-def plot_file(json_path: str | Path, outdir: str | Path) -> Path:
-    """Draw the figure of one benchmark JSON file as OUTDIR/<its stem>.png."""
+def plot_file(json_path: str | Path, outdir: str | Path, skip_unknown: bool = False) -> Path | None:
+    """Draw the figure of one benchmark JSON file as OUTDIR/<its stem>.png. With `skip_unknown`, a file of
+    a benchmark that has no figure (table data) gives None instead of the error."""
     json_path = Path(json_path)
     data = json.loads(json_path.read_text())
-    return PLOTTERS[benchmark_of(data)](data, Path(outdir) / f"{json_path.stem}.png")
+    try:
+        name = benchmark_of(data)
+    except ValueError:
+        if skip_unknown:
+            return None
+        raise
+    return PLOTTERS[name](data, Path(outdir) / f"{json_path.stem}.png")
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -243,19 +252,15 @@ def main(argv=None) -> list[Path]:
     written = []
     for file, in_folder in files:
         try:
-            if in_folder and not _has_figure(file):
+            path = plot_file(file, args.outdir, skip_unknown=in_folder)
+            if path is None:
                 print(f"skipped {file} (no figure for its benchmark)")
                 continue
-            written.append(plot_file(file, args.outdir))
+            written.append(path)
         except (ValueError, KeyError, json.JSONDecodeError) as e:
             sys.exit(f"{file}: {e}")
         print(f"wrote {written[-1]}")
     return written
-
-
-def _has_figure(json_path: Path) -> bool:
-    data = json.loads(json_path.read_text())
-    return isinstance(data, list) or (isinstance(data, dict) and data.get("benchmark") in PLOTTERS)
 
 
 if __name__ == "__main__":
