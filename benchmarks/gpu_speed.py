@@ -5,8 +5,11 @@ Generator: the 256 px paper256 configuration (z/w 512, 8 mapping layers, channel
 highest-resolution blocks in half precision with conv_clamp 256, as the official configs do). With
 `--official-repo DIR` (a checkout of NVIDIA's stylegan3 or stylegan2-ada-pytorch repository) the official
 `networks_stylegan2.Generator` of the same configuration is timed interleaved with ours, run by run, on its
-own code path (its CUDA plugins when they build, else its reference path, as it decides), and the ratio of
-medians is printed. Inversion: seconds per image at batch 1 of the encoder, PTI and Clone with their
+own code path, and the ratio of medians is printed. The official CUDA plugins are built in a separate
+process that starts first and runs while the inversion rows are timed, in a fresh extensions folder (a
+build killed half-way leaves a lock that would stall the next one); when it fails or has not finished
+within `--official-build-seconds`, the official reference path (its `impl='ref'` code) is timed instead,
+and each row names the path. Inversion: seconds per image at batch 1 of the encoder, PTI and Clone with their
 defaults on the embedded model's held-out images (model load excluded).
 
     python benchmarks/gpu_speed.py --device cuda --official-repo .gpu/stylegan3 --json out/gpu_speed.json
@@ -17,9 +20,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,13 +80,50 @@ def _register_built_extensions() -> None:
 OFFICIAL_PATH = {"path": "cuda plugins"}
 
 
-def _use_official_reference_path(reason: str) -> None:
+def _use_official_reference_path(repo: str, reason: str) -> None:
     """The official ops' own fallback (their `impl='ref'` code) when their CUDA plugins do not build here."""
+    sys.path.insert(0, str(Path(repo).resolve()))
     for name in ("bias_act", "upfirdn2d", "filtered_lrelu"):
         module = importlib.import_module(f"torch_utils.ops.{name}")
         module._init = lambda: False
-    OFFICIAL_PATH["path"] = f"reference (plugins failed: {reason})"
+    OFFICIAL_PATH["path"] = f"reference ({reason})"
     print(json.dumps({"official_path": OFFICIAL_PATH["path"]}), flush=True)
+
+
+PLUGINS = ("bias_act", "upfirdn2d")  # what networks_stylegan2 uses
+
+
+def build_official_plugins(repo: str) -> None:
+    """Build (or load from the extensions folder) the official plugins the StyleGAN2 generator uses; run in a
+    child process by `start_plugin_build`. Raises when a plugin does not build."""
+    sys.path.insert(0, str(Path(repo).resolve()))
+    _register_built_extensions()
+    for name in PLUGINS:
+        if not importlib.import_module(f"torch_utils.ops.{name}")._init():
+            raise RuntimeError(f"the official {name} plugin did not build")
+
+
+def start_plugin_build(repo: str) -> subprocess.Popen:
+    """The plugins' build in a child process of its own session (killed as a group), in a fresh extensions
+    folder that this process then loads from."""
+    os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="ganinv_official_ext_")
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--build-official-plugins", repo],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_plugin_build(build: subprocess.Popen, deadline: float) -> str | None:
+    """None when the build succeeded by `deadline` (a `time.monotonic()` value), else why not; a build still
+    running then is killed with its compilers."""
+    try:
+        output, _ = build.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.communicate()
+        return "build not finished in time"
+    if build.returncode != 0:
+        lines = [line for line in output.splitlines() if line.strip()]
+        return f"build failed: {lines[-1] if lines else f'exit {build.returncode}'}"[:200]
+    return None
 
 
 def official_generator(repo: str, half: bool):
@@ -93,7 +137,8 @@ def official_generator(repo: str, half: bool):
 
 
 def generator_rows(device: torch.device, batches: list[int], precisions: list[str], repeats: int,
-                   min_seconds: float, official_repo: str | None) -> list[dict]:
+                   min_seconds: float, official_repo: str | None, on_row=None) -> list[dict]:
+    """Each row is printed, and passed to `on_row` when given, as soon as it is measured."""
     rows = []
     for precision in precisions:
         half = precision == "fp16"
@@ -111,7 +156,7 @@ def generator_rows(device: torch.device, batches: list[int], precisions: list[st
                 except Exception as error:  # the plugins' build: compiler, headers, torch version
                     if OFFICIAL_PATH["path"] != "cuda plugins":
                         raise
-                    _use_official_reference_path(f"{type(error).__name__}: {error}"[:200])
+                    _use_official_reference_path(official_repo, f"plugins failed: {type(error).__name__}: {error}"[:200])
                     images_per_second(official, batch, device, 0.0)
             for _ in range(repeats):
                 for name, net in nets.items():
@@ -125,6 +170,8 @@ def generator_rows(device: torch.device, batches: list[int], precisions: list[st
                 row["official_path"] = OFFICIAL_PATH["path"] if device.type == "cuda" else "reference (cpu)"
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if on_row is not None:
+                on_row(row)
     return rows
 
 
@@ -161,24 +208,54 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=0.5)
     parser.add_argument("--official-repo", default=None, help="checkout of NVIDIA's stylegan3 / stylegan2-ada-pytorch")
+    parser.add_argument("--official-build-seconds", type=float, default=150.0,
+                        help="how long the official CUDA plugins may take to build, from the start")
+    parser.add_argument("--build-official-plugins", metavar="REPO", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="emoji64")
     parser.add_argument("--methods", default="encoder,pti,clone")
     parser.add_argument("--num-images", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.build_official_plugins:
+        build_official_plugins(args.build_official_plugins)
+        return
     device = torch.device(args.device)
+    build, deadline = None, time.monotonic() + args.official_build_seconds
+    if args.official_repo and device.type == "cuda":
+        build = start_plugin_build(args.official_repo)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops us: the build stops too
+    try:
+        _measure(args, device, build, deadline)
+    finally:
+        if build is not None and build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+
+
+def _measure(args, device: torch.device, build: subprocess.Popen | None, deadline: float) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
     print(json.dumps(info), flush=True)
-    # Inversion first: the official plugins' build (minutes on some machines) comes after.
-    inversion = inversion_rows(device, args.model, [m for m in args.methods.split(",") if m], args.num_images)
-    generator = generator_rows(device, [int(b) for b in args.batches.split(",")], args.precisions.split(","),
-                               args.repeats, args.min_seconds, args.official_repo)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"info": info, "generator": generator, "inversion": inversion}, indent=1))
+    report = {"info": info, "generator": [], "inversion": []}
+
+    def save() -> None:  # after each part, so that a run stopped by its time limit keeps what it measured
+        if args.json:
+            path = Path(args.json)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".partial").write_text(json.dumps(report, indent=1))
+            path.with_suffix(".partial").replace(path)
+    # Inversion first, while the official plugins build.
+    report["inversion"] = inversion_rows(device, args.model, [m for m in args.methods.split(",") if m],
+                                         args.num_images)
+    save()
+    if build is not None:
+        reason = wait_for_plugin_build(build, deadline)
+        if reason is not None:
+            _use_official_reference_path(args.official_repo, reason)
+    generator_rows(device, [int(b) for b in args.batches.split(",")], args.precisions.split(","), args.repeats,
+                   args.min_seconds, args.official_repo,
+                   on_row=lambda row: (report["generator"].append(row), save()))
 
 
 if __name__ == "__main__":

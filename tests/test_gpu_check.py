@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from test_train import _tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_speed  # noqa: E402
 import pack_run  # noqa: E402
 
 
@@ -65,3 +68,26 @@ def test_pack_reduces_until_it_fits_and_unpack_restores_float32(tmp_path):
         pack_run.unpack(tmp_path / "packed", tmp_path / "again")
     with pytest.raises(SystemExit, match="even reduced"):
         pack_run.pack(run, tmp_path / "tiny", max_total_mb=0.001)
+
+
+def _fake_official_repo(root: Path, bias_act_init: str) -> Path:
+    ops = root / "torch_utils" / "ops"
+    ops.mkdir(parents=True)
+    (root / "torch_utils" / "__init__.py").write_text("")
+    (ops / "__init__.py").write_text("")
+    (ops / "bias_act.py").write_text(f"def _init():\n    {bias_act_init}\n")
+    (ops / "upfirdn2d.py").write_text("def _init():\n    return True\n")
+    return root
+
+
+def test_official_plugin_build_runs_apart_and_reports_failure_or_lateness(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    built = gpu_speed.start_plugin_build(str(_fake_official_repo(tmp_path / "ok", "return True")))
+    assert gpu_speed.wait_for_plugin_build(built, time.monotonic() + 60) is None
+    assert Path(os.environ["TORCH_EXTENSIONS_DIR"]).is_dir()  # a fresh folder, shared with this process
+    failed = gpu_speed.start_plugin_build(str(_fake_official_repo(tmp_path / "bad", "return False")))
+    assert "bias_act plugin did not build" in gpu_speed.wait_for_plugin_build(failed, time.monotonic() + 60)
+    slow = gpu_speed.start_plugin_build(str(_fake_official_repo(tmp_path / "slow", "import time; time.sleep(60)")))
+    start = time.monotonic()
+    assert gpu_speed.wait_for_plugin_build(slow, start + 2) == "build not finished in time"
+    assert time.monotonic() - start < 20 and slow.poll() is not None  # killed, not waited for
