@@ -334,6 +334,9 @@ def test_clone_adv_every_spaces_the_local_adversarial_pair(model):
     # D is updated only on steps with a local adversarial pair or a global step (step 0 here).
     assert [h["step"] for h in spaced.history if "d_loss" in h] == [0, 3, 6]
     assert spaced.settings["adv_every"] == 3 and not torch.equal(spaced.reconstruction, every.reconstruction)
+    # The terms kept on the device during the run come back as plain numbers, finite, in every record.
+    terms = [h[key] for h in every.history for key in ("adv_local", "d_loss", "global_g", "psnr") if key in h]
+    assert terms and all(type(value) is float and math.isfinite(value) for value in terms)
     with pytest.raises(ValueError, match="adv_every"):
         invert(model, target, "clone", adv_every=0, **common)
     with pytest.raises(ValueError, match="reconstruction objective"):

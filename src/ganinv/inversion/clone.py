@@ -47,6 +47,8 @@ standard deviations), G's own from `gate_outer` on, a blend between.
 from __future__ import annotations
 
 import copy
+import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +114,16 @@ SETTINGS = (
 DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 
+def _records_to_floats(history: list[dict]) -> None:
+    """The records' terms kept on the device during the run, as floats, read back together."""
+    places = [(record, key) for record in history for key, value in record.items()
+              if isinstance(value, torch.Tensor)]
+    if places:
+        values = torch.stack([record[key].float().cpu() for record, key in places]).tolist()
+        for (record, key), value in zip(places, values):
+            record[key] = value
+
+
 def _prior_latents(G: Generator, batch: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     z = torch.randn([batch, G.z_dim], generator=gen).to(device)
     c = None
@@ -124,7 +136,6 @@ def _prior_latents(G: Generator, batch: int, gen: torch.Generator, device) -> tu
 def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor | None = None, seed: int = 0,
         callback: Callback | None = None, init_ws: torch.Tensor | None = None, h_result=None,
         lpips_dir: str | None = None, degradation=None, **settings) -> MethodOutput:
-    import time
 
     # Restoration (ganinv.inversion.degradation): L_recon and the objective see the degraded rendering.
     observe = degradation if degradation is not None else (lambda image: image)
@@ -264,12 +275,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 D_plus.requires_grad_(False)
                 adv_local = F.softplus(-D_plus(image)).sum()
                 g_loss = g_loss + s["adv_lambda"] * adv_local
-                record["adv_local"] = float(adv_local.detach())
-            last_recon = float(recon.detach().mean())
-            last_objective = float(objective.detach().mean())
-            record["recon"] = last_recon
-            record["objective"] = last_objective
-            record["psnr"] = float(psnr_of(seen.detach(), target).mean())
+                record["adv_local"] = adv_local.detach()
         if s["locality_weight"] > 0 and step % max(1, int(s["locality_every"])) == 0:
             # Beyond the paper: the GAN loss is meant to keep G+ realistic, not unchanged away from the target.
             # PTI's locality idea (squared change of G+(w) vs G(w) at prior samples) in the same update
@@ -280,7 +286,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 reference = G_orig.synthesis(w_loc, noise_mode="const")
             local_change = (G_plus.synthesis(w_loc, noise_mode="const") - reference).square().mean()
             g_loss = g_loss + s["locality_weight"] * local_change
-            record["locality"] = float(local_change.detach())
+            record["locality"] = local_change.detach()
         do_global = gan_on and step % int(s["global_every"]) == 0
         if do_global:
             z, c = _prior_latents(G, int(s["global_batch"]), gen, device)
@@ -296,11 +302,20 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                     reference = G_orig.synthesis(w_prior, noise_mode="const")
                 g_global = (fake - reference).abs().mean()
             g_global_loss = s["global_weight"] * g_global
-            record["global_g"] = float(g_global.detach())
+            record["global_g"] = g_global.detach()
         if not separate_global:
             g_loss, g_global_loss = g_loss + g_global_loss, torch.zeros([], device=device)
-        if not (torch.isfinite(g_loss) and torch.isfinite(g_global_loss)
-                and (not local_active or bool(torch.isfinite(recon).all()))):
+        # One read-back per step: what the step decides on (stopping, the best state, the rate, finiteness).
+        # The records' other terms stay on the device until the end; each read-back on a GPU waits for
+        # every queued kernel, and five of them a step left the device idle between them.
+        checked = [g_loss.detach(), g_global_loss.detach()]
+        if local_active:
+            checked += [recon.detach().mean(), objective.detach().mean(), psnr_of(seen.detach(), target).mean()]
+        checked = torch.stack(checked).tolist()
+        if local_active:
+            last_recon, last_objective, record["psnr"] = checked[2:]
+            record["recon"], record["objective"] = last_recon, last_objective
+        if not all(math.isfinite(value) for value in checked):
             stop_reason = f"non-finite loss at step {step}; kept the best generator so far"
             break
         if local_active and s["lr_decay_from"] is not None and record["psnr"] > best_psnr:
@@ -355,7 +370,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
-                record["d_loss"] = float(d_loss.detach())
+                record["d_loss"] = d_loss.detach()
         history.append(record)
         if callback is not None and local_active:
             show = image.detach() if step % max(1, s["preview_every"]) < 1 / max(s["p"], 1e-3) else None
@@ -367,6 +382,7 @@ def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor
             stop_reason = f"max_seconds {s['max_seconds']} reached at step {step}"
             break
 
+    _records_to_floats(history)
     if not stop_reason.startswith("L_recon") and not stop_reason.startswith("PSNR"):
         # Keep the best generator seen on the reconstruction objective (also after a NaN).
         G_plus.synthesis.load_state_dict(best_state)
