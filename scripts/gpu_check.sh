@@ -65,6 +65,7 @@ echo "speed exit=$?" >> "$out/step.log"; cat "$out/step.log" >> "$out/log.txt"; 
 # the speed step above takes it all and there is no training. channel_max 192 keeps the packed checkpoint
 # under the transfer limit (at 256 it was 77 MB even reduced).
 run="${TMPDIR:-/tmp}/ganinv_gpu_run"
+rm -rf "$run"  # the script's own scratch run: a warm machine's earlier call must not be resumed by accident
 if [ -n "$resume_from" ]; then
   log "unpacking $resume_from"
   "$PY" scripts/pack_run.py unpack "$resume_from" "$run" || exit 1

@@ -7,9 +7,11 @@ bfloat16; G, D and G_ema weights in float16 as well. The result is split into `c
 of at most `--part-mb` each, with `pack.json` recording the sha256 of every part and what was reduced.
 `unpack` checks the parts, joins them and casts every reduced tensor back to float32, so
 `ganinv train --outdir RUN` resumes from it (a reduced checkpoint resumes with the rounding it records).
+`unpack` into a run folder whose checkpoint has seen as many images or more is refused (it would set the
+run back) unless `--force`.
 
     python scripts/pack_run.py pack RUN_DIR OUT_DIR [--part-mb 15] [--max-total-mb 56]
-    python scripts/pack_run.py unpack OUT_DIR RUN_DIR
+    python scripts/pack_run.py unpack OUT_DIR RUN_DIR [--force]
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def pack(run_dir: Path, out_dir: Path, part_mb: float = 15.0, max_total_mb: floa
     return manifest
 
 
-def unpack(packed_dir: Path, run_dir: Path) -> Path:
+def unpack(packed_dir: Path, run_dir: Path, force: bool = False) -> Path:
     manifest = json.loads((packed_dir / "pack.json").read_text())
     if manifest.get("format") != "ganinv-packed-checkpoint":
         raise SystemExit(f"{packed_dir}/pack.json: not a packed ganinv checkpoint")
@@ -105,8 +107,13 @@ def unpack(packed_dir: Path, run_dir: Path) -> Path:
     if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
         raise SystemExit(f"{packed_dir}: joined parts do not match pack.json")
     state = _restore_floats(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "checkpoint.pt"
+    if target.is_file() and not force:
+        here = int(torch.load(target, map_location="cpu", weights_only=True)["num_images_seen"])
+        if here >= int(state["num_images_seen"]):
+            raise SystemExit(f"{target} has seen {here / 1000:.1f} kimg, the packed one "
+                             f"{int(state['num_images_seen']) / 1000:.1f}: not replaced (--force replaces it)")
+    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(target)
@@ -124,11 +131,12 @@ def main(argv=None) -> None:
     u = sub.add_parser("unpack")
     u.add_argument("packed_dir", type=Path)
     u.add_argument("run_dir", type=Path)
+    u.add_argument("--force", action="store_true", help="replace a checkpoint that has seen as many images or more")
     args = parser.parse_args(argv)
     if args.command == "pack":
         print(json.dumps(pack(args.run_dir, args.out_dir, args.part_mb, args.max_total_mb)))
     else:
-        print(unpack(args.packed_dir, args.run_dir))
+        print(unpack(args.packed_dir, args.run_dir, args.force))
 
 
 if __name__ == "__main__":

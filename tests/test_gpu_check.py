@@ -63,6 +63,9 @@ def test_pack_reduces_until_it_fits_and_unpack_restores_float32(tmp_path):
     for key, value in original["G"].items():
         assert restored["G"][key].dtype == value.dtype
         assert torch.allclose(restored["G"][key], value, atol=1e-2, rtol=1e-2)
+    with pytest.raises(SystemExit, match="not replaced"):  # the run folder is as far along: kept
+        pack_run.unpack(tmp_path / "packed", run)
+    assert pack_run.unpack(tmp_path / "packed", run, force=True) == run / "checkpoint.pt"
     (tmp_path / "packed" / "checkpoint.part01").write_bytes(b"truncated")
     with pytest.raises(SystemExit, match="sha256"):
         pack_run.unpack(tmp_path / "packed", tmp_path / "again")
