@@ -119,7 +119,7 @@ def _records_to_floats(history: list[dict]) -> None:
     places = [(record, key) for record in history for key, value in record.items()
               if isinstance(value, torch.Tensor)]
     if places:
-        values = torch.stack([record[key].float().cpu() for record, key in places]).tolist()
+        values = torch.stack([record[key].float() for record, key in places]).tolist()  # one read-back
         for (record, key), value in zip(places, values):
             record[key] = value
 
@@ -136,7 +136,6 @@ def _prior_latents(G: Generator, batch: int, gen: torch.Generator, device) -> tu
 def run(G: Generator, target: torch.Tensor, *, D=None, real_images: torch.Tensor | None = None, seed: int = 0,
         callback: Callback | None = None, init_ws: torch.Tensor | None = None, h_result=None,
         lpips_dir: str | None = None, degradation=None, **settings) -> MethodOutput:
-
     # Restoration (ganinv.inversion.degradation): L_recon and the objective see the degraded rendering.
     observe = degradation if degradation is not None else (lambda image: image)
     if degradation is not None:
