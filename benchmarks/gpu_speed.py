@@ -35,6 +35,7 @@ import torch
 from ganinv.inversion import invert
 from ganinv.models.registry import load_model
 from ganinv.models.stylegan2 import Generator
+from ganinv.utils import write_json
 
 CONFIG_256 = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
                   mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=16384, channel_max=512))
@@ -78,25 +79,30 @@ def _register_built_extensions() -> None:
 
 
 OFFICIAL_PATH = {"path": "cuda plugins"}
+PLUGINS = ("bias_act", "upfirdn2d")  # the official ops networks_stylegan2 uses
+
+
+def _official_importable(repo: str) -> None:
+    """The official checkout's packages (torch_utils, training) importable, once."""
+    root = str(Path(repo).resolve())
+    if root not in sys.path:
+        sys.path.insert(0, root)
 
 
 def _use_official_reference_path(repo: str, reason: str) -> None:
     """The official ops' own fallback (their `impl='ref'` code) when their CUDA plugins do not build here."""
-    sys.path.insert(0, str(Path(repo).resolve()))
-    for name in ("bias_act", "upfirdn2d", "filtered_lrelu"):
+    _official_importable(repo)
+    for name in PLUGINS:
         module = importlib.import_module(f"torch_utils.ops.{name}")
         module._init = lambda: False
     OFFICIAL_PATH["path"] = f"reference ({reason})"
     print(json.dumps({"official_path": OFFICIAL_PATH["path"]}), flush=True)
 
 
-PLUGINS = ("bias_act", "upfirdn2d")  # what networks_stylegan2 uses
-
-
 def build_official_plugins(repo: str) -> None:
     """Build (or load from the extensions folder) the official plugins the StyleGAN2 generator uses; run in a
     child process by `start_plugin_build`. Raises when a plugin does not build."""
-    sys.path.insert(0, str(Path(repo).resolve()))
+    _official_importable(repo)
     _register_built_extensions()
     for name in PLUGINS:
         if not importlib.import_module(f"torch_utils.ops.{name}")._init():
@@ -128,7 +134,7 @@ def wait_for_plugin_build(build: subprocess.Popen, deadline: float) -> str | Non
 
 def official_generator(repo: str, half: bool):
     """The official implementation's Generator of the same configuration (random weights)."""
-    sys.path.insert(0, str(Path(repo).resolve()))
+    _official_importable(repo)
     _register_built_extensions()
     networks = importlib.import_module("training.networks_stylegan2")
     synthesis = dict(CONFIG_256["synthesis_kwargs"], **(HALF if half else {}))
@@ -241,10 +247,7 @@ def _measure(args, device: torch.device, build: subprocess.Popen | None, deadlin
 
     def save() -> None:  # after each part, so that a run stopped by its time limit keeps what it measured
         if args.json:
-            path = Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(".partial").write_text(json.dumps(report, indent=1))
-            path.with_suffix(".partial").replace(path)
+            write_json(args.json, report)
     # Inversion first, while the official plugins build.
     report["inversion"] = inversion_rows(device, args.model, [m for m in args.methods.split(",") if m],
                                          args.num_images)
