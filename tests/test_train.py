@@ -389,3 +389,75 @@ def test_cli_train_init_errors_in_one_line(tmp_path):
     result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "none"), "--max-steps", "1",
                                   "--channel-max", "16", "--init", str(tmp_path / "missing")])
     assert result.exit_code != 0 and "missing: no such model" in result.output
+
+
+# -- a curriculum: training at a lower resolution, then growing -------------------------------------------
+
+
+def test_downsample_images_box_filters_by_powers_of_two():
+    from ganinv.train.trainer import downsample_images
+
+    images = _images(3, 16)
+    small = downsample_images(images, 4)
+    expected = images.astype(np.float64).reshape(3, 4, 4, 4, 4, 3).mean(axis=(2, 4))
+    assert small.shape == (3, 4, 4, 3) and small.dtype == np.uint8
+    assert np.abs(small - expected).max() <= 0.5 + 1e-6 and downsample_images(images, 16) is images
+    for bad in (12, 32, 6):
+        with pytest.raises(ValueError, match=f"resolution {bad} must be the data's 16 px"):
+            downsample_images(images, bad)
+
+
+def test_grow_starts_the_shared_blocks_from_a_lower_resolution_snapshot(tmp_path):
+    data = TrainingData(_images(16, resolution=16))
+    low = train(TrainConfig(**TINY, resolution=8), data, tmp_path / "low", progress=False, max_steps=2)
+    assert low.G.img_resolution == 8 and low.images.shape[2:] == (8, 8)
+    low.save_snapshot(tmp_path / "snapshot8")
+    fresh = Trainer(TrainConfig(**TINY, grow=True), data)
+    grown = Trainer(TrainConfig(**TINY, grow=True), data)
+    grown.start_from_snapshot(tmp_path / "snapshot8")
+    for name, reference in (("G", low.G_ema), ("G_ema", low.G_ema), ("D", low.D)):
+        ours, theirs, new = (getattr(grown, name).state_dict(), reference.state_dict(),
+                             getattr(fresh, name).state_dict())
+        shared = [k for k in theirs if k in ours]
+        assert shared and all(torch.equal(ours[k], theirs[k]) for k in shared), name
+        added = [k for k in ours if k not in theirs]
+        assert added and all(torch.equal(ours[k], new[k]) for k in added), name  # fresh initialization
+    assert "b8.fromrgb.weight" in low.D.state_dict() and "b8.fromrgb.weight" not in grown.D.state_dict()
+    assert "synthesis.b16.torgb.weight" in [k for k in grown.G.state_dict() if k not in low.G.state_dict()]
+    assert grown.kimg == low.kimg and grown.step_index == 2
+    stats = grown.step()
+    assert np.isfinite(stats["loss_G"]) and np.isfinite(stats["loss_D"])
+    # Without --grow a resolution change is refused; growing never goes down.
+    with pytest.raises(ValueError, match="img_resolution=8, this run's G would have 16 \\(--grow"):
+        Trainer(TrainConfig(**TINY), data).start_from_snapshot(tmp_path / "snapshot8")
+    grown.save_snapshot(tmp_path / "snapshot16")
+    with pytest.raises(ValueError, match="the snapshot is 16 px, above this run's 8 px"):
+        Trainer(TrainConfig(**TINY, grow=True, resolution=8), data).start_from_snapshot(tmp_path / "snapshot16")
+    wider = TrainConfig(**{**TINY, "channel_base": 256}, grow=True)
+    with pytest.raises(ValueError, match="channel_base=128, this run asks for 256"):
+        Trainer(wider, data).start_from_snapshot(tmp_path / "snapshot8")
+
+
+def test_cli_train_resolution_and_grow(tmp_path):
+    from ganinv.cli import main
+
+    data = _tiny_dataset(tmp_path / "data")
+    runner = CliRunner()
+    common = ["--data", str(data), "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-base", "128",
+              "--channel-max", "16", "--max-steps", "1", "--quiet"]
+    result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "low"), "--resolution", "8",
+                                  "--snapshot-networks"])
+    assert result.exit_code == 0, result.output
+    snapshot = tmp_path / "low" / "snapshots" / "kimg000000"
+    assert json.loads((snapshot / "card.json").read_text())["training_settings"]["resolution"] == 8
+    result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "high"), "--init", str(snapshot),
+                                  "--grow", "--snapshot-networks"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "high" / "snapshots" / "kimg000000" / "card.json").read_text())
+    assert card["training_settings"]["grow"] is True and card["training_steps"] == 2
+    for args, message in ((["--init", str(snapshot)], "img_resolution=8, this run's G would have 16"),
+                          (["--grow"], "--grow needs --init"),
+                          (["--resolution", "12"], "resolution 12 must be the data's 16 px")):
+        result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "bad"), *args])
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "bad").exists()

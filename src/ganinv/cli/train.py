@@ -13,7 +13,7 @@ from ..errors import GanInvError
 from ..models.registry import resolve_device
 from ..train import distributed
 from ..train.augment import parse_policy
-from ..train.trainer import CHECKPOINT_FILE, TrainConfig, load_training_data, train
+from ..train.trainer import CHECKPOINT_FILE, TrainConfig, downsample_images, load_training_data, train
 from ..train.classifier import train_classifier_on_dataset
 from ..train.export import export_model
 
@@ -55,12 +55,18 @@ from ..train.export import export_model
               help="Start G, G_ema and D from an exported snapshot (model folder, its model.safetensors, or an "
                    "embedded model name such as emoji64) with fresh optimizer state; network settings must "
                    "match its card. Ignored when OUTDIR has a checkpoint to resume.")
+@click.option("--grow", is_flag=True,
+              help="With --init: the snapshot may have a lower resolution (a curriculum, e.g. 32 then 64 px); "
+                   "the blocks both resolutions have start from it, the new ones fresh.")
+@click.option("--resolution", default=None, type=click.IntRange(min=4),
+              help="Train at this resolution, the data's divided by a power of two (images box-filtered); "
+                   "default: the data's.")
 @common_options
 def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snapshot_kimg, snapshot_networks,
                   batch_size, z_dim, w_dim,
                   mapping_layers, channel_base, channel_max, d_channel_base, d_channel_max, learning_rate,
                   r1_gamma, pl_weight, style_mixing_prob, ema_kimg, augment, mirror, label_key,
-                  mixed_precision, init, device, seed, quiet):
+                  mixed_precision, init, grow, resolution, device, seed, quiet):
     """Train a StyleGAN2 generator on a dataset folder (resumable; Ctrl-C or SIGTERM saves and stops)."""
 
     apply_threads(threads)
@@ -75,17 +81,23 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
                          r1_gamma=r1_gamma, pl_weight=pl_weight, style_mixing_prob=style_mixing_prob,
                          ema_kimg=ema_kimg, augment=augment, mirror=mirror, label_key=label_key,
                          mixed_precision=mixed_precision, total_kimg=total_kimg, snapshot_kimg=snapshot_kimg,
-                         snapshot_networks=snapshot_networks, seed=seed, init=init)
+                         snapshot_networks=snapshot_networks, seed=seed, init=init, grow=grow,
+                         resolution=resolution)
+    if grow and init is None:
+        raise UserError("--grow needs --init (the lower-resolution snapshot to grow from)")
     config = config_for_run_or_fail(config, outdir, resume, ("total_kimg", "snapshot_kimg", "snapshot_networks"))
     checkpoint = outdir / CHECKPOINT_FILE
     try:
         data = load_training_data(data_dir, config.label_key)
+        if config.resolution is not None:
+            downsample_images(data.images[:1], config.resolution)  # a resolution the data cannot give: one line
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     log = (lambda text: click.echo(text, err=True)) if not quiet and distributed.is_main() else None
     if log:
-        log(f"training on {len(data.images)} images {data.images.shape[1:]} from {data_dir}; run folder {outdir}; "
-            f"device {device}, {torch.get_num_threads()} threads")
+        size = f" at {config.resolution} px" if config.resolution else ""
+        log(f"training on {len(data.images)} images {data.images.shape[1:]}{size} from {data_dir}; "
+            f"run folder {outdir}; device {device}, {torch.get_num_threads()} threads")
     try:
         trainer = train(config, data, outdir, device=device, resume=resume, progress=not quiet,
                         max_steps=max_steps, handle_signals=True, log=log)

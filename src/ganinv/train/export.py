@@ -80,6 +80,9 @@ def export_model(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, cla
     dataset_info = read_dataset_info(dataset_dir)
     train_images, _ = load_dataset(dataset_dir, "train")
     heldout_images, heldout_records = load_dataset(dataset_dir, "heldout")
+    if G.img_resolution != train_images.shape[1]:
+        raise ValueError(f"{run_dir} trained at {G.img_resolution} px, the dataset is {train_images.shape[1]} px: "
+                         "export a run at the dataset's resolution (--grow continues a lower one)")
 
     half = half_precision_error(G)
     if weights_dtype == "auto":

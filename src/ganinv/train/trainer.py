@@ -60,6 +60,7 @@ class TrainConfig(RunConfig):
     d_channel_base: int | None = None  # None: same as the generator's
     d_channel_max: int | None = None
     mbstd_group_size: int = 4
+    resolution: int | None = None  # train at this power of two below the data's (box-filtered); None: the data's
     # optimisation
     batch_size: int = 32
     g_learning_rate: float = 0.0025
@@ -77,6 +78,7 @@ class TrainConfig(RunConfig):
     mirror: bool = False
     label_key: str | None = None  # conditional training on this record field
     init: str | None = None  # exported snapshot that G, G_ema and D start from (None: random weights)
+    grow: bool = False  # `init` may have a lower resolution: the layers both share start from it, the rest fresh
     mixed_precision: bool = True  # fp16 in the 4 highest-resolution blocks, CUDA only
     # schedule
     total_kimg: float = 100_000.0
@@ -89,6 +91,8 @@ class TrainConfig(RunConfig):
 # The settings that fix the networks' shapes: a snapshot given to `init` must have been trained with them.
 NETWORK_SETTINGS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "d_channel_base",
                     "d_channel_max", "mbstd_group_size", "label_key")
+# Network arguments that a grown run (`grow`) changes: its resolution and the channels of its new blocks.
+_RESOLUTION_KWARGS = ("img_resolution", "channels")
 # Network arguments that change how a network runs, not its weights (fp16 blocks on CUDA only).
 _PRECISION_KWARGS = ("num_fp16_res", "conv_clamp")
 
@@ -121,7 +125,9 @@ def _architecture(kwargs: dict, prefix: str = "") -> dict:
 def check_snapshot_matches(config: "TrainConfig", card: dict, networks: dict, snapshot_networks: dict,
                            source: str) -> None:
     """Raise a one-line GanInvError naming the first network setting in which a snapshot differs from
-    the run: the card's training settings first, then each network's architecture arguments."""
+    the run: the card's training settings first, then each network's architecture arguments. With
+    `config.grow` the snapshot may have a lower resolution (and fewer blocks); the channels of the blocks
+    both have must agree."""
     settings = card.get("training_settings") or {}
     for name in NETWORK_SETTINGS:
         if name in settings and settings[name] != getattr(config, name):
@@ -129,6 +135,22 @@ def check_snapshot_matches(config: "TrainConfig", card: dict, networks: dict, sn
                               f"for {getattr(config, name)!r}")
     for net, mine in networks.items():
         mine, theirs = _architecture(mine), _architecture(snapshot_networks[net])
+        ours_px, theirs_px = int(mine["img_resolution"]), int(theirs["img_resolution"])
+        if ours_px != theirs_px:
+            if not config.grow:
+                raise GanInvError(f"{source}: the snapshot's {net} has img_resolution={theirs_px}, this run's {net} "
+                                  f"would have {ours_px} (--grow starts a higher resolution from a lower one)")
+            if theirs_px > ours_px:
+                raise GanInvError(f"{source}: the snapshot is {theirs_px} px, above this run's {ours_px} px; "
+                                  "--grow only adds resolution")
+            for key in [k for k in mine if k.split(".")[-1] in _RESOLUTION_KWARGS]:
+                if key.endswith("channels"):  # the blocks both have must have the same widths
+                    shared = {px: c for px, c in mine[key].items() if px in theirs.get(key, {})}
+                    if shared != theirs.get(key):
+                        raise GanInvError(f"{source}: the snapshot's {net} has {key}={theirs.get(key)!r}, this "
+                                          f"run's {net} would have {shared!r} at those resolutions")
+                mine.pop(key)
+                theirs.pop(key, None)
         for key in sorted(set(mine) | set(theirs)):
             if mine.get(key) != theirs.get(key):
                 raise GanInvError(f"{source}: the snapshot's {net} has {key}={theirs.get(key)!r}, this run's "
@@ -182,6 +204,35 @@ def build_networks(config: TrainConfig, resolution: int, channels: int, c_dim: i
     return G.to(device), D.to(device)
 
 
+def _load_shared(target: torch.nn.Module, source: dict[str, torch.Tensor], name: str) -> None:
+    """Copy into `target` every tensor of `source` that it has under the same name (a lower-resolution
+    network's blocks); the rest of `target` keeps its fresh initialization. Tensors only `source` has
+    (the input layer of a discriminator's former first block) are dropped."""
+    own = target.state_dict()
+    copied = 0
+    for key, value in source.items():
+        if key not in own:
+            continue
+        if own[key].shape != value.shape:
+            raise GanInvError(f"{name}: {key} has shape {list(value.shape)}, this run's has {list(own[key].shape)}")
+        own[key].copy_(value)
+        copied += 1
+    if not copied:
+        raise GanInvError(f"{name}: no layer of the snapshot fits this run's networks")
+
+
+def downsample_images(images: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [N, H, W, C] images box-filtered to `resolution` (a power-of-two fraction of H)."""
+    size = images.shape[1]
+    if resolution > size or size % resolution or (size // resolution) & (size // resolution - 1):
+        raise ValueError(f"resolution {resolution} must be the data's {size} px divided by a power of two")
+    if resolution == size:
+        return images
+    factor = size // resolution
+    pooled = images.reshape(len(images), resolution, factor, resolution, factor, images.shape[3])
+    return np.rint(pooled.mean(axis=(2, 4), dtype=np.float32)).astype(np.uint8)
+
+
 class Trainer:
     """Holds the networks, optimizers and random state of one run; `step()` trains one batch."""
 
@@ -189,7 +240,8 @@ class Trainer:
         self.config = config
         self.device = torch.device(device)
         self.augment_policy = parse_policy(config.augment)
-        images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
+        source = data.images if config.resolution is None else downsample_images(data.images, config.resolution)
+        images = torch.from_numpy(np.ascontiguousarray(source)).permute(0, 3, 1, 2)
         self.images = images.contiguous()  # uint8 NCHW, converted per batch
         self.num_images = len(images)
         # Under torchrun each process trains on its share of every batch (see ganinv.train.distributed).
@@ -436,9 +488,13 @@ class Trainer:
                                                    "D": self.D.kwargs_with_channels()},
                                {"G": G.kwargs_with_channels(), "D": D.kwargs_with_channels()}, str(path))
         with torch.no_grad():
-            self.G.load_state_dict(G.state_dict())
-            self.G_ema.load_state_dict(G.state_dict())
-            self.D.load_state_dict(D.state_dict())
+            if G.img_resolution == self.resolution:
+                self.G.load_state_dict(G.state_dict())
+                self.G_ema.load_state_dict(G.state_dict())
+                self.D.load_state_dict(D.state_dict())
+            else:  # grow: the blocks both resolutions have, from the snapshot
+                for target, source in ((self.G, G), (self.G_ema, G), (self.D, D)):
+                    _load_shared(target, source.state_dict(), str(path))
         self.num_images_seen = int(round(float(card.get("images_seen_kimg", 0)) * 1000))
         self.step_index = int(card.get("training_steps", 0))
         self.training_seconds = float(card.get("training_hours", 0)) * 3600
@@ -576,7 +632,8 @@ def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, devic
         if log:
             log(f"resumed from {loop.checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
     elif config.init is not None and log:
-        log(f"started from the snapshot {config.init} at {trainer.kimg:.1f} kimg (fresh optimizer state)")
+        grown = " (grown: the new blocks start fresh)" if config.grow else ""
+        log(f"started from the snapshot {config.init} at {trainer.kimg:.1f} kimg (fresh optimizer state){grown}")
     loop.write_config(config.to_dict())
     loop.run(max_steps=max_steps)
     return trainer
