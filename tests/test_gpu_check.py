@@ -51,6 +51,35 @@ def test_dry_run_leaves_logs_speed_samples_and_a_resumable_packed_checkpoint(tmp
     assert int(state["step_index"]) == 8
 
 
+def test_init_continues_a_snapshot_at_its_own_settings_and_hands_back_a_float16_snapshot(tmp_path):
+    from click.testing import CliRunner
+    from ganinv.cli import main
+
+    data = _tiny_dataset(tmp_path / "data")
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--outdir", str(tmp_path / "run"), "--max-steps",
+                                       "2", "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-base", "128",
+                                       "--channel-max", "16", "--gamma", "0.4", "--augment", "color", "--quiet",
+                                       "--snapshot-networks"])
+    assert result.exit_code == 0, result.output
+    snapshot = sorted((tmp_path / "run" / "snapshots").iterdir())[-1]
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    script = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cpu", "--dry-run", "--data", str(data)]
+    done = subprocess.run([*script, "--out", str(out), "--steps", "train", "--init", str(snapshot)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "log.txt").read_text()
+    assert "train exit=0" in log and "tests exit" not in log and "speed exit" not in log, log
+    card = json.loads((out / "snapshot" / "card.json").read_text())
+    settings = card["training_settings"]
+    assert card["weights_dtype"] == "float16" and card["training_steps"] == 2 + 3
+    assert (settings["r1_gamma"], settings["augment"], settings["channel_max"]) == (0.4, "color", 16)
+    assert not (out / "packed").exists()
+    bad = subprocess.run([*script, "--out", str(tmp_path / "bad"), "--init", str(snapshot), "--resume-from", "x"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "exclude each other" in bad.stderr
+
+
 def test_pack_reduces_until_it_fits_and_unpack_restores_float32(tmp_path):
     data = _tiny_dataset(tmp_path / "data")
     run = tmp_path / "run"
