@@ -461,3 +461,30 @@ def test_cli_train_resolution_and_grow(tmp_path):
         result = runner.invoke(main, ["train", *common, "--outdir", str(tmp_path / "bad"), *args])
         assert result.exit_code != 0 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
+
+
+def test_the_kept_emoji64_run_snapshot_continues_at_the_shipped_models_settings():
+    """checkpoints/emoji64-run (the continued emoji64 run's newest snapshot, float16) is what
+    `ganinv train --init` and `scripts/gpu_check.sh --init` continue from: same networks as the shipped
+    emoji64, further along, weights finite."""
+    from pathlib import Path
+
+    from ganinv.models.registry import resolve_path
+    from ganinv.train.trainer import NETWORK_SETTINGS
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "emoji64-run"
+    card = json.loads((folder / "card.json").read_text())
+    shipped = json.loads((Path(resolve_path("emoji64")) / "card.json").read_text())
+    settings = card["training_settings"]
+    for name in NETWORK_SETTINGS:
+        assert settings[name] == shipped["training_settings"][name], name
+    assert card["images_seen_kimg"] > shipped["images_seen_kimg"] and card["weights_dtype"] == "float16"
+    data = TrainingData(_images(16, resolution=shipped["img_resolution"]))
+    trainer = Trainer(TrainConfig.from_dict({**settings, "init": str(folder)}), data)
+    trainer.start_from_snapshot(folder)
+    assert trainer.kimg == card["images_seen_kimg"] and trainer.step_index == card["training_steps"]
+    for net in (trainer.G, trainer.D):
+        assert all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point())
+    with torch.no_grad():
+        images = trainer.G_ema(torch.randn(4, trainer.G.z_dim), None, noise_mode="const")
+    assert images.shape == (4, 3, 64, 64) and images.std() > 0.1
