@@ -13,7 +13,8 @@ from ..errors import GanInvError
 from ..models.registry import resolve_device
 from ..train import distributed
 from ..train.augment import parse_policy
-from ..train.trainer import CHECKPOINT_FILE, TrainConfig, downsample_images, load_training_data, train
+from ..train.trainer import (CHECKPOINT_FILE, TrainConfig, check_training_resolution, load_training_data,
+                             train)
 from ..train.classifier import train_classifier_on_dataset
 from ..train.export import export_model
 
@@ -90,7 +91,7 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
     try:
         data = load_training_data(data_dir, config.label_key)
         if config.resolution is not None:
-            downsample_images(data.images[:1], config.resolution)  # a resolution the data cannot give: one line
+            check_training_resolution(data.images.shape[1], config.resolution)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     log = (lambda text: click.echo(text, err=True)) if not quiet and distributed.is_main() else None

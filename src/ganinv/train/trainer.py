@@ -221,11 +221,16 @@ def _load_shared(target: torch.nn.Module, source: dict[str, torch.Tensor], name:
         raise GanInvError(f"{name}: no layer of the snapshot fits this run's networks")
 
 
+def check_training_resolution(size: int, resolution: int) -> None:
+    """Raise ValueError unless `resolution` is the data's `size` divided by a power of two."""
+    if resolution > size or size % resolution or (size // resolution) & (size // resolution - 1):
+        raise ValueError(f"resolution {resolution} must be the data's {size} px divided by a power of two")
+
+
 def downsample_images(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 [N, H, W, C] images box-filtered to `resolution` (a power-of-two fraction of H)."""
     size = images.shape[1]
-    if resolution > size or size % resolution or (size // resolution) & (size // resolution - 1):
-        raise ValueError(f"resolution {resolution} must be the data's {size} px divided by a power of two")
+    check_training_resolution(size, resolution)
     if resolution == size:
         return images
     factor = size // resolution
