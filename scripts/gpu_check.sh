@@ -11,7 +11,8 @@
 #      belongs to continued at its own network settings (batch 64), its newest snapshot handed back as a
 #      float16 model folder (snapshot/) that `ganinv train --init` continues from.
 # Everything lands in --out (default $OUT, else ./gpu_out), in at most 8 files (what a lent machine hands
-# back): log.txt, gpu_speed.json, samples.png, packed/pack.json and up to 4 packed/checkpoint.partNN. Runs from
+# back): log.txt, gpu_speed.json, samples.png, packed/pack.json and up to 4 packed/checkpoint.partNN (with
+# --init: snapshot/card.json and snapshot/model.safetensors instead of packed/). Runs from
 # the repository root with the package on PYTHONPATH (no install needed).
 #
 #   bash scripts/gpu_check.sh --device cuda --budget 530 --data .gpu/emoji --official-repo .gpu/stylegan3
@@ -53,8 +54,11 @@ log "device=$device budget=${budget}s dry_run=$dry out=$out"
 
 # 1. Device tests.
 if [ "$dry" = 1 ]; then tests_budget=120; selection=(-k "generator_and_discriminator or each_loss"); else tests_budget=150; selection=(); fi
-want tests && log "device tests" && { GANINV_TEST_DEVICES="$device" timeout "$tests_budget" "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py "${selection[@]}" > "$out/step.log" 2>&1
-echo "tests exit=$?" >> "$out/step.log"; cat "$out/step.log" >> "$out/log.txt"; tail -n 2 "$out/step.log"; }
+if want tests; then
+log "device tests"
+GANINV_TEST_DEVICES="$device" timeout "$tests_budget" "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py "${selection[@]}" > "$out/step.log" 2>&1
+echo "tests exit=$?" >> "$out/step.log"; cat "$out/step.log" >> "$out/log.txt"; tail -n 2 "$out/step.log"
+fi
 
 # 2. Speed.
 if want speed; then
