@@ -44,6 +44,7 @@ def main(out: str) -> None:
                        "kimg": trainer.kimg, "local_batch": trainer.local_batch,
                        "first_image_means": [float(v) for v in firsts]}, f)
     distributed.shutdown()
+    distributed.exit_worker(0)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def train_encoder(model, data_dir, outdir, resume, max_steps, threads, total_ste
     distributed.shutdown()
     if log:
         log(f"stopped at step {trainer.step_index}; checkpoint {checkpoint}; encoder {outdir / 'encoder'}")
+    distributed.exit_worker(0)
 
 
 @click.command("export-encoder")

@@ -107,6 +107,7 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
     distributed.shutdown()
     if log:
         log(f"stopped at {trainer.kimg:.1f} kimg (step {trainer.step_index}); checkpoint {checkpoint}")
+    distributed.exit_worker(0)
 
 
 @click.command("train-classifier")

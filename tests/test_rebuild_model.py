@@ -1,0 +1,125 @@
+"""scripts/rebuild_model.py: a model folder rebuilt from a newer run carries an encoder, directions and
+quality numbers made for the new generator, with the old folder's settings, and a failed rebuild leaves
+the old folder as it was."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from test_train import _tiny_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("rebuild_model", REPO / "scripts" / "rebuild_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _invoke(*args: str) -> None:
+    from ganinv.cli import main
+
+    result = CliRunner().invoke(main, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def old_model(tmp_path_factory):
+    """A tiny model folder with every part an embedded model has, and its run trained two steps further."""
+    from ganinv.editing import find_directions
+    from ganinv.models.registry import load_model
+    from ganinv.train.embedding import train_embedding_on_dataset
+
+    root = tmp_path_factory.mktemp("rebuild")
+    data = _tiny_dataset(root / "data")
+    run = root / "run"
+    train = ["train", "--data", str(data), "--outdir", str(run), "--batch", "8", "--z-dim", "16", "--w-dim", "16",
+             "--channel-base", "128", "--channel-max", "16", "--max-steps", "2"]
+    _invoke(*train)
+    _invoke("train-classifier", "--data", str(data), "--outdir", str(root / "clf"), "--epochs", "1", "--batch", "8",
+            "--width", "4")
+    old = root / "old"
+    _invoke("export-model", "--run", str(run), "--data", str(data), "--classifier", str(root / "clf"),
+            "--outdir", str(old), "--name", "tiny", "--description", "a tiny model", "--notes", "old notes",
+            "--num-real", "10", "--num-quality-samples", "16")
+    train_embedding_on_dataset(data, old / "embedding", steps=2, batch_size=8, base_width=8, max_width=16)
+    _invoke("train-encoder", "--model", str(old), "--data", str(data), "--outdir", str(root / "enc"),
+            "--batch-real", "2", "--batch-generated", "2", "--max-steps", "2", "--dfeat-weight", "0",
+            "--w-weight", "0.5", "--device", "cpu")
+    _invoke("export-encoder", str(root / "enc"), "--model-dir", str(old))
+    model = load_model(old)
+    for method, settings in (("sefa", dict(layers="0-2", num=2, name="sefa_coarse")),
+                             ("interfacegan", dict(attribute="class:top/shoe", num_samples=400))):
+        find_directions(method, model, **settings).save(old / "directions")
+    _invoke(*train)  # the newer snapshot: two more steps
+    return root, data, run, old
+
+
+def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
+    from ganinv.editing import find_directions
+    from ganinv.editing.direction import load_direction
+    from ganinv.models.registry import load_model
+
+    root, data, run, old = old_model
+    new = tmp_path / "new"
+    code = _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(new),
+                           "--encoder-steps", "2", "--threads", "1", "--quality-num-eval", "8"])
+    assert code == 0
+    assert not new.with_name("new.partial").exists()
+    old_card, card = (json.loads((p / "card.json").read_text()) for p in (old, new))
+    assert card["images_seen_kimg"] == pytest.approx(2 * old_card["images_seen_kimg"])
+    assert card["sha256"] != old_card["sha256"]
+    assert (card["name"], card["description"], card["notes"]) == ("tiny", "a tiny model", "old notes")
+    embedding = json.loads((new / "embedding" / "card.json").read_text())
+    assert embedding == json.loads((old / "embedding" / "card.json").read_text())  # copied: the dataset's
+    assert card["shape_quality"]["embedding_sha256"] == embedding["sha256"]
+    assert card["shape_quality"]["samples_psi1_vs_train"]["frechet_distance"] >= 0
+
+    model = load_model(new)
+    model.encoder.check_generator(model.G)  # the encoder was made for the new weights
+    encoder_card = json.loads((new / "encoder" / "card.json").read_text())
+    assert encoder_card["generator"]["sha256"] == card["sha256"]
+    old_encoder = json.loads((old / "encoder" / "card.json").read_text())["training"]["config"]
+    config = encoder_card["training"]["config"]
+    assert (config["batch_real"], config["w_weight"], config["dfeat_weight"]) == (
+        old_encoder["batch_real"], old_encoder["w_weight"], old_encoder["dfeat_weight"])
+    assert any("initialized from an existing encoder" in note for note in encoder_card["notes"])
+
+    assert sorted(model.directions) == sorted(load_model(old).directions) == ["interfacegan_class_top_vs_shoe",
+                                                                              "sefa_coarse"]
+    for name in model.directions:
+        direction = load_direction(name, model=model)[0]
+        before = load_direction(name, model=load_model(old))[0]
+        assert direction.model["sha256"] == card["sha256"] != before.model["sha256"]
+        assert (direction.method, direction.layers, len(direction)) == (before.method, before.layers, len(before))
+    # Found again with the recorded settings: the same as finding it directly on the new generator.
+    sefa = load_direction("sefa_coarse", model=model)[0]
+    direct = find_directions("sefa", model, layers="0-2", num=2, name="sefa_coarse")
+    assert torch.allclose(sefa.vectors, direct.vectors, atol=1e-6)
+
+
+def test_a_failed_rebuild_leaves_the_old_folder_as_it_was(old_model, tmp_path):
+    root, data, run, old = old_model
+    target = tmp_path / "target"
+    shutil.copytree(old, target)
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        _script().main(["--run", str(broken), "--data", str(data), "--from", str(target), "--outdir", str(target),
+                        "--overwrite", "--encoder-steps", "1", "--threads", "1"])
+    after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before
+    with pytest.raises(SystemExit, match="--overwrite"):
+        _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(target)])
+    with pytest.raises(SystemExit, match="checkpoint.pt"):
+        _script().main(["--run", str(tmp_path), "--data", str(data), "--from", str(old), "--outdir", str(tmp_path / "x")])
