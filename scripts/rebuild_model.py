@@ -145,6 +145,9 @@ def direction_settings(card: dict) -> tuple[str, dict]:
         raise SystemExit(f"direction {card.get('name')!r} was found from user labels, which it does not keep")
     spec = FINDERS[method]
     settings = {key: value for key, value in stored.items() if key in spec.defaults}
+    for key, value in settings.items():  # lists the finder took as text ("zoom,shift_x") are stored as lists
+        if isinstance(value, list) and isinstance(spec.defaults[key], str):
+            settings[key] = ",".join(str(v) for v in value)
     if "attribute" in stored:
         settings["attribute"] = stored["attribute"]
     settings["name"] = card.get("name")

@@ -57,7 +57,9 @@ def old_model(tmp_path_factory):
     _invoke("export-encoder", str(root / "enc"), "--model-dir", str(old))
     model = load_model(old)
     for method, settings in (("sefa", dict(layers="0-2", num=2, name="sefa_coarse")),
-                             ("interfacegan", dict(attribute="class:top/shoe", num_samples=400))):
+                             ("interfacegan", dict(attribute="class:top/shoe", num_samples=400)),
+                             ("steerability", dict(transformations="zoom,brightness", steps=2, batch_size=2,
+                                                   num_std_samples=50))):
         find_directions(method, model, **settings).save(old / "directions")
     _invoke(*train)  # the newer snapshot: two more steps
     return root, data, run, old
@@ -93,8 +95,8 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
         old_encoder["batch_real"], old_encoder["w_weight"], old_encoder["dfeat_weight"])
     assert any("initialized from an existing encoder" in note for note in encoder_card["notes"])
 
-    assert sorted(model.directions) == sorted(load_model(old).directions) == ["interfacegan_class_top_vs_shoe",
-                                                                              "sefa_coarse"]
+    assert sorted(model.directions) == sorted(load_model(old).directions) == [
+        "interfacegan_class_top_vs_shoe", "sefa_coarse", "steerability_all"]
     for name in model.directions:
         direction = load_direction(name, model=model)[0]
         before = load_direction(name, model=load_model(old))[0]
@@ -104,6 +106,8 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     sefa = load_direction("sefa_coarse", model=model)[0]
     direct = find_directions("sefa", model, layers="0-2", num=2, name="sefa_coarse")
     assert torch.allclose(sefa.vectors, direct.vectors, atol=1e-6)
+    walks = load_direction("steerability_all", model=model)[0]  # its transformations, stored as a list
+    assert walks.settings["transformations"] == ["zoom", "brightness"] and walks.settings["num_std_samples"] == 50
 
 
 def test_a_failed_rebuild_leaves_the_old_folder_as_it_was(old_model, tmp_path):
