@@ -15,14 +15,17 @@ weights). This script rebuilds the folder from a run, taking every setting from 
    `--encoder-minutes`; then `ganinv export-encoder`. Its run folder (`--workdir`) resumes: rerunning the
    script continues the encoder's training where it stopped.
 4. every direction of the old folder found again on the new generator with the settings its JSON records
-   (method, layers, number, attribute, sample counts, steps, seed, name).
+   (method, layers, number, attribute, sample counts, steps, seed, name), except those `--set
+   FINDER.KEY=VALUE` replaces (InterFaceGAN boundaries from 4,000 labelled samples follow the samples
+   more than the attribute on emoji64; `benchmarks/interfacegan_stability.py` measures it).
 
 The new folder is assembled beside `--outdir` (OUTDIR.partial) and moved into place only when every step
 has succeeded, so a failed or interrupted rebuild leaves the old folder as it was. The old folder may be
 the output (`--from M --outdir M --overwrite`). At the end the old and new numbers are printed side by side.
 
     python scripts/rebuild_model.py --run runs/emoji64 --data data/emoji64 --from src/ganinv/assets/emoji64 \\
-        --outdir src/ganinv/assets/emoji64 --overwrite --encoder-minutes 45 --threads 2
+        --outdir src/ganinv/assets/emoji64 --overwrite --encoder-minutes 45 --threads 2 \\
+        --set interfacegan.num_samples=16000
 
 `--directions-only --from OLD --outdir MODEL` only redoes step 4 into an existing model folder.
 """
@@ -132,8 +135,26 @@ def rebuild_encoder(data: Path, old: Path, staging: Path, workdir: Path, args) -
     _run(_ganinv("export-encoder", str(run), "--model-dir", str(staging), "--overwrite", "--quiet"))
 
 
-def direction_settings(card: dict) -> tuple[str, dict]:
-    """(method, settings for find_directions) reproducing the direction a ganinv direction JSON describes."""
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """--set FINDER.KEY=VALUE (VALUE read as JSON when it parses, else as text) -> {finder: {key: value}}."""
+    overrides: dict[str, dict] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        finder, dot, key = target.partition(".")
+        if not sep or not dot or finder not in FINDERS or key not in FINDERS[finder].defaults:
+            raise SystemExit(f"--set {item!r}: expected FINDER.KEY=VALUE with a finder of {', '.join(FINDERS)} "
+                             "and one of its settings")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        overrides.setdefault(finder, {})[key] = value
+    return overrides
+
+
+def direction_settings(card: dict, overrides: dict[str, dict] | None = None) -> tuple[str, dict]:
+    """(method, settings for find_directions) reproducing the direction a ganinv direction JSON describes,
+    with `overrides` ({finder: {key: value}}) replacing what it records."""
     method = card.get("method")
     if method not in FINDERS:
         raise SystemExit(f"direction {card.get('name')!r}: unknown method {method!r}")
@@ -150,17 +171,19 @@ def direction_settings(card: dict) -> tuple[str, dict]:
             settings[key] = ",".join(str(v) for v in value)
     if "attribute" in stored:
         settings["attribute"] = stored["attribute"]
+    settings.update((overrides or {}).get(method, {}))
     settings["name"] = card.get("name")
     return method, settings
 
 
-def rebuild_directions(old: Path, target: Path) -> list[tuple[str, list, list]]:
+def rebuild_directions(old: Path, target: Path, overrides: dict[str, dict] | None = None
+                       ) -> list[tuple[str, list, list]]:
     """Find every direction of old/directions again on target's generator; returns (name, old scores, new)."""
     files = sorted((old / "directions").glob("*.json")) if (old / "directions").is_dir() else []
     if not files:
         print("no directions in the old folder", flush=True)
         return []
-    plans = [(path, *direction_settings(_read_json(path))) for path in files]
+    plans = [(path, *direction_settings(_read_json(path), overrides)) for path in files]
     model = load_model(target)
     out = target / "directions"
     out.mkdir(exist_ok=True)
@@ -219,12 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", default=None, help="card notes (default: the old card's)")
     parser.add_argument("--num-quality-samples", type=int, default=None, help="export-model's (default: its own)")
     parser.add_argument("--quality-num-eval", type=int, default=None, help="benchmarks/quality.py --num-eval")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FINDER.KEY=VALUE",
+                        help="replace a recorded direction setting, e.g. interfacegan.num_samples=16000 (repeatable)")
     parser.add_argument("--directions-only", action="store_true", help="only redo the directions into OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     old, outdir = args.old, args.outdir
+    overrides = parse_overrides(args.overrides)
     if not (old / "card.json").is_file():
         raise SystemExit(f"{old}: not a model folder (no card.json)")
     old_card = _read_json(old / "card.json")
@@ -233,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{outdir}: not a model folder (no card.json)")
         if (outdir / "directions").exists() and outdir.resolve() != old.resolve() and not args.overwrite:
             raise SystemExit(f"{outdir}/directions exists: pass --overwrite to replace it")
-        rows = rebuild_directions(old, outdir)
+        rows = rebuild_directions(old, outdir, overrides)
         print(_summary(old_card, _read_json(outdir / "card.json"), rows))
         return 0
     if args.run is None or args.data is None:
@@ -252,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     export_generator(args.run, args.data, old, staging, old_card, args)
     shape_quality(args.data, old, staging, args)
     rebuild_encoder(args.data, old, staging, workdir, args)
-    rows = rebuild_directions(old, staging)
+    rows = rebuild_directions(old, staging, overrides)
 
     new_card = _read_json(staging / "card.json")
     new_card["_encoder_psnr"] = _encoder_psnr(staging)

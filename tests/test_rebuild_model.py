@@ -73,7 +73,8 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     root, data, run, old = old_model
     new = tmp_path / "new"
     code = _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(new),
-                           "--encoder-steps", "2", "--threads", "1", "--quality-num-eval", "8"])
+                           "--encoder-steps", "2", "--threads", "1", "--quality-num-eval", "8",
+                           "--set", "interfacegan.num_samples=300"])
     assert code == 0
     assert not new.with_name("new.partial").exists()
     old_card, card = (json.loads((p / "card.json").read_text()) for p in (old, new))
@@ -106,6 +107,9 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     sefa = load_direction("sefa_coarse", model=model)[0]
     direct = find_directions("sefa", model, layers="0-2", num=2, name="sefa_coarse")
     assert torch.allclose(sefa.vectors, direct.vectors, atol=1e-6)
+    boundary = load_direction("interfacegan_class_top_vs_shoe", model=model)[0]
+    assert boundary.settings["num_samples"] == 300  # --set replaced the recorded 400
+    assert load_direction("interfacegan_class_top_vs_shoe", model=load_model(old))[0].settings["num_samples"] == 400
     walks = load_direction("steerability_all", model=model)[0]  # its transformations, stored as a list
     assert walks.settings["transformations"] == ["zoom", "brightness"] and walks.settings["num_std_samples"] == 50
 
@@ -125,5 +129,26 @@ def test_a_failed_rebuild_leaves_the_old_folder_as_it_was(old_model, tmp_path):
     assert after == before
     with pytest.raises(SystemExit, match="--overwrite"):
         _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(target)])
+    for bad in ("interfacegan.num_sample=5", "nosuch.seed=1", "interfacegan=3"):
+        with pytest.raises(SystemExit, match="FINDER.KEY=VALUE"):
+            _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(tmp_path / "y"),
+                            "--set", bad])
+    assert not (tmp_path / "y").exists()
     with pytest.raises(SystemExit, match="checkpoint.pt"):
         _script().main(["--run", str(tmp_path), "--data", str(data), "--from", str(old), "--outdir", str(tmp_path / "x")])
+
+
+def test_interfacegan_stability_compares_two_independent_sample_sets(old_model, tmp_path):
+    """benchmarks/interfacegan_stability.py (behind the sample count a rebuild's InterFaceGAN directions use)."""
+    spec = importlib.util.spec_from_file_location("ifg_stability", REPO / "benchmarks" / "interfacegan_stability.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root, data, run, old = old_model
+    out = tmp_path / "stability.json"
+    rows = module.main(["--model", str(old), "--attributes", "class:top/shoe", "--counts", "200,400",
+                        "--json", str(out)])
+    assert [r["samples"] for r in rows] == [200, 400] and json.loads(out.read_text())["rows"] == rows
+    for row in rows:
+        assert -1 <= row["cosine"] < 0.999  # two different sets of samples, two different fits
+        assert all(p + q <= row["samples"] for p, q in zip(row["positives"], row["negatives"]))
+    assert module._attributes("a:x,y/z,b:w", {"a": [], "b": []}) == ["a:x,y/z", "b:w"]
