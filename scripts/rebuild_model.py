@@ -98,7 +98,7 @@ def export_generator(run: Path, data: Path, old: Path, staging: Path, old_card: 
     print(f"export-model: {run} -> {staging}", flush=True)
     export_model(run, data, old / "classifier", staging, name=old_card["name"],
                  description=args.description if args.description is not None else old_card.get("description", ""),
-                 default=bool(old_card.get("default", False)), threads=args.threads,
+                 default=bool(old_card.get("default", False)),
                  notes=args.notes if args.notes is not None else old_card.get("notes", ""), **kwargs)
 
 

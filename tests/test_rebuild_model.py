@@ -72,8 +72,10 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
 
     root, data, run, old = old_model
     new = tmp_path / "new"
+    stats = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    threads = 2 if stats["threads"] == 1 else 1  # other than the run's, which the card must keep
     code = _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(new),
-                           "--encoder-steps", "2", "--threads", "1", "--quality-num-eval", "8",
+                           "--encoder-steps", "2", "--threads", str(threads), "--quality-num-eval", "8",
                            "--set", "interfacegan.num_samples=300"])
     assert code == 0
     assert not new.with_name("new.partial").exists()
@@ -81,6 +83,7 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     assert card["images_seen_kimg"] == pytest.approx(2 * old_card["images_seen_kimg"])
     assert card["sha256"] != old_card["sha256"]
     assert (card["name"], card["description"], card["notes"]) == ("tiny", "a tiny model", "old notes")
+    assert card["threads"] == stats["threads"]  # the run's threads, not the rebuild's
     embedding = json.loads((new / "embedding" / "card.json").read_text())
     assert embedding == json.loads((old / "embedding" / "card.json").read_text())  # copied: the dataset's
     assert card["shape_quality"]["embedding_sha256"] == embedding["sha256"]
