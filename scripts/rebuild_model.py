@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganinv.editing import FINDERS, find_directions
+from ganinv.editing import (FINDERS, classifier_heads, classify_prior_samples, find_directions,
+                            find_interfacegan_direction, labels_from_logits, parse_attribute)
 from ganinv.models.registry import load_model
 from ganinv.train.export import export_model
 
@@ -176,6 +177,27 @@ def direction_settings(card: dict, overrides: dict[str, dict] | None = None) -> 
     return method, settings
 
 
+def _interfacegan_from_shared_samples(model, settings: dict, plans: list, classified: dict):
+    """The InterFaceGAN direction `settings` describe, its prior samples labelled from classifier outputs
+    computed once per (samples, seed, truncation) for every attribute that shares them: the same
+    samples and labels as `find_directions('interfacegan', ...)` draws, without classifying them again."""
+    full = {**FINDERS["interfacegan"].defaults, **settings}
+    key = (full["num_samples"], full["seed"], full.get("truncation_psi", 1.0))
+    heads = classifier_heads(model)
+    spec = parse_attribute(full["attribute"], heads)
+    if key not in classified:
+        wanted = sorted({parse_attribute(s["attribute"], heads).head for _, m, s in plans
+                         if m == "interfacegan" and "attribute" in s})
+        classified[key] = classify_prior_samples(model, wanted, num_samples=key[0], seed=key[1],
+                                                 truncation_psi=key[2])
+    ws, logits = classified[key]
+    fit = {k: v for k, v in full.items() if k not in ("num_samples", "attribute")}
+    direction = find_interfacegan_direction(model, ws=ws, labels=labels_from_logits(logits[spec.head], spec),
+                                            attribute=full["attribute"], **fit)
+    direction.settings["label_source"] = f"classifier head {spec.head}"
+    return direction
+
+
 def rebuild_directions(old: Path, target: Path, overrides: dict[str, dict] | None = None
                        ) -> list[tuple[str, list, list]]:
     """Find every direction of old/directions again on target's generator; returns (name, old scores, new)."""
@@ -188,9 +210,13 @@ def rebuild_directions(old: Path, target: Path, overrides: dict[str, dict] | Non
     out = target / "directions"
     out.mkdir(exist_ok=True)
     rows = []
+    classified: dict[tuple, tuple] = {}  # InterFaceGAN: one classifier pass per sample set, for every attribute
     for path, method, settings in plans:
         start = time.perf_counter()
-        direction = find_directions(method, model, **settings)
+        if method == "interfacegan" and "attribute" in settings:
+            direction = _interfacegan_from_shared_samples(model, settings, plans, classified)
+        else:
+            direction = find_directions(method, model, **settings)
         direction.save(out)
         old_scores = _read_json(path).get("scores") or []
         rows.append((direction.name, old_scores, list(direction.scores or [])))

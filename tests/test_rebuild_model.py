@@ -58,6 +58,7 @@ def old_model(tmp_path_factory):
     model = load_model(old)
     for method, settings in (("sefa", dict(layers="0-2", num=2, name="sefa_coarse")),
                              ("interfacegan", dict(attribute="class:top/shoe", num_samples=400)),
+                             ("interfacegan", dict(attribute="class:shoe", num_samples=400)),
                              ("steerability", dict(transformations="zoom,brightness", steps=2, batch_size=2,
                                                    num_std_samples=50))):
         find_directions(method, model, **settings).save(old / "directions")
@@ -100,7 +101,7 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     assert any("initialized from an existing encoder" in note for note in encoder_card["notes"])
 
     assert sorted(model.directions) == sorted(load_model(old).directions) == [
-        "interfacegan_class_top_vs_shoe", "sefa_coarse", "steerability_all"]
+        "interfacegan_class_shoe_vs_rest", "interfacegan_class_top_vs_shoe", "sefa_coarse", "steerability_all"]
     for name in model.directions:
         direction = load_direction(name, model=model)[0]
         before = load_direction(name, model=load_model(old))[0]
@@ -112,6 +113,14 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     assert torch.allclose(sefa.vectors, direct.vectors, atol=1e-6)
     boundary = load_direction("interfacegan_class_top_vs_shoe", model=model)[0]
     assert boundary.settings["num_samples"] == 300  # --set replaced the recorded 400
+    # Both InterFaceGAN directions came from one classifier pass over the shared samples: the same as
+    # the finder labelling its own samples.
+    for name, attribute in (("interfacegan_class_top_vs_shoe", "class:top/shoe"), ("interfacegan_class_shoe_vs_rest",
+                                                                                      "class:shoe")):
+        rebuilt = load_direction(name, model=model)[0]
+        alone = find_directions("interfacegan", model, attribute=attribute, num_samples=300, name=name)
+        assert torch.allclose(rebuilt.vectors, alone.vectors, atol=1e-5)
+        assert rebuilt.scores == pytest.approx(alone.scores) and rebuilt.settings["label_source"] == "classifier head class"
     assert load_direction("interfacegan_class_top_vs_shoe", model=load_model(old))[0].settings["num_samples"] == 400
     walks = load_direction("steerability_all", model=model)[0]  # its transformations, stored as a list
     assert walks.settings["transformations"] == ["zoom", "brightness"] and walks.settings["num_std_samples"] == 50

@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from .direction import (Direction, DirectionError, load_direction, prior_std, safe_file_stem,  # noqa: F401
                         sample_prior_ws, split_spec)
 from .editability import EditMeasurement, editability_ratio, measure_edit  # noqa: F401
 from .ganspace import find_ganspace_directions, pca_of_w  # noqa: F401
 from .interfacegan import (AttributeSpec, Boundary, attribute_labeller, attribute_score,  # noqa: F401
-                           classifier_heads, classifier_outputs, condition_direction,
+                           classifier_heads, classifier_outputs, classify_prior_samples, condition_direction,
                            find_interfacegan_direction, fit_boundary, gram_schmidt, label_prior_samples,
                            labels_from_logits, parse_attribute, project_out)
 from .ops import (Latent, analogy, analogy_latent, as_latent, interpolate, interpolation_weights,  # noqa: F401
@@ -212,16 +210,10 @@ def compute_default_directions(model, outdir: str | Path | None = None, *, num: 
         heads = classifier_heads(model)
         wanted = attributes if attributes is not None else default_attributes(heads)
         specs = [parse_attribute(text, heads) for text in wanted]
-        ws = sample_prior_ws(G, num_samples, seed=seed)
-        logits: dict[str, list[torch.Tensor]] = {}
-        with torch.no_grad():
-            for start in range(0, num_samples, batch_size):
-                images = G.synthesis(ws[start:start + batch_size], noise_mode="const")
-                outputs = classifier_outputs(model.classifier, images)
-                for head in {s.head for s in specs}:
-                    logits.setdefault(head, []).append(outputs[head].detach().cpu())
+        ws, logits = classify_prior_samples(model, sorted({s.head for s in specs}), num_samples=num_samples,
+                                            seed=seed, batch_size=batch_size)
         for spec in specs:
-            labels = labels_from_logits(torch.cat(logits[spec.head]), spec)
+            labels = labels_from_logits(logits[spec.head], spec)
             try:
                 direction = find_interfacegan_direction(model, ws=ws, labels=labels, attribute=spec.text,
                                                         name=f"interfacegan_{spec.slug}", **common)
@@ -239,7 +231,7 @@ __all__ = [
     "find_sefa_directions", "sefa_eigen", "sefa_weight_matrix", "find_ganspace_directions", "pca_of_w",
     "find_interfacegan_direction", "fit_boundary", "Boundary", "gram_schmidt", "project_out",
     "condition_direction", "AttributeSpec", "parse_attribute", "classifier_heads", "attribute_labeller",
-    "attribute_score", "classifier_outputs", "labels_from_logits", "label_prior_samples",
+    "attribute_score", "classifier_outputs", "classify_prior_samples", "labels_from_logits", "label_prior_samples",
     "find_stylespace_directions", "style_layout",
     "edit", "edit_many", "edit_sweep", "resolve_direction", "parse_strengths", "preview_images",
     "save_strip", "save_gif",

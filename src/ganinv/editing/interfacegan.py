@@ -419,6 +419,28 @@ def label_prior_samples(model, labeller: Labeller, *, num_samples: int, seed: in
     return ws, torch.cat(labels)
 
 
+def classify_prior_samples(model, heads: Sequence[str], *, num_samples: int, seed: int = 0,
+                           truncation_psi: float = 1.0, batch_size: int = 64
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(ws [N, num_ws, w_dim], {head: logits [N, ...]}) for the seeded prior samples that
+    `label_prior_samples` labels, classified once by the model's classifier, so that several attributes
+    can be labelled from one pass (`labels_from_logits`) and fit with `ws=..., labels=...`."""
+    G = getattr(model, "G", model)
+    if getattr(model, "classifier", None) is None:
+        raise ValueError("this model has no classifier")
+    ws = sample_prior_ws(G, num_samples, seed=seed, truncation_psi=truncation_psi)
+    logits: dict[str, list[torch.Tensor]] = {head: [] for head in heads}
+    with torch.no_grad():
+        for start in range(0, num_samples, batch_size):
+            images = G.synthesis(ws[start:start + batch_size], noise_mode="const")
+            outputs = classifier_outputs(model.classifier, images)
+            for head in logits:
+                if head not in outputs:
+                    raise ValueError(f"classifier returned no head {head!r} (got {', '.join(outputs)})")
+                logits[head].append(outputs[head].detach().cpu())
+    return ws, {head: torch.cat(values) for head, values in logits.items()}
+
+
 def find_interfacegan_direction(model, labeller: Labeller | None = None, *, attribute: str | None = None,
                                 ws: torch.Tensor | None = None, labels=None, num_samples: int = 2000,
                                 seed: int = 0, layers: str | list[int] = "all", classifier: str = "logistic",
