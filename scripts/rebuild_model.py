@@ -12,15 +12,17 @@ weights). This script rebuilds the folder from a run, taking every setting from 
    --write-card` for the card's `shape_quality` in it.
 3. the encoder: `ganinv train-encoder` started from the old encoder (`--init-encoder`, all offsets
    active from the first step), with the loss weights and batch sizes of the old encoder's card, for
-   `--encoder-minutes`; then `ganinv export-encoder`. Its run folder (`--workdir`) resumes: rerunning the
-   script continues the encoder's training where it stopped.
+   `--encoder-minutes`; then `ganinv export-encoder`. Its run folder (`--workdir`, default
+   runs/rebuild-NAME) is kept: rerunning the script continues the encoder's training where it stopped.
 4. every direction of the old folder found again on the new generator with the settings its JSON records
    (method, layers, number, attribute, sample counts, steps, seed, name), except those `--set
    FINDER.KEY=VALUE` replaces (InterFaceGAN boundaries from 4,000 labelled samples follow the samples
    more than the attribute on emoji64; `benchmarks/interfacegan_stability.py` measures it).
 
 The new folder is assembled beside `--outdir` (OUTDIR.partial) and moved into place only when every step
-has succeeded, so a failed or interrupted rebuild leaves the old folder as it was. The old folder may be
+has succeeded, so a failed or interrupted rebuild leaves the old folder as it was. `--run` must not be
+training meanwhile (its checkpoint.pt rolls): stop it, or copy its checkpoint.pt, stats.jsonl and
+config.json to a folder of their own and rebuild from that. The old folder may be
 the output (`--from M --outdir M --overwrite`). At the end the old and new numbers are printed side by side.
 
     python scripts/rebuild_model.py --run runs/emoji64 --data data/emoji64 --from src/ganinv/assets/emoji64 \\
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="training run folder (with checkpoint.pt)")
     parser.add_argument("--data", type=Path, help="the dataset folder the run trained on (ganinv data ...)")
     parser.add_argument("--workdir", type=Path, default=None, help="encoder run folder's parent "
-                        "(default: OUTDIR.work); kept, so a rerun resumes the encoder")
+                        "(default: runs/rebuild-NAME under the current folder); kept, so a rerun resumes the encoder")
     parser.add_argument("--encoder-minutes", type=float, default=45.0)
     parser.add_argument("--encoder-steps", type=int, default=None, help="stop the encoder after this many "
                         "steps in this session (as well as after --encoder-minutes)")
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if outdir.exists() and not args.overwrite:
         raise SystemExit(f"{outdir} exists: pass --overwrite to replace it")
     staging = outdir.with_name(outdir.name + ".partial")
-    workdir = args.workdir or outdir.with_name(outdir.name + ".work")
+    workdir = args.workdir or Path("runs") / f"rebuild-{old_card.get('name') or outdir.name}"
     if staging.exists():
         shutil.rmtree(staging)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,7 @@ def test_rebuild_makes_every_part_for_the_new_generator(old_model, tmp_path):
     threads = 2 if stats["threads"] == 1 else 1  # other than the run's, which the card must keep
     code = _script().main(["--run", str(run), "--data", str(data), "--from", str(old), "--outdir", str(new),
                            "--encoder-steps", "2", "--threads", str(threads), "--quality-num-eval", "8",
+                           "--workdir", str(tmp_path / "work"),
                            "--set", "interfacegan.num_samples=300"])
     assert code == 0
     assert not new.with_name("new.partial").exists()
@@ -136,7 +137,7 @@ def test_a_failed_rebuild_leaves_the_old_folder_as_it_was(old_model, tmp_path):
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
         _script().main(["--run", str(broken), "--data", str(data), "--from", str(target), "--outdir", str(target),
-                        "--overwrite", "--encoder-steps", "1", "--threads", "1"])
+                        "--overwrite", "--encoder-steps", "1", "--threads", "1", "--workdir", str(tmp_path / "w")])
     after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     assert after == before
     with pytest.raises(SystemExit, match="--overwrite"):
