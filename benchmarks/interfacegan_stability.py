@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 from ganinv.editing import FINDERS
-from ganinv.editing.interfacegan import (classifier_heads, classifier_outputs, fit_boundary, labels_from_logits,
+from ganinv.editing.interfacegan import (classifier_heads, classify_prior_samples, fit_boundary, labels_from_logits,
                                          parse_attribute)
-from ganinv.models.prior import sample_prior
 from ganinv.models.registry import load_model
 
 DEFAULT_ATTRIBUTES = ("gender:man/woman,skin_tone:1,2/4,5,group:People & Body,group:Smileys & Emotion,"
@@ -42,18 +41,6 @@ def _attributes(text: str, heads: dict) -> list[str]:
     if current:
         parts.append(current)
     return [p.strip() for p in parts]
-
-
-@torch.no_grad()
-def label_samples(model, n: int, seed: int, batch_size: int = 256) -> tuple[torch.Tensor, dict]:
-    G = model.G
-    ws = sample_prior(G, n, seed=seed)
-    logits: dict[str, list] = {}
-    for start in range(0, n, batch_size):
-        images = G.synthesis(ws[start:start + batch_size], noise_mode="const")
-        for head, value in classifier_outputs(model.classifier, images).items():
-            logits.setdefault(head, []).append(value.cpu())
-    return ws, {head: torch.cat(values) for head, values in logits.items()}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -76,7 +63,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     fits = {}
     for seed in (0, 1):
         start = time.perf_counter()
-        ws, logits = label_samples(model, counts[-1], seed)
+        ws, logits = classify_prior_samples(model, sorted({spec.head for spec in specs.values()}),
+                                            num_samples=counts[-1], seed=seed, batch_size=256)
         print(f"seed {seed}: {counts[-1]} samples labelled in {time.perf_counter() - start:.0f} s", flush=True)
         latents = ws.mean(dim=1)
         for attribute, spec in specs.items():

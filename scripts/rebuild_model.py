@@ -179,18 +179,16 @@ def direction_settings(card: dict, overrides: dict[str, dict] | None = None) -> 
     return method, settings
 
 
-def _interfacegan_from_shared_samples(model, settings: dict, plans: list, classified: dict):
+def _interfacegan_from_shared_samples(model, settings: dict, classified: dict):
     """The InterFaceGAN direction `settings` describe, its prior samples labelled from classifier outputs
-    computed once per (samples, seed, truncation) for every attribute that shares them: the same
-    samples and labels as `find_directions('interfacegan', ...)` draws, without classifying them again."""
+    (every head) computed once per (samples, seed, truncation) and kept in `classified`: the same samples
+    and labels as `find_directions('interfacegan', ...)` draws, without classifying them again."""
     full = {**FINDERS["interfacegan"].defaults, **settings}
     key = (full["num_samples"], full["seed"], full.get("truncation_psi", 1.0))
     heads = classifier_heads(model)
     spec = parse_attribute(full["attribute"], heads)
     if key not in classified:
-        wanted = sorted({parse_attribute(s["attribute"], heads).head for _, m, s in plans
-                         if m == "interfacegan" and "attribute" in s})
-        classified[key] = classify_prior_samples(model, wanted, num_samples=key[0], seed=key[1],
+        classified[key] = classify_prior_samples(model, sorted(heads), num_samples=key[0], seed=key[1],
                                                  truncation_psi=key[2])
     ws, logits = classified[key]
     fit = {k: v for k, v in full.items() if k not in ("num_samples", "attribute")}
@@ -207,40 +205,42 @@ def rebuild_directions(old: Path, target: Path, overrides: dict[str, dict] | Non
     if not files:
         print("no directions in the old folder", flush=True)
         return []
-    plans = [(path, *direction_settings(_read_json(path), overrides)) for path in files]
+    cards = [_read_json(path) for path in files]
+    plans = [(card, *direction_settings(card, overrides)) for card in cards]
     model = load_model(target)
     out = target / "directions"
     out.mkdir(exist_ok=True)
     rows = []
     classified: dict[tuple, tuple] = {}  # InterFaceGAN: one classifier pass per sample set, for every attribute
-    for path, method, settings in plans:
+    for card, method, settings in plans:
         start = time.perf_counter()
         if method == "interfacegan" and "attribute" in settings:
-            direction = _interfacegan_from_shared_samples(model, settings, plans, classified)
+            direction = _interfacegan_from_shared_samples(model, settings, classified)
         else:
             direction = find_directions(method, model, **settings)
         direction.save(out)
-        old_scores = _read_json(path).get("scores") or []
-        rows.append((direction.name, old_scores, list(direction.scores or [])))
+        rows.append((direction.name, card.get("scores") or [], list(direction.scores or [])))
         print(f"direction {direction.name} ({method}, {len(direction)} component(s)) "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
 
-def _summary(old_card: dict, new_card: dict, rows: list) -> str:
+def _summary(old_card: dict, new_card: dict, rows: list, encoder_psnr: tuple = (None, None)) -> str:
+    """Old and new numbers side by side; `encoder_psnr` = (old, new) held-out PSNR of the last pass."""
     def shape(card, key):
         entry = (card.get("shape_quality") or {}).get("samples_psi1_vs_train") or {}
         return entry.get(key)
+
+    def fmt(scores):
+        return ", ".join(f"{s:.3g}" for s in scores[:3])
 
     lines = ["| | old | new |", "| --- | ---: | ---: |",
              f"| kimg | {old_card.get('images_seen_kimg')} | {new_card.get('images_seen_kimg')} |"]
     for key in ("frechet_distance", "precision", "recall"):
         lines.append(f"| shape {key} (samples psi=1) | {shape(old_card, key)} | {shape(new_card, key)} |")
-    lines.append(f"| encoder held-out PSNR (last pass) | {old_card.get('_encoder_psnr')} | "
-                 f"{new_card.get('_encoder_psnr')} |")
+    lines.append(f"| encoder held-out PSNR (last pass) | {encoder_psnr[0]} | {encoder_psnr[1]} |")
     for name, before, after in rows:
         if before or after:
-            fmt = lambda scores: ", ".join(f"{s:.3g}" for s in scores[:3])  # noqa: E731
             lines.append(f"| {name} score | {fmt(before)} | {fmt(after)} |")
     return "\n".join(lines)
 
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if staging.exists():
         shutil.rmtree(staging)
     workdir.mkdir(parents=True, exist_ok=True)
-    old_card["_encoder_psnr"] = _encoder_psnr(old)
+    old_psnr = _encoder_psnr(old)  # read now: with --from == --outdir the old folder is replaced below
 
     export_generator(args.run, args.data, old, staging, old_card, args)
     shape_quality(args.data, old, staging, args)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = rebuild_directions(old, staging, overrides)
 
     new_card = _read_json(staging / "card.json")
-    new_card["_encoder_psnr"] = _encoder_psnr(staging)
+    encoder_psnr = (old_psnr, _encoder_psnr(staging))
     if outdir.exists():
         retired = outdir.with_name(outdir.name + ".replaced")
         if retired.exists():
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         staging.rename(outdir)
     print(f"wrote {outdir}")
-    print(_summary(old_card, new_card, rows))
+    print(_summary(old_card, new_card, rows, encoder_psnr))
     return 0
 
 
