@@ -13,6 +13,12 @@ transformation they were asked for (image registration; `ganinv.editing.measure_
     python benchmarks/finders.py --model fashion32 --json out/finders_fashion32.json
     python benchmarks/finders.py --model emoji64 --finders sefa,ganspace,voynov --num 8
     python benchmarks/finders.py --model fashion32 --finders voynov,steerability --save out/dirs
+    python benchmarks/finders.py --model emoji64 --reuse src/ganinv/assets/emoji64/directions
+
+`--reuse DIR` measures a direction saved in DIR (a model's directions/ folder, or an earlier `--save`)
+instead of finding it again, when one there was found on these weights by the same finder with every
+setting this script would ask for (the trained finders are seeded, so it is the direction a new search
+would return); its "find s" is then n/a.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ganinv.editing import FINDERS, find_directions, measure_walk, sample_prior_ws
+from ganinv.editing import FINDERS, Direction, find_directions, measure_walk, sample_prior_ws
 from ganinv.editing.interfacegan import classifier_heads
 from ganinv.models.registry import load_model
 
@@ -72,6 +78,25 @@ def finder_settings(name: str, model, args) -> list[dict]:
     return out[:args.max_attributes]
 
 
+def saved_direction(folder: Path | None, name: str, settings: dict, model) -> Direction | None:
+    """A direction in `folder` found by finder `name` on `model`'s weights with every one of `settings`."""
+    if folder is None:
+        return None
+    for path in sorted(folder.glob("*.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("format") != "ganinv-direction" or meta.get("method") != name:
+            continue
+        recorded = meta.get("settings") or {}
+        if (meta.get("model") or {}).get("sha256") != model.sha256:
+            continue
+        if all(recorded.get(key) == value for key, value in settings.items()):
+            return Direction.load(path)
+    return None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="fashion32")
@@ -86,7 +111,12 @@ def main(argv=None) -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="also save every direction found (NAME.json + NAME.safetensors) into DIR")
+    parser.add_argument("--reuse", default=None, type=Path, metavar="DIR",
+                        help="measure directions saved in DIR with the same finder, settings and weights "
+                             "instead of finding them again")
     args = parser.parse_args(argv)
+    if args.reuse is not None and not args.reuse.is_dir():
+        raise SystemExit(f"--reuse {args.reuse}: not a folder")
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     if model.classifier is None:
@@ -95,9 +125,14 @@ def main(argv=None) -> None:
     rows, walks = [], []
     for name in args.finders.split(","):
         for settings in finder_settings(name, model, args):
-            started = time.perf_counter()
-            direction = find_directions(name, model, **settings)
-            seconds = time.perf_counter() - started
+            direction = saved_direction(args.reuse, name, settings, model)
+            seconds = None
+            if direction is None:
+                started = time.perf_counter()
+                direction = find_directions(name, model, **settings)
+                seconds = time.perf_counter() - started
+            else:
+                print(f"{name}: measuring the saved {direction.name} (found on these weights with these settings)")
             if args.save:
                 direction.save(args.save)
             for index in range(len(direction)):
@@ -131,12 +166,14 @@ def main(argv=None) -> None:
         entry = {"finder": name, "components": len(mine),
                  **{key: (None if any(r[key] is None for r in mine) else statistics.median(r[key] for r in mine))
                     for key in ("target_change", "other_change", "selectivity", "pixel_change")},
-                 "find_seconds": statistics.median(r["find_seconds"] for r in mine)}
+                 "find_seconds": (None if any(r["find_seconds"] is None for r in mine)
+                                  else statistics.median(r["find_seconds"] for r in mine))}
         summary.append(entry)
         other = "n/a" if entry["other_change"] is None else f"{entry['other_change']:.3f}"
         select = "n/a" if entry["selectivity"] is None else f"{entry['selectivity']:.2f}"
+        found = "n/a" if entry["find_seconds"] is None else f"{entry['find_seconds']:.1f}"
         print(f"{name:13} {entry['components']:5d} {entry['target_change']:7.3f} {other:>7} "
-              f"{select:>8} {entry['pixel_change']:7.3f} {entry['find_seconds']:7.1f}")
+              f"{select:>8} {entry['pixel_change']:7.3f} {found:>7}")
     if walks:
         print("\nsteerability: requested vs achieved transformation (median over samples)")
         for w in walks:

@@ -165,3 +165,25 @@ def test_interfacegan_stability_compares_two_independent_sample_sets(old_model, 
         assert -1 <= row["cosine"] < 0.999  # two different sets of samples, two different fits
         assert all(p + q <= row["samples"] for p, q in zip(row["positives"], row["negatives"]))
     assert module._attributes("a:x,y/z,b:w", {"a": [], "b": []}) == ["a:x,y/z", "b:w"]
+
+
+def test_finders_benchmark_reuses_a_saved_direction_only_when_finder_settings_and_weights_match(old_model, tmp_path):
+    """benchmarks/finders.py --reuse: the trained finders' directions a rebuild saved are measured, not found
+    again; a saved direction with other settings is not taken for one."""
+    spec = importlib.util.spec_from_file_location("finders_bench", REPO / "benchmarks" / "finders.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root, data, run, old = old_model
+    common = ["--model", str(old), "--finders", "sefa", "--num-samples", "4", "--threads", "1"]
+    saved = tmp_path / "saved"
+    module.main([*common, "--num", "2", "--save", str(saved), "--json", str(tmp_path / "found.json")])
+    found = json.loads((tmp_path / "found.json").read_text())["summary"][0]
+    module.main([*common, "--num", "2", "--reuse", str(saved), "--json", str(tmp_path / "reused.json")])
+    reused = json.loads((tmp_path / "reused.json").read_text())["summary"][0]
+    assert found["find_seconds"] is not None and reused["find_seconds"] is None
+    assert reused["target_change"] == pytest.approx(found["target_change"])
+    module.main([*common, "--num", "3", "--reuse", str(saved), "--json", str(tmp_path / "other.json")])
+    other = json.loads((tmp_path / "other.json").read_text())["summary"][0]
+    assert other["find_seconds"] is not None and other["components"] == 3  # num 3 is not the saved num 2
+    with pytest.raises(SystemExit, match="not a folder"):
+        module.main([*common, "--reuse", str(tmp_path / "missing")])
