@@ -128,7 +128,11 @@ def card_entry(result: dict) -> dict:
         "metric": result["metric"],
         "meaning": "FD: lower is closer to the training images; precision: share of the evaluated images that "
                    "look like training images; recall: share of training images whose kind the set covers. "
-                   "Compare each number with the held-out floor: a perfect generator would match it.",
+                   "Read each number between two references: held-out real images (new designs, the floor a "
+                   "generator of new designs is compared with) and training images held back (the same designs: "
+                   "where a generator that copied its training images would land). Samples below the floor are "
+                   "closer to the training designs than new designs are; nearest_neighbors.png shows whether "
+                   "they are copies.",
         "floor_heldout_vs_train": rounded(result["floor"]),
         "train_held_back_vs_train": rounded(result["sets"].get(TRAIN_HELD_BACK, {})),
         "samples_psi1_vs_train": rounded(result["sets"].get("samples psi=1", {})),
