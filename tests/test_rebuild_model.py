@@ -187,3 +187,23 @@ def test_finders_benchmark_reuses_a_saved_direction_only_when_finder_settings_an
     assert other["find_seconds"] is not None and other["components"] == 3  # num 3 is not the saved num 2
     with pytest.raises(SystemExit, match="not a folder"):
         module.main([*common, "--reuse", str(tmp_path / "missing")])
+
+
+def test_one_classifier_pass_labels_the_prior_samples_as_labelling_them_one_attribute_at_a_time(old_model):
+    """classify_prior_samples (the rebuild's one pass for all InterFaceGAN directions) gives the same samples
+    and, per attribute, the same labels as label_prior_samples with that attribute's labeller."""
+    from ganinv.editing import classifier_heads, classify_prior_samples, labels_from_logits, parse_attribute
+    from ganinv.editing.interfacegan import attribute_labeller, label_prior_samples
+    from ganinv.models.registry import load_model
+
+    root, data, run, old = old_model
+    model = load_model(old)
+    ws, logits = classify_prior_samples(model, ["class"], num_samples=40, seed=3, batch_size=16)
+    for attribute in ("class:top/shoe", "class:shoe"):
+        spec = parse_attribute(attribute, classifier_heads(model))
+        ws_one, labels = label_prior_samples(model, attribute_labeller(model.classifier, spec), num_samples=40,
+                                             seed=3, batch_size=7)
+        assert torch.equal(ws, ws_one) and len(labels) == 40
+        assert torch.equal(labels_from_logits(logits["class"], spec), labels)
+    with pytest.raises(ValueError, match="no head 'missing'"):
+        classify_prior_samples(model, ["missing"], num_samples=4)

@@ -406,16 +406,19 @@ def attribute_labeller(classifier, spec: AttributeSpec) -> Labeller:
     return labeller
 
 
+def _prior_sample_images(G, ws: torch.Tensor, batch_size: int):
+    """The images of prior latents `ws`, `batch_size` at a time (call under `torch.no_grad()`)."""
+    for start in range(0, len(ws), batch_size):
+        yield G.synthesis(ws[start:start + batch_size], noise_mode="const")
+
+
 def label_prior_samples(model, labeller: Labeller, *, num_samples: int, seed: int = 0,
                         truncation_psi: float = 1.0, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(ws [N, num_ws, w_dim], labels [N]) for seeded prior samples labelled from their images."""
     G = getattr(model, "G", model)
     ws = sample_prior_ws(G, num_samples, seed=seed, truncation_psi=truncation_psi)
-    labels = []
     with torch.no_grad():
-        for start in range(0, num_samples, batch_size):
-            images = G.synthesis(ws[start:start + batch_size], noise_mode="const")
-            labels.append(_clean_labels(labeller(images)).cpu())
+        labels = [_clean_labels(labeller(images)).cpu() for images in _prior_sample_images(G, ws, batch_size)]
     return ws, torch.cat(labels)
 
 
@@ -431,8 +434,7 @@ def classify_prior_samples(model, heads: Sequence[str], *, num_samples: int, see
     ws = sample_prior_ws(G, num_samples, seed=seed, truncation_psi=truncation_psi)
     logits: dict[str, list[torch.Tensor]] = {head: [] for head in heads}
     with torch.no_grad():
-        for start in range(0, num_samples, batch_size):
-            images = G.synthesis(ws[start:start + batch_size], noise_mode="const")
+        for images in _prior_sample_images(G, ws, batch_size):
             outputs = classifier_outputs(model.classifier, images)
             for head in logits:
                 if head not in outputs:
