@@ -384,11 +384,14 @@ def classifier_outputs(classifier, images: torch.Tensor) -> dict[str, torch.Tens
         classifier.train()
 
 
-def _head_logits(classifier, images: torch.Tensor, head: str) -> torch.Tensor:
-    outputs = classifier_outputs(classifier, images)
+def _head_output(outputs: dict[str, torch.Tensor], head: str) -> torch.Tensor:
     if head not in outputs:
         raise ValueError(f"classifier returned no head {head!r} (got {', '.join(outputs)})")
     return outputs[head]
+
+
+def _head_logits(classifier, images: torch.Tensor, head: str) -> torch.Tensor:
+    return _head_output(classifier_outputs(classifier, images), head)
 
 
 def attribute_score(classifier, spec: AttributeSpec) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -437,9 +440,7 @@ def classify_prior_samples(model, heads: Sequence[str], *, num_samples: int, see
         for images in _prior_sample_images(G, ws, batch_size):
             outputs = classifier_outputs(model.classifier, images)
             for head in logits:
-                if head not in outputs:
-                    raise ValueError(f"classifier returned no head {head!r} (got {', '.join(outputs)})")
-                logits[head].append(outputs[head].detach().cpu())
+                logits[head].append(_head_output(outputs, head).detach().cpu())
     return ws, {head: torch.cat(values) for head, values in logits.items()}
 
 
