@@ -90,7 +90,7 @@ def saved_direction(folder: Path | None, name: str, settings: dict, model) -> Di
         if not isinstance(meta, dict) or meta.get("format") != "ganinv-direction" or meta.get("method") != name:
             continue
         recorded = meta.get("settings") or {}
-        if (meta.get("model") or {}).get("sha256") != model.sha256:
+        if model.sha256 is None or (meta.get("model") or {}).get("sha256") != model.sha256:
             continue
         if all(recorded.get(key) == value for key, value in settings.items()):
             return Direction.load(path)
