@@ -1,6 +1,9 @@
 """Fréchet distance, precision/recall, degradations, the shape embedding and its SimCLR training."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,8 @@ from ganinv.metrics.quality import (degrade_images, embed_images, frechet_distan
 from ganinv.models.embedding import ShapeEmbedding, load_embedding, save_embedding
 from ganinv.models.registry import ASSETS, available_models, load_model
 from ganinv.train.embedding import augment_view, nt_xent_loss, train_embedding
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gaussian(n: int, dim: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
@@ -71,6 +76,40 @@ def test_mode_collapse_keeps_precision_and_loses_recall():
     result = precision_recall(reference, collapsed)
     assert result["precision"] > 0.9
     assert 0.3 < result["recall"] < 0.6  # about half of the reference (one cluster) is covered
+
+
+def test_recall_by_group_names_the_cluster_a_collapsed_set_misses():
+    reference = np.concatenate([_gaussian(300, 4, 0), _gaussian(300, 4, 1, shift=50.0)])
+    first = np.arange(600) < 300
+    result = precision_recall(reference, _gaussian(300, 4, 2), groups={"kept": first, "missed": ~first})
+    assert result["recall_by_group"]["kept"] > 0.7
+    assert result["recall_by_group"]["missed"] == 0.0
+    # The overall recall is the groups' recall weighted by their sizes.
+    assert result["recall"] == pytest.approx(np.mean(list(result["recall_by_group"].values())))
+    with pytest.raises(ValueError, match="bool mask over the 600"):
+        precision_recall(reference, reference, groups={"short": first[:10]})
+    with pytest.raises(ValueError, match="holds no reference point"):
+        precision_recall(reference, reference, groups={"empty": np.zeros(600, bool)})
+
+
+def test_snapshot_quality_recall_rows_from_labels():
+    spec = importlib.util.spec_from_file_location("snapshot_quality", ROOT / "benchmarks" / "snapshot_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    records = [{"group": "People", "subgroup": "hands"}, {"group": "People", "subgroup": "person"},
+               {"group": "Objects", "subgroup": "tool"}, {"group": "People", "subgroup": "hand-prop"}]
+    masks = module.group_masks(records, "group, hands=subgroup:hands+hand-prop")
+    assert list(masks) == ["People", "Objects", "hands"]  # a field's values most frequent first
+    assert masks["People"].tolist() == [True, True, False, True]
+    assert masks["hands"].tolist() == [True, False, False, True]
+    for bad, message in [("colour", "no label field"), ("hands=subgroup:paws", "no reference image"),
+                         ("hands=subgroup", "NAME=FIELD:VALUE"), ("group,People=group:People", "twice")]:
+        with pytest.raises(SystemExit, match=message):
+            module.group_masks(records, bad)
+    rows = module._mean_row([{"recall": 0.5, "recall_by_group": {"a": 0.2}},
+                             {"recall": 0.7, "recall_by_group": {"a": 0.4}}])
+    assert rows["recall"] == pytest.approx(0.6) and rows["recall_by_group"]["a"] == pytest.approx(0.3)
+    assert rows["recall_by_group"]["a_sd"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
 
 
 def test_precision_recall_lie_in_unit_interval_and_need_more_than_k_points():

@@ -105,18 +105,39 @@ def manifold_coverage(reference: np.ndarray, radii: np.ndarray, queries: np.ndar
 
 
 def precision_recall(reference_features: np.ndarray, evaluated_features: np.ndarray,
-                     k: int = DEFAULT_K) -> dict[str, float]:
+                     k: int = DEFAULT_K, groups: Mapping[str, np.ndarray] | None = None) -> dict:
     """Kynkäänniemi et al. (2019) precision and recall of an evaluated set against a reference set.
 
     precision = fraction of evaluated points inside the reference manifold (k-NN balls of the reference);
     recall = fraction of reference points inside the evaluated manifold (k-NN balls of the evaluated set).
+    `groups` (name -> bool mask over the reference points) adds "recall_by_group": the recall counted over
+    each group's reference points only (which kinds of reference image the evaluated set covers).
     """
     reference = np.asarray(reference_features, dtype=np.float64)
     evaluated = np.asarray(evaluated_features, dtype=np.float64)
     _check_features(reference, evaluated, k + 1, "precision/recall")
+    masks = _group_masks(groups, len(reference))
     precision = manifold_coverage(reference, knn_radii(reference, k), evaluated).mean()
-    recall = manifold_coverage(evaluated, knn_radii(evaluated, k), reference).mean()
-    return {"precision": float(precision), "recall": float(recall)}
+    covered = manifold_coverage(evaluated, knn_radii(evaluated, k), reference)
+    result = {"precision": float(precision), "recall": float(covered.mean())}
+    if masks is not None:
+        result["recall_by_group"] = {name: float(covered[mask].mean()) for name, mask in masks.items()}
+    return result
+
+
+def _group_masks(groups: Mapping[str, np.ndarray] | None, count: int) -> dict[str, np.ndarray] | None:
+    if groups is None:
+        return None
+    masks = {}
+    for name, mask in groups.items():
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != (count,):
+            raise ValueError(f"group {name!r}: expected a bool mask over the {count} reference points, "
+                             f"got {mask.dtype} {mask.shape}")
+        if not mask.any():
+            raise ValueError(f"group {name!r} holds no reference point")
+        masks[name] = mask
+    return masks
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -164,7 +185,8 @@ def degrade_images(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tens
 
 def measure_quality(network, reference_images: torch.Tensor | np.ndarray,
                     floor_images: torch.Tensor | np.ndarray,
-                    evaluated: Mapping[str, torch.Tensor | np.ndarray], k: int = DEFAULT_K) -> dict:
+                    evaluated: Mapping[str, torch.Tensor | np.ndarray], k: int = DEFAULT_K,
+                    reference_groups: Mapping[str, np.ndarray] | None = None) -> dict:
     """Fréchet distance and precision/recall in `network`'s feature space, each set against the reference.
 
     Args:
@@ -173,6 +195,9 @@ def measure_quality(network, reference_images: torch.Tensor | np.ndarray,
         floor_images: real images the generator never saw (the held-out split); their numbers are the floor.
         evaluated: name -> image set (generator samples, degraded copies); each must have as many images
             as `floor_images`, since Fréchet distance and recall depend on the set size.
+        k: the neighbourhood size of precision/recall.
+        reference_groups: name -> bool mask over the reference images; every set (and the floor) then
+            also gets "recall_by_group" (`precision_recall`).
     Returns:
         {"floor": {...}, "sets": {name: {...}}, "counts": {...}, "k": k}; each entry holds
         `frechet_distance`, `precision`, `recall` and, for the sets, `fd_ratio` (FD / floor FD).
@@ -180,7 +205,7 @@ def measure_quality(network, reference_images: torch.Tensor | np.ndarray,
     reference = embed_images(network, reference_images)
     floor_features = embed_images(network, floor_images)
     floor = {"frechet_distance": frechet_distance(floor_features, reference),
-             **precision_recall(reference, floor_features, k)}
+             **precision_recall(reference, floor_features, k, reference_groups)}
     sets = {}
     for name, images in evaluated.items():
         if len(images) != len(floor_images):
@@ -190,7 +215,7 @@ def measure_quality(network, reference_images: torch.Tensor | np.ndarray,
         fd = frechet_distance(features, reference)
         sets[name] = {"frechet_distance": fd,
                       "fd_ratio": fd / floor["frechet_distance"] if floor["frechet_distance"] > 0 else float("inf"),
-                      **precision_recall(reference, features, k)}
+                      **precision_recall(reference, features, k, reference_groups)}
     return {"floor": floor, "sets": sets, "k": k,
             "counts": {"reference": len(reference), "evaluated": len(floor_features)}}
 
