@@ -488,3 +488,94 @@ def test_the_kept_emoji64_run_snapshot_continues_at_the_shipped_models_settings(
     with torch.no_grad():
         images = trainer.G_ema(torch.randn(4, trainer.G.z_dim), None, noise_mode="const")
     assert images.shape == (4, 3, 64, 64) and images.std() > 0.1
+
+
+# -- widening: more channels from a narrower snapshot ---------------------------------------------------
+
+
+def test_widen_keeps_the_images_and_logits_and_trains(tmp_path):
+    data = TrainingData(_images(16, resolution=16))
+    narrow = train(TrainConfig(**TINY), data, tmp_path / "narrow", progress=False, max_steps=2)
+    narrow.save_snapshot(tmp_path / "snapshot")
+    # channel_base 256: 16 channels at 16 px instead of 8; the 4- and 8-px blocks keep 16.
+    config = TrainConfig(**{**TINY, "channel_base": 256}, widen=True)
+    wide = Trainer(config, data)
+    fresh = Trainer(config, data)
+    wide.start_from_snapshot(tmp_path / "snapshot")
+    assert wide.G.synthesis.channels[16] == 16 and narrow.G.synthesis.channels[16] == 8
+    z = torch.randn([4, TINY["z_dim"]], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = narrow.G_ema(z, None, noise_mode="const")
+        for name in ("G", "G_ema"):
+            assert torch.allclose(getattr(wide, name)(z, None, noise_mode="const"), before, atol=1e-5), name
+        assert torch.allclose(wide.D(before, None), narrow.D(before, None), atol=1e-5)
+    # The new channels start as a fresh network would, and they are not dead: a step moves them.
+    new_rows = wide.G.synthesis.b16.conv1.weight[8:]
+    assert torch.equal(new_rows, fresh.G.synthesis.b16.conv1.weight[8:])
+    assert not wide.G.synthesis.b16.conv1.weight[:8, 8:].any()  # old outputs do not read new inputs
+    torgb_new = wide.G.synthesis.b16.torgb.weight[:, 8:].clone()
+    stats = wide.step()
+    assert np.isfinite(stats["loss_G"]) and wide.G.synthesis.b16.torgb.weight[:, 8:].ne(torgb_new).any()
+    # Without --widen a width change is refused; widening never narrows; a wider 4-px epilogue keeps the
+    # minibatch-std input mapped to its own channel.
+    with pytest.raises(ValueError, match="channel_base=128, this run asks for 256"):
+        Trainer(TrainConfig(**{**TINY, "channel_base": 256}), data).start_from_snapshot(tmp_path / "snapshot")
+    with pytest.raises(ValueError, match="16 channels at 4 px, this run's only 8; --widen never removes"):
+        Trainer(TrainConfig(**{**TINY, "channel_max": 8}, widen=True), data).start_from_snapshot(tmp_path / "snapshot")
+    with pytest.raises(ValueError, match="--widen and --grow cannot be combined"):
+        Trainer(TrainConfig(**TINY, widen=True, grow=True), data).start_from_snapshot(tmp_path / "snapshot")
+    wider4 = Trainer(TrainConfig(**{**TINY, "channel_base": 512, "channel_max": 32}, widen=True), data)
+    wider4.start_from_snapshot(tmp_path / "snapshot")
+    conv = wider4.D.b4.conv.weight
+    assert torch.equal(conv[:16, 32], narrow.D.b4.conv.weight[:, 16] * (narrow.D.b4.conv.weight_gain / wider4.D.b4.conv.weight_gain))
+    assert not conv[:16, 16:32].any()
+    with torch.no_grad():
+        assert torch.allclose(wider4.G_ema(z, None, noise_mode="const"), before, atol=1e-5)
+
+
+def test_cli_train_widen(tmp_path):
+    from ganinv.cli import main
+
+    data = _tiny_dataset(tmp_path / "data")
+    runner = CliRunner()
+    common = ["train", "--data", str(data), "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-max", "16",
+              "--max-steps", "1", "--quiet", "--snapshot-networks"]
+    done = runner.invoke(main, common + ["--outdir", str(tmp_path / "narrow"), "--channel-base", "128"])
+    assert done.exit_code == 0, done.output
+    snapshot = tmp_path / "narrow" / "snapshots" / "kimg000000"
+    done = runner.invoke(main, common + ["--outdir", str(tmp_path / "wide"), "--channel-base", "256",
+                                         "--init", str(snapshot), "--widen"])
+    assert done.exit_code == 0, done.output
+    card = json.loads((tmp_path / "wide" / "snapshots" / "kimg000000" / "card.json").read_text())
+    assert card["training_settings"]["widen"] is True and card["training_settings"]["channel_base"] == 256
+    assert card["generator"]["synthesis_kwargs"]["channels"]["16"] == 16
+    done = runner.invoke(main, common + ["--outdir", str(tmp_path / "bad"), "--channel-base", "256", "--widen"])
+    assert done.exit_code != 0 and "--widen needs --init" in done.output
+
+
+def test_average_snapshots_is_the_mean_of_the_weights(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from ganinv.models.registry import load_generator
+
+    spec = importlib.util.spec_from_file_location(
+        "average_snapshots", Path(__file__).resolve().parents[1] / "benchmarks" / "average_snapshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = TrainingData(_images(16, resolution=16))
+    trainer = train(TrainConfig(**TINY), data, tmp_path / "run", progress=False, max_steps=1)
+    run = tmp_path / "run" / "snapshots"
+    trainer.save_snapshot(run / "kimg000001")
+    trainer.step()
+    trainer.save_snapshot(run / "kimg000002")
+    trainer.step()
+    trainer.save_snapshot(run / "kimg000003")
+    out = module.main(["--run", str(tmp_path / "run"), "--count", "2", "--upto", "2", "--out", str(tmp_path / "avg")])
+    first, second, mean = (load_generator(str(p)).state_dict() for p in (run / "kimg000001", run / "kimg000002", out))
+    key = "synthesis.b16.conv1.weight"
+    assert not torch.equal(first[key], second[key])
+    assert torch.allclose(mean[key], (first[key] + second[key]) / 2, atol=1e-6)
+    assert json.loads((out / "card.json").read_text())["averaged_snapshots"] == ["kimg000001", "kimg000002"]
+    with pytest.raises(SystemExit, match="3 snapshots there, --count asks for 5"):
+        module.main(["--run", str(tmp_path / "run"), "--count", "5", "--out", str(tmp_path / "x")])

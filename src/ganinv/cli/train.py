@@ -59,6 +59,9 @@ from ..train.export import export_model
 @click.option("--grow", is_flag=True,
               help="With --init: the snapshot may have a lower resolution (a curriculum, e.g. 32 then 64 px); "
                    "the blocks both resolutions have start from it, the new ones fresh.")
+@click.option("--widen", is_flag=True,
+              help="With --init: the snapshot may have fewer channels (--channel-base/--channel-max); the "
+                   "old channels keep drawing the same images, the new ones start fresh (net2net widening).")
 @click.option("--resolution", default=None, type=click.IntRange(min=4),
               help="Train at this resolution, the data's divided by a power of two (images box-filtered); "
                    "default: the data's.")
@@ -67,7 +70,7 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
                   batch_size, z_dim, w_dim,
                   mapping_layers, channel_base, channel_max, d_channel_base, d_channel_max, learning_rate,
                   r1_gamma, pl_weight, style_mixing_prob, ema_kimg, augment, mirror, label_key,
-                  mixed_precision, init, grow, resolution, device, seed, quiet):
+                  mixed_precision, init, grow, widen, resolution, device, seed, quiet):
     """Train a StyleGAN2 generator on a dataset folder (resumable; Ctrl-C or SIGTERM saves and stops)."""
 
     apply_threads(threads)
@@ -82,10 +85,12 @@ def train_command(data_dir, outdir, resume, max_steps, threads, total_kimg, snap
                          r1_gamma=r1_gamma, pl_weight=pl_weight, style_mixing_prob=style_mixing_prob,
                          ema_kimg=ema_kimg, augment=augment, mirror=mirror, label_key=label_key,
                          mixed_precision=mixed_precision, total_kimg=total_kimg, snapshot_kimg=snapshot_kimg,
-                         snapshot_networks=snapshot_networks, seed=seed, init=init, grow=grow,
+                         snapshot_networks=snapshot_networks, seed=seed, init=init, grow=grow, widen=widen,
                          resolution=resolution)
     if grow and init is None:
         raise UserError("--grow needs --init (the lower-resolution snapshot to grow from)")
+    if widen and init is None:
+        raise UserError("--widen needs --init (the narrower snapshot to widen)")
     config = config_for_run_or_fail(config, outdir, resume, ("total_kimg", "snapshot_kimg", "snapshot_networks"))
     checkpoint = outdir / CHECKPOINT_FILE
     try:

@@ -36,7 +36,7 @@ from ..errors import GanInvError
 from ..models.checkpoints import load_native, save_native
 from ..models.layers import fir_as_convolution
 from ..models.registry import resolve_path
-from ..models.stylegan2 import Discriminator, Generator
+from ..models.stylegan2 import Discriminator, DiscriminatorEpilogue, Generator
 from ..utils import adam
 from . import distributed
 from .augment import diff_augment, parse_policy
@@ -79,6 +79,7 @@ class TrainConfig(RunConfig):
     label_key: str | None = None  # conditional training on this record field
     init: str | None = None  # exported snapshot that G, G_ema and D start from (None: random weights)
     grow: bool = False  # `init` may have a lower resolution: the layers both share start from it, the rest fresh
+    widen: bool = False  # `init` may have fewer channels: widened so that it draws the same images (`widen_from`)
     mixed_precision: bool = True  # fp16 in the 4 highest-resolution blocks, CUDA only
     # schedule
     total_kimg: float = 100_000.0
@@ -91,6 +92,9 @@ class TrainConfig(RunConfig):
 # The settings that fix the networks' shapes: a snapshot given to `init` must have been trained with them.
 NETWORK_SETTINGS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "d_channel_base",
                     "d_channel_max", "mbstd_group_size", "label_key")
+# Settings and network arguments that a widened run (`widen`) may change: the channel counts.
+_WIDTH_SETTINGS = ("channel_base", "channel_max", "d_channel_base", "d_channel_max")
+_WIDTH_KWARGS = ("channel_base", "channel_max", "channels")
 # Network arguments that a grown run (`grow`) changes: its resolution and the channels of its new blocks.
 _RESOLUTION_KWARGS = ("img_resolution", "channels")
 # Network arguments that change how a network runs, not its weights (fp16 blocks on CUDA only).
@@ -129,12 +133,20 @@ def check_snapshot_matches(config: "TrainConfig", card: dict, networks: dict, sn
     `config.grow` the snapshot may have a lower resolution (and fewer blocks); the channels of the blocks
     both have must agree."""
     settings = card.get("training_settings") or {}
+    if config.widen and config.grow:
+        raise GanInvError(f"{source}: --widen and --grow cannot be combined (widen, then grow in a second run)")
+    if config.widen and config.label_key is not None:
+        raise GanInvError(f"{source}: --widen widens unconditional networks only")
     for name in NETWORK_SETTINGS:
+        if config.widen and name in _WIDTH_SETTINGS:
+            continue
         if name in settings and settings[name] != getattr(config, name):
             raise GanInvError(f"{source}: the snapshot was trained with {name}={settings[name]!r}, this run asks "
                               f"for {getattr(config, name)!r}")
     for net, mine in networks.items():
         mine, theirs = _architecture(mine), _architecture(snapshot_networks[net])
+        if config.widen:
+            _check_wider(mine, theirs, net, source)
         ours_px, theirs_px = int(mine["img_resolution"]), int(theirs["img_resolution"])
         if ours_px != theirs_px:
             if not config.grow:
@@ -155,6 +167,72 @@ def check_snapshot_matches(config: "TrainConfig", card: dict, networks: dict, sn
             if mine.get(key) != theirs.get(key):
                 raise GanInvError(f"{source}: the snapshot's {net} has {key}={theirs.get(key)!r}, this run's "
                                   f"{net} would have {mine.get(key)!r}")
+
+
+def _check_wider(mine: dict, theirs: dict, net: str, source: str) -> None:
+    """For --widen: this run's channels at every resolution at least the snapshot's; then drop the width
+    arguments from both (flattened) argument sets so that the rest is compared as usual."""
+    width_keys = [k for k in set(mine) | set(theirs) if k.split(".")[-1] in _WIDTH_KWARGS]
+    for key in [k for k in width_keys if k.split(".")[-1] == "channels"]:
+        ours = {int(px): int(c) for px, c in (mine.get(key) or {}).items()}
+        old = {int(px): int(c) for px, c in (theirs.get(key) or {}).items()}
+        if set(ours) != set(old):
+            raise GanInvError(f"{source}: the snapshot's {net} has blocks at {sorted(old)} px, this run's at "
+                              f"{sorted(ours)} (--widen changes widths only)")
+        narrower = [px for px in sorted(old) if ours[px] < old[px]]
+        if narrower:
+            px = narrower[0]
+            raise GanInvError(f"{source}: the snapshot's {net} has {old[px]} channels at {px} px, this run's "
+                              f"only {ours[px]}; --widen never removes channels")
+    for key in width_keys:
+        mine.pop(key, None)
+        theirs.pop(key, None)
+
+
+def widen_from(target: torch.nn.Module, source: torch.nn.Module) -> None:
+    """Copy a narrower network `source` into `target` (the same architecture with at least as many channels
+    at every layer) so that the old channels compute what they computed: net2net widening with random
+    padding (Chen, Goodfellow & Shlens, "Net2Net: Accelerating Learning via Knowledge Transfer", ICLR 2016).
+
+    Each weight's block of old outputs x old inputs is the source's (times old / new runtime weight gain,
+    where a layer scales its weight by 1/sqrt(fan-in)); the old outputs' weights on new inputs are zero, so
+    the new channels do not reach the old ones; the new outputs keep `target`'s fresh initialization (random
+    weights, so they learn from the first step). Other tensors (biases, constant inputs, style affines) keep
+    the source's values in their leading entries. A StyleGAN2 generator then draws the same images; a
+    discriminator gives the same logits unless its 4-px width grows (its minibatch-std feature averages
+    over all of those channels). The epilogue's input channels with the minibatch-std feature appended are
+    mapped old-to-old and feature-to-feature."""
+    sources = dict(source.named_modules())
+    modules = dict(target.named_modules())
+    with torch.no_grad():
+        for name, module in target.named_modules():
+            old = sources.get(name)
+            if old is None or type(old) is not type(module):
+                raise GanInvError(f"widening: the snapshot has no {type(module).__name__} at "
+                                  f"{name or 'the top level'}")
+            tensors = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
+            theirs = dict(old.named_parameters(recurse=False)) | dict(old.named_buffers(recurse=False))
+            for key, tensor in tensors.items():
+                value = theirs[key].detach().to(tensor.dtype)
+                if value.shape == tensor.shape:
+                    tensor.copy_(value)
+                    continue
+                if value.ndim != tensor.ndim or any(a > b for a, b in zip(value.shape, tensor.shape)):
+                    raise GanInvError(f"widening: {name}.{key} has shape {list(value.shape)} in the snapshot, "
+                                      f"{list(tensor.shape)} here")
+                if key == "weight" and tensor.ndim >= 2:
+                    out_old, in_old = value.shape[:2]
+                    in_map = torch.arange(in_old)
+                    parent = modules.get(name.rpartition(".")[0])
+                    if (isinstance(parent, DiscriminatorEpilogue) and module is parent.conv
+                            and parent.mbstd is not None):  # its input: the features, then the mbstd channels
+                        f = parent.mbstd.num_channels
+                        in_map[in_old - f:] = torch.arange(tensor.shape[1] - f, tensor.shape[1])
+                    scale = getattr(old, "weight_gain", 1.0) / getattr(module, "weight_gain", 1.0)
+                    tensor[:out_old].zero_()
+                    tensor[:out_old, in_map] = value * scale
+                else:
+                    tensor[tuple(slice(0, n) for n in value.shape)] = value
 
 
 @dataclass
@@ -493,7 +571,10 @@ class Trainer:
                                                    "D": self.D.kwargs_with_channels()},
                                {"G": G.kwargs_with_channels(), "D": D.kwargs_with_channels()}, str(path))
         with torch.no_grad():
-            if G.img_resolution == self.resolution:
+            if self.config.widen:
+                for target, source in ((self.G, G), (self.G_ema, G), (self.D, D)):
+                    widen_from(target, source)
+            elif G.img_resolution == self.resolution:
                 self.G.load_state_dict(G.state_dict())
                 self.G_ema.load_state_dict(G.state_dict())
                 self.D.load_state_dict(D.state_dict())
@@ -637,7 +718,8 @@ def train(config: TrainConfig, data: TrainingData, run_dir: str | Path, *, devic
         if log:
             log(f"resumed from {loop.checkpoint} at {trainer.kimg:.1f} kimg (step {trainer.step_index})")
     elif config.init is not None and log:
-        grown = " (grown: the new blocks start fresh)" if config.grow else ""
+        grown = (" (grown: the new blocks start fresh)" if config.grow else
+                 " (widened: the new channels start fresh, the old ones draw the same images)" if config.widen else "")
         log(f"started from the snapshot {config.init} at {trainer.kimg:.1f} kimg (fresh optimizer state){grown}")
     loop.write_config(config.to_dict())
     loop.run(max_steps=max_steps)
