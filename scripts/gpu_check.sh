@@ -9,7 +9,9 @@
 #      given), then the run's checkpoint packed into parts that fit the transfer limits
 #      (scripts/pack_run.py), plus its sample grid and stats; or, with --init SNAPSHOT, the run that snapshot
 #      belongs to continued at its own network settings (batch 64), its newest snapshot handed back as a
-#      float16 model folder (snapshot/) that `ganinv train --init` continues from.
+#      float16 model folder (snapshot/) that `ganinv train --init` continues from; --widen-to BASE,MAX
+#      continues it at channel_base BASE and channel_max MAX instead (`ganinv train --widen`: the CPU run's
+#      learning kept, the new channels fresh; the handed-back snapshot must stay under 16 MB, e.g. 4096,192).
 # Everything lands in --out (default $OUT, else ./gpu_out), in at most 8 files (what a lent machine hands
 # back): log.txt, gpu_speed.json, samples.png, packed/pack.json and up to 4 packed/checkpoint.partNN (with
 # --init: snapshot/card.json and snapshot/model.safetensors instead of packed/). Runs from
@@ -17,12 +19,12 @@
 #
 #   bash scripts/gpu_check.sh --device cuda --budget 530 --data .gpu/emoji --official-repo .gpu/stylegan3
 #   bash scripts/gpu_check.sh --device cuda --budget 530 --data .gpu/emoji --official-repo .gpu/stylegan3 \
-#       --init checkpoints/emoji64-run
+#       --init checkpoints/emoji64-run [--widen-to 4096,192]
 #   bash scripts/gpu_check.sh --device cpu --dry-run --data DATASET --out /tmp/gpu_dry   # the suite's check
 # --steps tests,speed,train (the default) picks the steps to run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-device=cuda; budget=530; out="${OUT:-./gpu_out}"; data=.gpu/emoji; official=""; resume_from=""; init=""; steps=tests,speed,train; dry=0
+device=cuda; budget=530; out="${OUT:-./gpu_out}"; data=.gpu/emoji; official=""; resume_from=""; init=""; widen_to=""; steps=tests,speed,train; dry=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="$2"; shift 2;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --official-repo) official="$2"; shift 2;;
     --resume-from) resume_from="$2"; shift 2;;
     --init) init="$2"; shift 2;;
+    --widen-to) widen_to="$2"; shift 2;;
     --steps) steps="$2"; shift 2;;
     --dry-run) dry=1; shift;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2;;
@@ -46,6 +49,9 @@ log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*" | tee -a "$out/log.txt
 rm -f "$out/log.txt"
 want() { case ",$steps," in *",$1,"*) return 0;; *) return 1;; esac; }
 if [ -n "$init" ] && [ -n "$resume_from" ]; then echo "gpu_check.sh: --init and --resume-from exclude each other" >&2; exit 2; fi
+if [ -n "$widen_to" ] && { [ -z "$init" ] || ! [[ "$widen_to" =~ ^[0-9]+,[0-9]+$ ]]; }; then
+  echo "gpu_check.sh: --widen-to takes BASE,MAX (two integers) and needs --init" >&2; exit 2
+fi
 if [ -n "$init" ] && [ ! -f "$init/card.json" ]; then echo "gpu_check.sh: --init $init: no card.json there" >&2; exit 2; fi
 
 log "device=$device budget=${budget}s dry_run=$dry out=$out"
@@ -97,6 +103,7 @@ if s.get("r1_gamma") is not None:
     flags["--gamma"] = s["r1_gamma"]
 print(" ".join(f"{k} {v}" for k, v in flags.items()))' "$init") || { log "cannot read $init/card.json"; exit 1; }
   widths+=(--init "$init" --snapshot-networks)
+  if [ -n "$widen_to" ]; then widths+=(--channel-base "${widen_to%,*}" --channel-max "${widen_to#*,}" --widen); fi
   if [ "$dry" = 1 ]; then widths+=(--batch 8 --max-steps 3); else widths+=(--batch 64 --snapshot-kimg 50); fi
 elif [ "$dry" = 1 ]; then
   widths=(--batch 8 --z-dim 16 --w-dim 16 --mapping-layers 2 --channel-base 128 --channel-max 16 --max-steps 3)

@@ -75,6 +75,18 @@ def test_init_continues_a_snapshot_at_its_own_settings_and_hands_back_a_float16_
     assert card["weights_dtype"] == "float16" and card["training_steps"] == 2 + 3
     assert (settings["r1_gamma"], settings["augment"], settings["channel_max"]) == (0.4, "color", 16)
     assert not (out / "packed").exists()
+    # --widen-to: the same snapshot continued with more channels (channel_base 256: 16 at 16 px, not 8).
+    wide = tmp_path / "wide"
+    done = subprocess.run([*script, "--out", str(wide), "--steps", "train", "--init", str(snapshot),
+                           "--widen-to", "256,16"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    card = json.loads((wide / "snapshot" / "card.json").read_text())
+    assert card["training_settings"]["widen"] is True and card["training_settings"]["channel_base"] == 256
+    assert card["generator"]["synthesis_kwargs"]["channels"]["16"] == 16
+    for flags in (["--widen-to", "256"], ["--widen-to", "256,16", "--init", ""]):
+        bad = subprocess.run([*script, "--out", str(tmp_path / "bad"), "--init", str(snapshot), *flags],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "--widen-to takes BASE,MAX" in bad.stderr
     bad = subprocess.run([*script, "--out", str(tmp_path / "bad"), "--init", str(snapshot), "--resume-from", "x"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "exclude each other" in bad.stderr
