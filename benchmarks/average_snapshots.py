@@ -28,17 +28,16 @@ def average_snapshots(folders: list[Path], out: Path) -> Path:
     are not floating point (none in StyleGAN2) and the card's counters come from the newest (the last)."""
     if not folders:
         raise SystemExit("no snapshot to average")
-    G, D, card = read_snapshot(folders[-1])
-    sums = {name: {k: torch.zeros_like(v, dtype=torch.float64) for k, v in net.state_dict().items()}
-            for name, net in (("G", G), ("D", D))}
-    for folder in folders:
-        g, d, _ = read_snapshot(folder)
-        for name, net in (("G", g), ("D", d)):
+    sums: dict[str, dict[str, torch.Tensor]] = {}
+    for folder in folders:  # each read once; G, D and card are the newest's when the loop ends
+        G, D, card = read_snapshot(folder)
+        for name, net in (("G", G), ("D", D)):
             state = net.state_dict()
-            if state.keys() != sums[name].keys() or any(state[k].shape != sums[name][k].shape for k in state):
-                raise SystemExit(f"{folder}: its {name} has another architecture than {folders[-1]}")
+            total = sums.setdefault(name, {k: torch.zeros_like(v, dtype=torch.float64) for k, v in state.items()})
+            if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in state):
+                raise SystemExit(f"{folder}: its {name} has another architecture than {folders[0]}")
             for k, v in state.items():
-                sums[name][k] += v.double()
+                total[k] += v.double()
     with torch.no_grad():
         for name, net in (("G", G), ("D", D)):
             for k, v in net.state_dict().items():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,7 @@ def group_masks(records: list[dict], spec: str) -> dict[str, np.ndarray]:
             groups = {name: wanted}
         else:
             field = item
-            counts: dict[str, int] = {}
-            for record in records:
-                if field in record:
-                    counts[str(record[field])] = counts.get(str(record[field]), 0) + 1
+            counts = Counter(str(record[field]) for record in records if field in record)
             groups = {value: {value} for value in sorted(counts, key=lambda v: (-counts[v], v))}
         if not any(field in record for record in records):
             raise SystemExit(f"--recall-by: no label field {field!r} in the dataset's records")

@@ -205,7 +205,7 @@ def widen_from(target: torch.nn.Module, source: torch.nn.Module) -> None:
     sources = dict(source.named_modules())
     modules = dict(target.named_modules())
     with torch.no_grad():
-        for name, module in target.named_modules():
+        for name, module in modules.items():
             old = sources.get(name)
             if old is None or type(old) is not type(module):
                 raise GanInvError(f"widening: the snapshot has no {type(module).__name__} at "
